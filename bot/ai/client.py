@@ -1,0 +1,795 @@
+"""Client for Ace Data Cloud's OpenAI-compatible API, or any server speaking the same format.
+
+The caller owns the one shared `aiohttp.ClientSession`; this client never creates or closes it.
+Replies are parsed leniently: unknown keys are ignored and `object` is never checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+
+from bot.ai.errors import (
+    ApiError,
+    ApiTimeout,
+    ImageTooLarge,
+    ServiceUnavailable,
+    error_from_response,
+)
+from bot.ai.retry import RetryPolicy, with_retry
+from bot.ai.sse import DONE, SseDecoder
+from bot.ai.types import (
+    ChatResult,
+    EmbeddingResult,
+    GeneratedImage,
+    ImageFile,
+    ImageResult,
+    Message,
+    Timeouts,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ERROR_BODY_LIMIT = 64 * 1024
+_DOWNLOAD_CHUNK = 64 * 1024
+
+DEFAULT_TIMEOUTS = Timeouts()
+DEFAULT_RETRY = RetryPolicy()
+
+ErrorFactory = Callable[[Mapping[str, Any]], ApiError]
+
+
+# --- lenient field readers ----------------------------------------------------------------------
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _usage(raw: Any) -> Usage | None:
+    """Chat (`prompt_tokens`...) and Responses/images (`input_tokens`...) usage alike."""
+    if not isinstance(raw, Mapping):
+        return None
+    prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
+    completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
+    return Usage(prompt, completion, _int(raw.get("total_tokens")) or prompt + completion)
+
+
+def _content_text(content: Any) -> str:
+    """Message content as text: a string, or a list of parts that carry `text`."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _without_none(fields: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    payload = {key: value for key, value in fields.items() if value is not None}
+    payload.update(extra or {})
+    return payload
+
+
+@contextlib.contextmanager
+def _translate(what: str, timeout_message: str) -> Iterator[None]:
+    """Turn aiohttp and socket failures into the matching ApiError."""
+    try:
+        yield
+    except TimeoutError as exc:  # before OSError: TimeoutError is one
+        raise ApiTimeout(f"{what}: {timeout_message}") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        detail = str(exc)
+        raise ServiceUnavailable(
+            f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+        ) from exc
+
+
+# --- reply parsers, shared by whole and streamed calls -------------------------------------------
+
+
+class _Parser:
+    """Accumulates what a reply says besides its text; `feed` returns the text of one event."""
+
+    def __init__(self, make_error: ErrorFactory) -> None:
+        self._make_error = make_error
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.trace_id: str | None = None
+        self.complete = False  # a terminal event arrived: stop reading
+
+    def feed(self, event: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def incomplete(self) -> str | None:
+        """At EOF without [DONE]: why the reply is unfinished, or None if it is whole."""
+        return None if self.finish_reason or self.complete else "the stream ended too early"
+
+
+class _ChatParser(_Parser):
+    def feed(self, event: Mapping[str, Any]) -> str:
+        self.trace_id = _str(event.get("trace_id")) or self.trace_id
+        if event.get("error"):
+            raise self._make_error(event)
+        self.model = self.model or _str(event.get("model"))
+        self.usage = _usage(event.get("usage")) or self.usage
+        choices = event.get("choices")
+        text: list[str] = []
+        for choice in choices if isinstance(choices, list) else []:
+            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+                continue
+            # `delta` in a stream, `message` in a whole reply (or a server that ignored stream).
+            body = choice.get("delta") or choice.get("message")
+            if isinstance(body, Mapping):
+                content = body.get("content") or body.get("refusal")
+                text.append(_content_text(content))
+            self.finish_reason = _str(choice.get("finish_reason")) or self.finish_reason
+        return "".join(text)
+
+
+class _ResponseParser(_Parser):
+    """The Responses API: dispatch on `type`; a whole Response object has no `type`."""
+
+    def feed(self, event: Mapping[str, Any]) -> str:
+        self.trace_id = _str(event.get("trace_id")) or self.trace_id
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            return _str(event.get("delta")) or ""
+        if kind == "error" or (kind is None and event.get("error") and "output" not in event):
+            raise self._make_error(event)
+        response = event.get("response") if kind is not None else event
+        if not isinstance(response, Mapping):
+            return ""
+        self.model = self.model or _str(response.get("model"))
+        self.usage = _usage(response.get("usage")) or self.usage
+        status = response.get("status")
+        if kind == "response.failed" or status == "failed":
+            error = response.get("error") or {"message": "the response failed"}
+            raise self._make_error({"error": error, "trace_id": self.trace_id})
+        if kind == "response.incomplete" or status == "incomplete":
+            details = response.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, Mapping) else None
+            self.finish_reason = "content_filter" if reason == "content_filter" else "length"
+            self.complete = True
+        elif kind == "response.completed" or (kind is None and status == "completed"):
+            self.finish_reason = "stop"
+            self.complete = True
+        return _output_text(response) if kind is None else ""
+
+
+def _output_text(response: Mapping[str, Any]) -> str:
+    output = response.get("output")
+    texts = [
+        part["text"]
+        for item in (output if isinstance(output, list) else [])
+        if isinstance(item, Mapping) and isinstance(item.get("content"), list)
+        for part in item["content"]
+        if isinstance(part, Mapping)
+        and part.get("type") == "output_text"
+        and isinstance(part.get("text"), str)
+    ]
+    return "".join(texts) if texts else _str(response.get("output_text")) or ""
+
+
+def _image_result(data: Mapping[str, Any]) -> ImageResult:
+    items = data.get("data")
+    images = [
+        GeneratedImage(
+            b64_json=_str(item.get("b64_json")),
+            url=_str(item.get("url")),
+            revised_prompt=_str(item.get("revised_prompt")),
+        )
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, Mapping) and (item.get("b64_json") or item.get("url"))
+    ]
+    return ImageResult(images=images, usage=_usage(data.get("usage")))
+
+
+def _embedding_result(data: Mapping[str, Any]) -> EmbeddingResult:
+    items = data.get("data")
+    rows = sorted(
+        (item for item in (items if isinstance(items, list) else []) if isinstance(item, Mapping)),
+        key=lambda item: _int(item.get("index")),
+    )
+    vectors = [
+        [float(x) for x in row["embedding"]]
+        for row in rows
+        if isinstance(row.get("embedding"), list)
+    ]
+    return EmbeddingResult(vectors=vectors, usage=_usage(data.get("usage")))
+
+
+def _decode_b64(text: str, max_bytes: int) -> bytes:
+    compact = "".join(text.split())
+    if len(compact) * 3 // 4 - compact[-2:].count("=") > max_bytes:
+        raise ImageTooLarge(f"image larger than {max_bytes} bytes")
+    try:
+        return base64.b64decode(compact)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError("the image in the reply is not valid base64") from exc
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+class ApiClient:
+    """Typed calls to the chat, responses, images and embeddings endpoints."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        token: str,
+        path_prefix: str = "/openai",
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        prefix = path_prefix.strip("/")
+        self._prefix = f"/{prefix}" if prefix else ""
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._secrets = (token,)
+        self._timeouts = timeouts
+        self._retry = retry
+        self._rand = rand
+
+    def _url(self, path: str) -> str:
+        # The one place that knows the prefix: "/openai" for Ace Data Cloud, "/v1" elsewhere.
+        return f"{self._base_url}{self._prefix}/{path.lstrip('/')}"
+
+    # --- chat completions ---
+
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        user: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ChatResult:
+        payload = _chat_payload(messages, model, temperature, max_tokens, user, extra)
+
+        def parse(data: Mapping[str, Any]) -> ChatResult:
+            parser = _ChatParser(self._payload_error)
+            text = parser.feed(data)
+            return ChatResult(text, parser.finish_reason, parser.usage, parser.model)
+
+        return await self._post("chat/completions", payload, self._timeouts.chat, parse)
+
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        user: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ChatStream:
+        payload = _chat_payload(messages, model, temperature, max_tokens, user, extra)
+        payload["stream"] = True
+        payload.setdefault("stream_options", {"include_usage": True})
+        return ChatStream(self, "chat/completions", payload, _ChatParser)
+
+    # --- responses ---
+
+    async def respond(
+        self,
+        input: str | Sequence[Message],
+        *,
+        model: str,
+        instructions: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ChatResult:
+        payload = _response_payload(input, model, instructions, extra)
+
+        def parse(data: Mapping[str, Any]) -> ChatResult:
+            parser = _ResponseParser(self._payload_error)
+            text = parser.feed(data)
+            return ChatResult(text, parser.finish_reason, parser.usage, parser.model)
+
+        return await self._post("responses", payload, self._timeouts.chat, parse)
+
+    def stream_response(
+        self,
+        input: str | Sequence[Message],
+        *,
+        model: str,
+        instructions: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ResponseStream:
+        payload = _response_payload(input, model, instructions, extra)
+        payload["stream"] = True
+        return ResponseStream(self, "responses", payload, _ResponseParser)
+
+    # --- images ---
+
+    async def generate_images(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        n: int = 1,
+        size: str | None = None,
+        quality: str | None = None,
+        response_format: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ImageResult:
+        fields = {
+            "model": model,
+            "prompt": prompt,
+            "n": n,
+            "size": size,
+            "quality": quality,
+            "response_format": response_format,
+        }
+        payload = _without_none(fields, extra)
+        return await self._post("images/generations", payload, self._timeouts.images, _image_result)
+
+    async def edit_images(
+        self,
+        prompt: str,
+        images: Sequence[ImageFile],
+        *,
+        model: str,
+        mask: ImageFile | None = None,
+        n: int = 1,
+        size: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ImageResult:
+        if not images:
+            raise ValueError("edit_images needs at least one image")
+        fields = _without_none({"model": model, "prompt": prompt, "n": n, "size": size}, extra)
+
+        def form() -> aiohttp.FormData:
+            # Built afresh for each attempt: a FormData can be sent only once.
+            data = aiohttp.FormData()
+            for name, value in fields.items():
+                data.add_field(name, value if isinstance(value, str) else json.dumps(value))
+            field = "image" if len(images) == 1 else "image[]"
+            for image in images:
+                data.add_field(
+                    field, image.data, filename=image.filename, content_type=image.content_type
+                )
+            if mask is not None:
+                data.add_field(
+                    "mask", mask.data, filename=mask.filename, content_type=mask.content_type
+                )
+            return data
+
+        return await self._post("images/edits", form, self._timeouts.images, _image_result)
+
+    async def fetch_image_bytes(self, image: GeneratedImage, *, max_bytes: int) -> bytes:
+        """The image's bytes, from `b64_json` or downloaded from `url`, at most `max_bytes`."""
+        try:
+            if image.b64_json:
+                return _decode_b64(image.b64_json, max_bytes)
+            if image.url and image.url.startswith("data:"):
+                return _decode_b64(image.url.partition(",")[2], max_bytes)
+            if image.url:
+                return await self._download(image.url, max_bytes)
+            raise ApiError("the reply held no image")
+        except ApiError as err:
+            self._log_failure("fetching an image", err)
+            raise
+
+    async def _download(self, url: str, max_bytes: int) -> bytes:
+        # No Authorization header: the URL may belong to a storage host, not to the API.
+        # Neither the URL is logged: it may carry a signature.
+        timeout = aiohttp.ClientTimeout(
+            total=self._timeouts.other, sock_connect=self._timeouts.connect
+        )
+        what = "GET image"
+        with _translate(what, f"no image within {self._timeouts.other:g} s"):
+            async with self._session.get(url, timeout=timeout, raise_for_status=False) as resp:
+                request_id = resp.headers.get("x-request-id")
+                if resp.status >= 400:
+                    raise ServiceUnavailable(
+                        f"{what}: download failed", status=resp.status, request_id=request_id
+                    )
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise ImageTooLarge(f"image of {resp.content_length} bytes > {max_bytes}")
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(_DOWNLOAD_CHUNK):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise ImageTooLarge(f"image larger than {max_bytes} bytes")
+                return bytes(data)
+
+    # --- embeddings and token check ---
+
+    async def embed(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> EmbeddingResult:
+        fields = {
+            "model": model,
+            "input": inputs if isinstance(inputs, str) else list(inputs),
+            "dimensions": dimensions,
+        }
+        payload = _without_none(fields, extra)
+        return await self._post("embeddings", payload, self._timeouts.other, _embedding_result)
+
+    async def check_token(self, *, model: str = "text-embedding-3-small") -> None:
+        """Prove the token works with the cheapest authenticated call: a one-word embedding."""
+        await self.embed("ping", model=model)
+
+    # --- plumbing ---
+
+    async def _post(
+        self,
+        path: str,
+        body: Mapping[str, Any] | Callable[[], aiohttp.FormData],
+        seconds: float,
+        parse: Callable[[Mapping[str, Any]], T],
+    ) -> T:
+        what = f"POST {path}"
+        client_timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self._timeouts.connect)
+
+        async def once() -> T:
+            json_body, form = (None, body()) if callable(body) else (body, None)
+            with _translate(what, f"no reply within {seconds:g} s"):
+                async with self._session.post(
+                    self._url(path),
+                    json=json_body,
+                    data=form,
+                    headers=self._headers,
+                    timeout=client_timeout,
+                    raise_for_status=False,
+                ) as resp:
+                    if resp.status >= 400:
+                        raise await self._error_from(resp)
+                    raw = await resp.read()
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+            if not isinstance(data, Mapping):
+                raise ApiError(
+                    f"{what}: the reply is not a JSON object",
+                    status=resp.status,
+                    request_id=resp.headers.get("x-request-id"),
+                )
+            if data.get("error"):
+                raise error_from_response(resp.status, data, resp.headers, secrets=self._secrets)
+            return parse(data)
+
+        return await self._run(what, once)
+
+    async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await with_retry(self._retry, call, what=what, rand=self._rand)
+        except ApiError as err:
+            self._log_failure(what, err)
+            raise
+
+    def _log_failure(self, what: str, err: ApiError) -> None:
+        err.redact(self._secrets)
+        log.warning("%s failed: %s: %s", what, type(err).__name__, err)
+
+    async def _error_from(self, resp: aiohttp.ClientResponse) -> ApiError:
+        body = bytearray()
+        while len(body) < _ERROR_BODY_LIMIT:
+            chunk = await resp.content.read(_ERROR_BODY_LIMIT - len(body))
+            if not chunk:
+                break
+            body += chunk
+        return error_from_response(resp.status, bytes(body), resp.headers, secrets=self._secrets)
+
+    def _payload_error(self, payload: Mapping[str, Any]) -> ApiError:
+        return error_from_response(None, payload, None, secrets=self._secrets)
+
+
+def _chat_payload(
+    messages: Sequence[Message],
+    model: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    user: str | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    fields = {
+        "model": model,
+        "messages": [dict(message) for message in messages],
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "user": user,
+    }
+    return _without_none(fields, extra)
+
+
+def _response_payload(
+    input: str | Sequence[Message],
+    model: str,
+    instructions: str | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    fields = {
+        "model": model,
+        "input": input if isinstance(input, str) else [dict(item) for item in input],
+        "instructions": instructions,
+    }
+    return _without_none(fields, extra)
+
+
+# --- streams -------------------------------------------------------------------------------------
+
+
+class _StreamClosed(Exception):
+    """The stream was closed by another task while it was being opened."""
+
+
+class _EventStream:
+    """An SSE reply read as text deltas: `async with ... as stream: async for delta in stream`.
+
+    Opening (request, status, and reading up to the first delta) is retried per the client's
+    policy; once a delta is out, failures are raised, never retried. Leaving the `async with`
+    early or cancelling the reading task drops the upstream connection at once.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        path: str,
+        payload: dict[str, Any],
+        parser_type: type[_Parser],
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._payload = payload
+        self._parser_type = parser_type
+        self._what = f"POST {path} (stream)"
+        self._parser = parser_type(self._make_error)
+        self._resp: aiohttp.ClientResponse | None = None
+        self._posting: asyncio.Task[aiohttp.ClientResponse] | None = None
+        self._decoder = SseDecoder()
+        self._events: deque[str] = deque()  # decoded, not yet parsed
+        self._pending: deque[str] = deque()  # the delta read while opening
+        self._eof = False
+        self._state = "new"  # new -> open -> done (read to the end) | closed (dropped)
+        self.request_id: str | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._parser.finish_reason
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._parser.usage
+
+    @property
+    def model(self) -> str | None:
+        return self._parser.model
+
+    @property
+    def trace_id(self) -> str | None:
+        return self._parser.trace_id
+
+    async def __aenter__(self) -> Self:
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        await self._open()
+        if self._pending:
+            return self._pending.popleft()
+        if self._state != "open":
+            raise StopAsyncIteration
+        try:
+            delta = await self._next_delta()
+        except ApiError as err:
+            if self._state == "closed":  # closed by another task meanwhile: not a failure
+                raise StopAsyncIteration from None
+            self.close()
+            self._client._log_failure(self._what, err)
+            raise
+        except BaseException:
+            self.close()
+            raise
+        if delta is None:
+            raise StopAsyncIteration
+        return delta
+
+    def close(self) -> None:
+        """Stop reading and drop the upstream connection now. Safe to call more than once."""
+        if self._state != "done":
+            self._state = "closed"
+        self._pending.clear()
+        if self._posting is not None:
+            self._posting.cancel()
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def _open(self) -> None:
+        if self._state != "new":
+            return
+        self._state = "open"
+        try:
+            await self._client._run(self._what, self._attempt)
+        except _StreamClosed:
+            pass  # closed by another task while opening: an empty stream, not an error
+        except BaseException:
+            self.close()
+            raise
+
+    async def _attempt(self) -> None:
+        try:
+            await self._attempt_once()
+        except ApiError:
+            if self._state == "closed":
+                raise _StreamClosed from None  # not a failure, and nothing to retry
+            raise
+
+    async def _attempt_once(self) -> None:
+        if self._state == "closed":
+            raise _StreamClosed
+        self._reset()
+        client = self._client
+        idle = client._timeouts.stream_idle
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=client._timeouts.connect, sock_read=idle
+        )
+        # The request runs as a task of its own so that close() can abort the wait for headers.
+        self._posting = posting = asyncio.create_task(self._post(client_timeout))
+        try:
+            with _translate(self._what, f"no reply within {idle:g} s"):
+                resp = await posting
+        except asyncio.CancelledError:
+            if posting.done() and not posting.cancelled() and posting.exception() is None:
+                posting.result().close()  # the reply came just as we were cancelled
+            task = asyncio.current_task()
+            if self._state == "closed" and not (task and task.cancelling()):
+                raise _StreamClosed from None
+            raise
+        finally:
+            self._posting = None
+        self._resp = resp
+        if self._state == "closed":  # closed just as the headers arrived
+            self.close()
+            raise _StreamClosed
+        self.request_id = resp.headers.get("x-request-id")
+        if resp.status >= 400:
+            with _translate(self._what, f"no error body within {idle:g} s"):
+                raise await client._error_from(resp)
+        if resp.content_type == "application/json":
+            # The server ignored `stream`: its whole reply parses like one big event.
+            body = bytearray()
+            while chunk := await self._read():
+                body += chunk
+            self._events.append(body.decode("utf-8", "replace"))
+            self._eof = True
+        first = await self._next_delta()
+        if first is not None:
+            self._pending.append(first)
+
+    async def _post(self, client_timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        client = self._client
+        return await client._session.post(
+            client._url(self._path),
+            json=self._payload,
+            headers=client._headers,
+            timeout=client_timeout,
+            raise_for_status=False,
+        )
+
+    def _reset(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+        self._parser = self._parser_type(self._make_error)
+        self._decoder = SseDecoder()
+        self._events.clear()
+        self._pending.clear()
+        self._eof = False
+        self.request_id = None
+
+    async def _next_delta(self) -> str | None:
+        """The next non-empty delta, or None at a clean end; raises ApiError otherwise."""
+        while True:
+            while self._events:
+                data = self._events.popleft()
+                if data == DONE:
+                    self._finish()
+                    return None
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    log.debug("%s: skipping an event that is not JSON", self._what)
+                    continue
+                if not isinstance(event, Mapping):
+                    continue
+                delta = self._parser.feed(event)
+                if self._parser.complete:
+                    self._finish()
+                    return delta or None
+                if delta:
+                    return delta
+            if self._eof:
+                problem = self._parser.incomplete()
+                if problem is not None:
+                    raise ServiceUnavailable(
+                        f"{self._what}: {problem}",
+                        trace_id=self._parser.trace_id,
+                        request_id=self.request_id,
+                    )
+                self._finish()
+                return None
+            chunk = await self._read()
+            if chunk:
+                self._events.extend(self._decoder.feed(chunk))
+            else:
+                self._eof = True
+                self._events.extend(self._decoder.close())
+
+    async def _read(self) -> bytes:
+        if self._resp is None:  # closed meanwhile
+            return b""
+        idle = self._client._timeouts.stream_idle
+        with _translate(self._what, f"no data for {idle:g} s"):
+            async with asyncio.timeout(idle):
+                return await self._resp.content.readany()
+
+    def _finish(self) -> None:
+        self._state = "done"
+        if self._resp is not None:
+            self._resp.release()  # back to the pool when the body was read to its end
+            self._resp = None
+
+    def _make_error(self, payload: Mapping[str, Any]) -> ApiError:
+        err = self._client._payload_error(payload)
+        err.request_id = err.request_id or self.request_id
+        return err
+
+
+class ChatStream(_EventStream):
+    """Streamed chat completion; `usage` comes from the `include_usage` chunk."""
+
+
+class ResponseStream(_EventStream):
+    """Streamed Responses API reply; ends at `response.completed` or `response.incomplete`."""

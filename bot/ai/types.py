@@ -1,0 +1,64 @@
+"""Plain result and setting types of the API client (no behaviour, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Message = Mapping[str, Any]
+"""One chat message in OpenAI format, e.g. `{"role": "user", "content": "Hi"}`."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `chat` bounds a whole non-stream call; `stream_idle` the wait for each chunk."""
+
+    connect: float = 10
+    chat: float = 120
+    stream_idle: float = 60
+    images: float = 300
+    other: float = 60
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    b64_json: str | None
+    url: str | None
+    revised_prompt: str | None
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    images: list[GeneratedImage]
+    usage: Usage | None
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image to upload: raw bytes plus the name and type the multipart part announces."""
+
+    data: bytes
+    filename: str
+    content_type: str = "image/png"
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
+    usage: Usage | None

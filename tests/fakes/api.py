@@ -1,0 +1,910 @@
+"""A fake of Ace Data Cloud's OpenAI-compatible API that speaks the wire format, quirks included.
+
+In tests::
+
+    async with FakeApi.running() as api:
+        api.script(Fail(429, "too_many_requests"), Reply(text="Hello", chunk_size=2))
+        ...  # point the client at api.url with api.token
+        assert len(api.requests) == 2
+
+Each API request takes the next scripted behaviour (FIFO); with none left, `api.default` (a
+Reply) answers. Streams follow the quirks seen in the wild: JSON with spaces, trailing spaces,
+`"recipient": "all"` and `"role": "assistant"` on every chunk, an empty trailing delta, a
+finish_reason chunk, a `choices: []` usage chunk, then `data: [DONE]`.
+
+As a separate process (for benchmarks)::
+
+    python -m tests.fakes.api --port 8080 --text-length 800 --chunk-size 4 \\
+        --chunks-per-second 30 --first-byte-delay 0.3
+
+prints its URL on stdout and serves until killed; `GET /_fake/streams` returns each stream's
+first and last content-chunk times on the `time.time()` clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import struct
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+DEFAULT_TOKEN = "fake-token-0123456789"
+_LOREM = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt "
+    "ut labore et dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation "
+)
+
+
+def make_text(length: int) -> str:
+    """Deterministic filler text of exactly `length` characters."""
+    return (_LOREM * (length // len(_LOREM) + 1))[:length]
+
+
+def tiny_png(seed: int = 0) -> bytes:
+    """A valid 1x1 PNG whose colour depends on `seed` (so several images differ)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixel = b"\x00" + bytes([(seed * 40) % 256, (seed * 80) % 256, (seed * 120) % 256])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(pixel))
+        + chunk(b"IEND", b"")
+    )
+
+
+# --- behaviours ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """A normal answer. `text=None` echoes the last user message (or the fake's default text)."""
+
+    text: str | None = None
+    chunk_size: int = 4  # characters per content chunk; 0 sends the text as one chunk
+    chunk_interval: float = 0.0  # seconds between content chunks
+    first_byte_delay: float = 0.0  # seconds before the response starts
+    keepalive: bool = False  # a `: keep-alive` comment before every event
+    long_line: bool = False  # the whole text in one event (3 MB of text if text is None)
+    usage: Mapping[str, int] | None = None
+    finish_reason: str | None = "stop"  # None: no finish chunk
+    send_done: bool = True  # end with `data: [DONE]`
+    legacy_object: bool = False  # a whole chat reply labelled "chat.completion.chunk"
+    ignore_stream: bool = False  # answer a stream request with one whole JSON reply
+
+
+@dataclass
+class Fail:
+    """An error reply. shape: object (Ace), openai, string, missing (no `error`), html."""
+
+    status: int
+    code: str | None = None
+    message: str | None = None
+    shape: str = "object"
+    trace_id: str | None = None
+
+
+@dataclass
+class MidStreamError:
+    """An `error` payload after `after_chunks` content chunks (a 500 for non-stream calls).
+
+    For the Responses API `event` picks `error` or `response.failed`.
+    """
+
+    after_chunks: int = 1
+    code: str = "api_error"
+    message: str = "the upstream model failed"
+    event: str = "error"
+
+
+@dataclass
+class DropConnection:
+    """Abort the connection after `after_chunks` content chunks (None: before any reply byte)."""
+
+    after_chunks: int | None = 0
+
+
+@dataclass
+class Hang:
+    """Wait `seconds` before replying, or after `after_chunks` content chunks; then go on."""
+
+    seconds: float
+    after_chunks: int | None = None
+
+
+@dataclass
+class ImageReply:
+    """An images answer: `response_format` overrides the request's; `data` the image bytes."""
+
+    response_format: str | None = None
+    data: bytes | None = None
+    revised_prompt: str | None = None
+
+
+Behaviour = Reply | Fail | MidStreamError | DropConnection | Hang | ImageReply
+Fault = MidStreamError | DropConnection | Hang
+
+_KINDS: dict[str, type[Behaviour]] = {
+    "reply": Reply,
+    "fail": Fail,
+    "mid_stream_error": MidStreamError,
+    "drop_connection": DropConnection,
+    "hang": Hang,
+    "image_reply": ImageReply,
+}
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordedPart:
+    name: str | None
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+@dataclass
+class RecordedRequest:
+    id: int
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    parts: list[RecordedPart]
+    received_at: float  # time.monotonic()
+    received_wall: float  # time.time()
+    stream: bool = False
+    chunk_times: list[float] = field(default_factory=list)  # monotonic, content chunks only
+    first_chunk_wall: float | None = None
+    last_chunk_wall: float | None = None
+    completed: bool = False  # the whole reply was written
+    dropped: bool = False  # the fake dropped the connection on purpose
+    client_disconnected: bool = False  # the client went away before the reply was complete
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # the handler is done
+
+    def parts_named(self, name: str) -> list[RecordedPart]:
+        return [part for part in self.parts if part.name == name]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "stream": self.stream,
+            "received_at": self.received_wall,
+            "first_chunk_at": self.first_chunk_wall,
+            "last_chunk_at": self.last_chunk_wall,
+            "chunks": len(self.chunk_times),
+            "completed": self.completed,
+            "client_disconnected": self.client_disconnected,
+        }
+
+
+class _Dropped(Exception):
+    """Raised inside a handler after the fake aborted the connection on purpose."""
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request, RecordedRequest], Awaitable[web.StreamResponse]]
+
+
+class FakeApi:
+    def __init__(
+        self,
+        *,
+        token: str = DEFAULT_TOKEN,
+        default: Reply | None = None,
+        default_text: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.token = token
+        self.default = default or Reply()
+        self.default_text = default_text  # None: echo the last user message
+        self.requests: list[RecordedRequest] = []
+        self.url = ""
+        self._host = host
+        self._port = port
+        self._script: deque[Behaviour] = deque()
+        self._ids = itertools.count(1)
+        self._files: dict[str, bytes] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._runner: web.AppRunner | None = None
+        self._arrived = asyncio.Condition()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(
+        cls,
+        *,
+        token: str = DEFAULT_TOKEN,
+        default: Reply | None = None,
+        default_text: str | None = None,
+        port: int = 0,
+    ) -> AsyncIterator[FakeApi]:
+        api = cls(token=token, default=default, default_text=default_text, port=port)
+        await api.start()
+        try:
+            yield api
+        finally:
+            await api.stop()
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours for the next API requests, in order."""
+        self._script.extend(behaviours)
+
+    async def wait_for_requests(self, count: int, within: float = 5.0) -> list[RecordedRequest]:
+        """Wait until `count` API requests have arrived (raises TimeoutError otherwise)."""
+        async with asyncio.timeout(within), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.requests) >= count)
+        return self.requests
+
+    def requests_to(self, suffix: str) -> list[RecordedRequest]:
+        return [rec for rec in self.requests if rec.path.endswith(suffix)]
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        api_routes: dict[str, Handler] = {
+            "chat/completions": self._chat,
+            "responses": self._responses,
+            "embeddings": self._embeddings,
+            "images/generations": self._images,
+            "images/edits": self._images,
+            "tasks": self._tasks_route,
+        }
+        for prefix in ("/openai", "/v1"):
+            for path, handler in api_routes.items():
+                app.router.add_post(f"{prefix}/{path}", self._guard(handler))
+        app.router.add_get("/files/{name}", self._file)
+        app.router.add_get("/_fake/streams", self._control_streams)
+        app.router.add_get("/_fake/requests", self._control_requests)
+        app.router.add_post("/_fake/reset", self._control_reset)
+        app.router.add_post("/_fake/script", self._control_script)
+        app.router.add_post("/_fake/default", self._control_default)
+        # handler_cancellation: a client that goes away cancels its handler, which records it.
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- plumbing ---
+
+    def _guard(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            rec = await self._record(request)
+            try:
+                if request.headers.get("Authorization") != f"Bearer {self.token}":
+                    got = request.headers.get("Authorization", "").removeprefix("Bearer ")
+                    # Echo what was sent, as some servers do: the client must redact it.
+                    return self._error(401, "invalid_token", f"token {got!r} is not valid")
+                response = await handler(request, rec)
+                rec.completed = True
+                return response
+            except asyncio.CancelledError:
+                self._mark_disconnected(rec)
+                raise
+            except ConnectionResetError:
+                self._mark_disconnected(rec)
+                raise asyncio.CancelledError from None
+            except _Dropped:
+                raise asyncio.CancelledError from None
+            finally:
+                rec.finished.set()
+
+        return wrapped
+
+    @staticmethod
+    def _mark_disconnected(rec: RecordedRequest) -> None:
+        if not rec.dropped:
+            rec.client_disconnected = True
+            rec.disconnected.set()
+
+    async def _record(self, request: web.Request) -> RecordedRequest:
+        body: Any = None
+        parts: list[RecordedPart] = []
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                if isinstance(part, BodyPartReader):
+                    data = bytes(await part.read(decode=False))
+                    ctype = part.headers.get("Content-Type")
+                    parts.append(RecordedPart(part.name, part.filename, ctype, data))
+        else:
+            raw = await request.read()
+            with contextlib.suppress(ValueError):
+                body = json.loads(raw) if raw else None
+        rec = RecordedRequest(
+            id=next(self._ids),
+            method=request.method,
+            path=request.path,
+            headers=dict(request.headers),
+            json=body,
+            parts=parts,
+            received_at=time.monotonic(),
+            received_wall=time.time(),
+            stream=isinstance(body, dict) and bool(body.get("stream")),
+        )
+        self.requests.append(rec)
+        async with self._arrived:
+            self._arrived.notify_all()
+        return rec
+
+    def _next(self) -> Behaviour:
+        return self._script.popleft() if self._script else self.default
+
+    def _reply_for(self, behaviour: Behaviour) -> tuple[Reply, Fault | None]:
+        if isinstance(behaviour, Reply):
+            return behaviour, None
+        if isinstance(behaviour, MidStreamError | DropConnection | Hang):
+            return self.default, behaviour
+        return self.default, None
+
+    def _text(self, reply: Reply, body: Any) -> str:
+        if reply.text is not None:
+            return reply.text
+        if reply.long_line:
+            return make_text(3 * 1024 * 1024)
+        if self.default_text is not None:
+            return self.default_text
+        return f"Echo: {_last_user_text(body)}"
+
+    @staticmethod
+    def _headers() -> dict[str, str]:
+        return {"x-request-id": f"req-{uuid.uuid4().hex[:12]}"}
+
+    def _error(
+        self,
+        status: int,
+        code: str | None,
+        message: str | None = None,
+        shape: str = "object",
+        trace_id: str | None = None,
+    ) -> web.Response:
+        message = message or f"fake failure {code or status}"
+        trace_id = trace_id or f"trace-{uuid.uuid4().hex[:12]}"
+        payload: dict[str, Any]
+        if shape == "html":
+            html = f"<html><body><h1>{status} Bad Gateway</h1></body></html>"
+            return web.Response(status=status, text=html, content_type="text/html")
+        if shape == "openai":
+            error = {"message": message, "type": "invalid_request_error", "param": None}
+            payload = {"error": {**error, "code": code}}
+        elif shape == "string":
+            payload = {"error": message, "code": code, "trace_id": trace_id}
+        elif shape == "missing":
+            payload = {"success": False, "trace_id": trace_id}
+        else:
+            payload = {"error": {"code": code, "message": message}, "trace_id": trace_id}
+            payload["success"] = False
+        return web.json_response(payload, status=status, headers=self._headers())
+
+    async def _before(self, request: web.Request, rec: RecordedRequest) -> _Plan:
+        """Take the next behaviour and apply what happens before any reply byte."""
+        behaviour = self._next()
+        if isinstance(behaviour, Fail):
+            raise _Respond(
+                self._error(
+                    behaviour.status,
+                    behaviour.code,
+                    behaviour.message,
+                    behaviour.shape,
+                    behaviour.trace_id,
+                )
+            )
+        plan = _Plan(self.default)
+        if isinstance(behaviour, Reply):
+            plan.reply = behaviour
+        elif isinstance(behaviour, ImageReply):
+            plan.image = behaviour
+        else:
+            plan.fault = behaviour
+        fault = plan.fault
+        if isinstance(fault, Hang) and (fault.after_chunks is None or not rec.stream):
+            await asyncio.sleep(fault.seconds)
+            plan.fault = None
+        if isinstance(fault, DropConnection) and (fault.after_chunks is None or not rec.stream):
+            self._drop(request, rec)
+        if isinstance(fault, MidStreamError) and not rec.stream:
+            raise _Respond(self._error(500, fault.code, fault.message))
+        if plan.reply.first_byte_delay:
+            await asyncio.sleep(plan.reply.first_byte_delay)
+        return plan
+
+    @staticmethod
+    def _drop(request: web.Request, rec: RecordedRequest) -> None:
+        rec.dropped = True
+        if request.transport is not None:
+            request.transport.abort()
+        raise _Dropped
+
+    # --- chat completions ---
+
+    async def _chat(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        try:
+            plan = await self._before(request, rec)
+        except _Respond as respond:
+            return respond.response
+        reply, fault = plan.reply, plan.fault
+        body = rec.json if isinstance(rec.json, dict) else {}
+        text = self._text(reply, body)
+        model = str(body.get("model") or "fake-model")
+        usage = dict(reply.usage) if reply.usage else _usage(body, text)
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
+        if not rec.stream or reply.ignore_stream:
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice = {"index": 0, "message": message, "logprobs": None}
+            payload = {
+                **base,
+                "object": "chat.completion.chunk" if reply.legacy_object else "chat.completion",
+                "choices": [{**choice, "finish_reason": reply.finish_reason}],
+                "usage": usage,
+                "recipient": "all",
+            }
+            return web.json_response(payload, headers=self._headers())
+
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            extra: dict[str, Any] = {"usage": None} if include_usage else {}
+            return {**base, "choices": [choice], **extra, "recipient": "all"}
+
+        writer = await _SseWriter.open(request, rec, reply, self._headers())
+        await writer.event(chunk({"role": "assistant", "content": "", "refusal": None}))
+
+        async def on_fault(fault: Fault) -> None:
+            if isinstance(fault, MidStreamError):
+                error = {"code": fault.code, "message": fault.message, "type": "api_error"}
+                trace_id = f"trace-{uuid.uuid4().hex[:12]}"
+                await writer.event({"error": error, "trace_id": trace_id})
+                raise _EndBody
+
+        pieces = _pieces(text, reply)
+        if not await writer.content(
+            pieces, lambda piece: chunk({"role": "assistant", "content": piece}), fault, on_fault
+        ):
+            return await writer.finish(done=False)
+        await writer.event(chunk({"role": "assistant"}))  # the empty trailing delta
+        if reply.finish_reason is not None:
+            await writer.event(chunk({}, reply.finish_reason))
+        if include_usage:
+            await writer.event({**base, "choices": [], "usage": usage, "recipient": "all"})
+        return await writer.finish(done=reply.send_done)
+
+    # --- responses ---
+
+    async def _responses(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        try:
+            plan = await self._before(request, rec)
+        except _Respond as respond:
+            return respond.response
+        reply, fault = plan.reply, plan.fault
+        body = rec.json if isinstance(rec.json, dict) else {}
+        text = self._text(reply, body)
+        usage = reply.usage or _usage(body, text)
+        response_id = f"resp_{uuid.uuid4().hex[:16]}"
+        item_id = f"msg_{uuid.uuid4().hex[:16]}"
+        incomplete = reply.finish_reason == "length"
+
+        def response(status: str, with_output: bool) -> dict[str, Any]:
+            part = {"type": "output_text", "text": text, "annotations": []}
+            item = {
+                "id": item_id,
+                "type": "message",
+                "status": status,
+                "role": "assistant",
+                "content": [part],
+            }
+            return {
+                "id": response_id,
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": status,
+                "model": str(body.get("model") or "fake-model"),
+                "output": [item] if with_output else [],
+                "usage": {
+                    "input_tokens": usage["prompt_tokens"],
+                    "output_tokens": usage["completion_tokens"],
+                    "total_tokens": usage["total_tokens"],
+                }
+                if with_output
+                else None,
+                "error": None,
+                "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+            }
+
+        final_status = "incomplete" if incomplete else "completed"
+        if not rec.stream:
+            return web.json_response(response(final_status, True), headers=self._headers())
+
+        seq = itertools.count()
+        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        writer = await _SseWriter.open(request, rec, reply, self._headers())
+        await writer.event(
+            {
+                "type": "response.created",
+                "sequence_number": next(seq),
+                "response": response("in_progress", False),
+            }
+        )
+        await writer.event(
+            {
+                "type": "response.output_item.added",
+                "sequence_number": next(seq),
+                "output_index": 0,
+                "item": {"id": item_id, "type": "message", "role": "assistant", "content": []},
+            }
+        )
+        empty_part = {"type": "output_text", "text": "", "annotations": []}
+        await writer.event(
+            {"type": "response.content_part.added", "sequence_number": next(seq), **where}
+            | {"part": empty_part}
+        )
+
+        async def on_fault(fault: Fault) -> None:
+            if isinstance(fault, MidStreamError):
+                if fault.event == "response.failed":
+                    failed = response("failed", False)
+                    failed["error"] = {"code": fault.code, "message": fault.message}
+                    event = {"type": "response.failed", "response": failed}
+                else:
+                    event = {"type": "error", "code": fault.code, "message": fault.message}
+                await writer.event({**event, "sequence_number": next(seq)})
+                raise _EndBody
+
+        def delta(piece: str) -> dict[str, Any]:
+            return {
+                "type": "response.output_text.delta",
+                "sequence_number": next(seq),
+                **where,
+                "delta": piece,
+            }
+
+        if not await writer.content(_pieces(text, reply), delta, fault, on_fault):
+            return await writer.finish(done=False)
+        await writer.event(
+            {"type": "response.output_text.done", "sequence_number": next(seq), **where}
+            | {"text": text}
+        )
+        done_item = response(final_status, True)["output"][0]
+        await writer.event(
+            {"type": "response.content_part.done", "sequence_number": next(seq), **where}
+            | {"part": done_item["content"][0]}
+        )
+        await writer.event(
+            {"type": "response.output_item.done", "sequence_number": next(seq), "output_index": 0}
+            | {"item": done_item}
+        )
+        if reply.finish_reason is not None:
+            await writer.event(
+                {
+                    "type": f"response.{final_status}",
+                    "sequence_number": next(seq),
+                    "response": response(final_status, True),
+                }
+            )
+        return await writer.finish(done=reply.send_done)
+
+    # --- embeddings, images, tasks, files ---
+
+    async def _embeddings(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        try:
+            await self._before(request, rec)
+        except _Respond as respond:
+            return respond.response
+        body = rec.json if isinstance(rec.json, dict) else {}
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dims = int(body.get("dimensions") or 8)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(str(t), dims)}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(len(str(t).split()) for t in texts)
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return web.json_response(payload, headers=self._headers())
+
+    async def _images(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        try:
+            plan = await self._before(request, rec)
+        except _Respond as respond:
+            return respond.response
+        image = plan.image or ImageReply()
+        fields_ = _form_fields(rec)
+        fmt = image.response_format or str(fields_.get("response_format") or "b64_json")
+        prompt = str(fields_.get("prompt") or "")
+        items = []
+        for index in range(int(fields_.get("n") or 1)):
+            data = image.data if image.data is not None else tiny_png(index)
+            item: dict[str, Any] = {"revised_prompt": image.revised_prompt or f"{prompt} (rev)"}
+            if fmt == "url":
+                name = f"{uuid.uuid4().hex}.png"
+                self._files[name] = data
+                item["url"] = f"{self.url}/files/{name}"
+            else:
+                item["b64_json"] = _b64(data)
+            items.append(item)
+        trace_id = f"trace-{uuid.uuid4().hex[:12]}"
+        payload = {
+            "created": int(time.time()),
+            "data": items,
+            "usage": {"input_tokens": len(prompt.split()), "output_tokens": 100 * len(items)},
+            "success": True,
+            "task_id": str(uuid.uuid4()),
+            "trace_id": trace_id,
+        }
+        if fields_.get("async") in (True, "true"):
+            task_id = str(uuid.uuid4())
+            self._tasks[task_id] = {
+                "id": task_id,
+                "created_at": time.time(),
+                "finished_at": time.time(),
+                "response": payload,
+            }
+            return web.json_response({"task_id": task_id, "trace_id": trace_id})
+        return web.json_response(payload, headers=self._headers())
+
+    async def _tasks_route(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        body = rec.json if isinstance(rec.json, dict) else {}
+        task = self._tasks.get(str(body.get("id")))
+        if body.get("action") != "retrieve" or task is None:
+            return self._error(404, "no_api", "no such task")
+        return web.json_response(task, headers=self._headers())
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        data = self._files.get(request.match_info["name"])
+        if data is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=data, content_type="image/png")
+
+    # --- control endpoints for a benchmark in another process ---
+
+    async def _control_streams(self, request: web.Request) -> web.StreamResponse:
+        streams = [rec.summary() for rec in self.requests if rec.stream]
+        return web.json_response({"streams": streams})
+
+    async def _control_requests(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"requests": [rec.summary() for rec in self.requests]})
+
+    async def _control_reset(self, request: web.Request) -> web.StreamResponse:
+        self.requests.clear()
+        self._script.clear()
+        return web.json_response({"ok": True})
+
+    async def _control_script(self, request: web.Request) -> web.StreamResponse:
+        spec = dict(await request.json())
+        self.script(_KINDS[spec.pop("kind")](**spec))
+        return web.json_response({"ok": True, "queued": len(self._script)})
+
+    async def _control_default(self, request: web.Request) -> web.StreamResponse:
+        spec = await request.json()
+        known = {f.name for f in fields(Reply)}
+        self.default = Reply(**{k: v for k, v in spec.items() if k in known})
+        return web.json_response(asdict(self.default))
+
+
+@dataclass
+class _Plan:
+    reply: Reply
+    fault: Fault | None = None
+    image: ImageReply | None = None
+
+
+class _Respond(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _EndBody(Exception):
+    """End the body here, cleanly (after a mid-stream error payload)."""
+
+
+class _SseWriter:
+    """Writes SSE events with the quirks, and records when content chunks went out."""
+
+    def __init__(self, request: web.Request, rec: RecordedRequest, reply: Reply) -> None:
+        self._request = request
+        self._rec = rec
+        self._reply = reply
+        self._resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+
+    @classmethod
+    async def open(
+        cls, request: web.Request, rec: RecordedRequest, reply: Reply, headers: Mapping[str, str]
+    ) -> _SseWriter:
+        writer = cls(request, rec, reply)
+        writer._resp.headers.update(headers)
+        writer._resp.headers["Cache-Control"] = "no-cache"
+        await writer._resp.prepare(request)
+        return writer
+
+    async def event(self, payload: Mapping[str, Any]) -> None:
+        if self._reply.keepalive:
+            await self._resp.write(b": keep-alive\n\n")
+        # json.dumps writes spaces after ':' and ','; the trailing spaces are a seen quirk.
+        await self._resp.write(f"data: {json.dumps(payload)}  \n\n".encode())
+
+    async def content(
+        self,
+        pieces: list[str],
+        make: Callable[[str], Mapping[str, Any]],
+        fault: Fault | None,
+        on_fault: Callable[[Fault], Awaitable[None]],
+    ) -> bool:
+        """Send the content chunks, paced, with the fault at its place. False: the body ended."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        # A fault asked for after more chunks than there are happens after the last one.
+        fault_at = min(fault.after_chunks or 0, len(pieces)) if fault is not None else -1
+        try:
+            for index in range(len(pieces) + 1):
+                if index == fault_at and fault is not None:
+                    await self._fault(fault, on_fault)
+                if index == len(pieces):
+                    break
+                if self._reply.chunk_interval and index:
+                    await asyncio.sleep(start + index * self._reply.chunk_interval - loop.time())
+                await self.event(make(pieces[index]))
+                now = time.time()
+                self._rec.chunk_times.append(time.monotonic())
+                self._rec.first_chunk_wall = self._rec.first_chunk_wall or now
+                self._rec.last_chunk_wall = now
+        except _EndBody:
+            return False
+        return True
+
+    async def _fault(self, fault: Fault, on_fault: Callable[[Fault], Awaitable[None]]) -> None:
+        if isinstance(fault, Hang):
+            await asyncio.sleep(fault.seconds)
+        elif isinstance(fault, DropConnection):
+            FakeApi._drop(self._request, self._rec)
+        else:
+            await on_fault(fault)
+
+    async def finish(self, *, done: bool) -> web.StreamResponse:
+        if done:
+            await self._resp.write(b"data: [DONE]\n\n")
+        await self._resp.write_eof()
+        return self._resp
+
+
+def _pieces(text: str, reply: Reply) -> list[str]:
+    if reply.long_line or reply.chunk_size <= 0:
+        return [text] if text else []
+    return [text[i : i + reply.chunk_size] for i in range(0, len(text), reply.chunk_size)]
+
+
+def _last_user_text(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    messages = body.get("messages")
+    if messages is None:
+        messages = body.get("input")
+        if isinstance(messages, str):
+            return messages
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    str(part.get("text"))
+                    for part in content
+                    if isinstance(part, dict) and "text" in part
+                )
+    return ""
+
+
+def _usage(body: Mapping[str, Any], text: str) -> dict[str, int]:
+    prompt = max(1, len(json.dumps(body.get("messages", body.get("input", "")))) // 4)
+    completion = max(1, len(text) // 4)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _vector(text: str, dims: int) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(digest[i % len(digest)] / 127.5 - 1.0, 6) for i in range(dims)]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _form_fields(rec: RecordedRequest) -> dict[str, Any]:
+    if isinstance(rec.json, dict):
+        return rec.json
+    return {
+        part.name: part.data.decode("utf-8", "replace")
+        for part in rec.parts
+        if part.name and part.filename is None
+    }
+
+
+# --- running it as a process ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.api", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default=DEFAULT_TOKEN)
+    parser.add_argument("--text", help="the answer (default: echo the last user message)")
+    parser.add_argument("--text-length", type=int, help="answer with this many characters")
+    parser.add_argument("--chunk-size", type=int, default=4)
+    parser.add_argument("--chunks-per-second", type=float, default=0.0, help="0: no pacing")
+    parser.add_argument("--first-byte-delay", type=float, default=0.0)
+    parser.add_argument("--keepalive", action="store_true")
+    args = parser.parse_args(argv)
+    text = args.text if args.text is not None else None
+    if args.text_length is not None:
+        text = make_text(args.text_length)
+    default = Reply(
+        text=text,
+        chunk_size=args.chunk_size,
+        chunk_interval=1.0 / args.chunks_per_second if args.chunks_per_second > 0 else 0.0,
+        first_byte_delay=args.first_byte_delay,
+        keepalive=args.keepalive,
+    )
+
+    async def serve() -> None:
+        api = FakeApi(token=args.token, default=default, host=args.host, port=args.port)
+        await api.start()
+        try:
+            print(api.url, flush=True)
+            await asyncio.Event().wait()  # until killed
+        finally:
+            await api.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
