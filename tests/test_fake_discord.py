@@ -1,0 +1,677 @@
+"""The fake Discord against a plain, real ``discord.ext.commands.Bot`` over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+import pytest
+from discord import app_commands
+from discord.ext import commands
+
+from tests.fakes.discord import (
+    FakeChannel,
+    FakeDiscord,
+    FakeDiscordConfig,
+    FakeGuild,
+    FakeUser,
+    Intents,
+    MessageFlag,
+    Perm,
+    UploadFile,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+Setup = Callable[[commands.Bot], None]
+BotInteraction = discord.Interaction[commands.Bot]
+
+
+@dataclass
+class Env:
+    fake: FakeDiscord
+    bot: commands.Bot
+    task: asyncio.Task[None]
+    guild: FakeGuild
+    general: FakeChannel
+    alice: FakeUser
+    bob: FakeUser
+    moderator: FakeUser
+    other_bot: FakeUser
+    received: list[discord.Message] = field(default_factory=list)
+
+    async def expect(self, event: str, action: Awaitable[Any], check: Any = None) -> Any:
+        """Starts waiting for a bot-side ``event``, runs ``action``, returns the event."""
+        waiter = asyncio.ensure_future(self.bot.wait_for(event, check=check, timeout=5))
+        await asyncio.sleep(0)  # let the waiter register its listener
+        await action
+        return await waiter
+
+    def channel(self) -> discord.TextChannel:
+        channel = self.bot.get_channel(self.general.id)
+        assert isinstance(channel, discord.TextChannel)
+        return channel
+
+
+EnvFactory = Callable[..., Awaitable[Env]]
+
+
+@pytest.fixture
+async def make_env() -> AsyncIterator[EnvFactory]:
+    envs: list[Env] = []
+
+    async def make(
+        config: FakeDiscordConfig | None = None,
+        *,
+        message_content: bool = True,
+        setup: Setup | None = None,
+    ) -> Env:
+        fake = FakeDiscord(config)
+        await fake.start()
+        guild = fake.add_guild("Test Guild", channels=["general", "random"])
+        alice = fake.add_user("alice")
+        bob = fake.add_user("bob")
+        moderator = fake.add_user("mod")
+        other_bot = fake.add_user("otherbot", bot=True)
+        for user in (alice, bob, other_bot):
+            fake.add_member(guild, user)
+        fake.add_member(guild, moderator, permissions=Perm.MANAGE_MESSAGES)
+        fake.point_client_here()
+
+        intents = discord.Intents.default()
+        intents.message_content = message_content
+        bot = commands.Bot(command_prefix="!", intents=intents, guild_ready_timeout=0.05)
+        if setup is not None:
+            setup(bot)
+        task = asyncio.create_task(bot.start(fake.token))
+        env = Env(
+            fake,
+            bot,
+            task,
+            guild,
+            fake.channels[guild.channel_ids[0]],
+            alice,
+            bob,
+            moderator,
+            other_bot,
+        )
+        envs.append(env)
+
+        async def record(message: discord.Message) -> None:
+            env.received.append(message)
+
+        bot.add_listener(record, "on_message")
+        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        return env
+
+    yield make
+
+    for env in envs:
+        await close_env(env)
+
+
+async def close_env(env: Env) -> None:
+    """Closes the bot, checks that it hung up every socket, stops the fake."""
+    await env.bot.close()
+    await asyncio.wait_for(env.task, 10)
+    fake = env.fake
+    await fake.wait_for(lambda: not fake.connections, what="gateway sockets closed")
+    await fake.stop()
+    assert env.bot.is_closed()
+
+
+# ---------------------------------------------------------------------------------------------
+# Login, gateway, messages
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_login_ready_and_cache(make_env: EnvFactory) -> None:
+    env = await make_env()
+    fake, bot = env.fake, env.bot
+    assert bot.user is not None and bot.user.id == fake.bot_user.id
+    assert bot.application_id == fake.application_id
+    guild = bot.get_guild(env.guild.id)
+    assert guild is not None
+    assert sorted(c.name for c in guild.text_channels) == ["general", "random"]
+    assert guild.member_count == len(env.guild.members)
+    # Without the members intent only the bot's own member comes with GUILD_CREATE.
+    assert guild.me is not None and guild.get_member(env.alice.id) is None
+    mod = await guild.fetch_member(env.moderator.id)
+    assert mod.guild_permissions.manage_messages
+    alice = await guild.fetch_member(env.alice.id)
+    assert not alice.guild_permissions.manage_messages
+    assert fake.identify_count == 1
+    assert fake.identify_payloads[0]["intents"] & Intents.MESSAGE_CONTENT
+    assert bot.latency < 1  # the fake acknowledged the first heartbeat
+    assert fake.requests_for("GET /users/@me")[0].headers["Authorization"] == f"Bot {fake.token}"
+
+    # AutoShardedClient's route, the exact JSON content type, and a bot route without a token.
+    data = await bot.http.request(discord.http.Route("GET", "/gateway/bot"))
+    assert data["url"] == fake.gateway_url and data["shards"] == 1
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{fake.api_base}/users/@me") as resp,
+    ):
+        assert resp.status == 401
+        assert resp.headers["Content-Type"] == "application/json"
+        assert (await resp.json())["message"] == "401: Unauthorized"
+
+
+async def test_user_message_reaches_on_message(make_env: EnvFactory) -> None:
+    env = await make_env()
+    message = await env.expect(
+        "message",
+        env.fake.post_message(env.general, env.alice, "hello bot"),
+        check=lambda m: m.author.id == env.alice.id,
+    )
+    assert message.content == "hello bot"
+    assert message.channel.id == env.general.id
+    assert isinstance(message.author, discord.Member)
+
+
+async def test_content_blanked_without_message_content_intent(make_env: EnvFactory) -> None:
+    env = await make_env(message_content=False)
+    fake = env.fake
+
+    def from_alice(m: discord.Message) -> bool:
+        return m.author.id == env.alice.id
+
+    plain = await env.expect(
+        "message",
+        fake.post_message(
+            env.general, env.alice, "secret words", attachments=[UploadFile("a.txt", b"x")]
+        ),
+        from_alice,
+    )
+    assert plain.content == "" and plain.attachments == []
+
+    mention = await env.expect(
+        "message",
+        fake.post_message(env.general, env.alice, "hi there", mentions=[fake.bot_user]),
+        from_alice,
+    )
+    assert mention.content == f"<@{fake.bot_user.id}> hi there"
+    assert env.bot.user in mention.mentions
+
+    dm = await env.expect(
+        "message", fake.post_message(fake.dm_channel(env.alice), env.alice, "psst"), from_alice
+    )
+    assert dm.content == "psst" and dm.guild is None
+
+    # A reply to the bot's message pings the bot, so its content arrives too.
+    own = await env.channel().send("I am the bot")
+    reply = await env.expect(
+        "message",
+        fake.post_message(env.general, env.alice, "answer to you", reference=own.id),
+        from_alice,
+    )
+    assert reply.content == "answer to you"
+    assert reply.reference is not None and reply.reference.message_id == own.id
+
+
+async def test_send_edit_delete_keeps_version_history(make_env: EnvFactory) -> None:
+    env = await make_env()
+    fake = env.fake
+    sent = await env.channel().send("first")
+    await sent.edit(content="second")
+    await sent.edit(content="third", embed=discord.Embed(title="t"))
+    record = fake.message(sent.id)
+    assert record.contents == ["first", "second", "third"]
+    assert record.versions[-1].embeds[0]["title"] == "t"
+    assert [m.id for m in fake.messages_in(env.general)] == [sent.id]
+    assert all(a.mono <= b.mono for a, b in zip(record.versions, record.versions[1:], strict=False))
+
+    await sent.delete()
+    assert record.deleted and record.deleted_wall is not None
+    assert fake.messages_in(env.general) == []
+    assert fake.messages_in(env.general, include_deleted=True) == [record]
+
+    # A moderator deletes a user's message; the bot sees the delete.
+    posted = await fake.post_message(env.general, env.alice, "spam")
+    deleted = await env.expect(
+        "raw_message_delete",
+        fake.delete_message(env.general, posted.id, by=env.moderator),
+    )
+    assert deleted.message_id == posted.id
+    with pytest.raises(PermissionError):
+        other = await fake.post_message(env.general, env.alice, "mine")
+        await fake.delete_message(env.general, other.id, by=env.bob)
+
+
+async def test_discord_validation_errors(make_env: EnvFactory) -> None:
+    env = await make_env()
+    channel = env.channel()
+    with pytest.raises(discord.HTTPException) as too_long:
+        await channel.send("x" * 2001)
+    assert too_long.value.status == 400 and too_long.value.code == 50035
+    assert "content" in too_long.value.text
+    await channel.send("x" * 2000)
+
+    with pytest.raises(discord.HTTPException) as empty:
+        await channel.send(" ")
+    assert empty.value.code == 50006
+
+    with pytest.raises(discord.NotFound) as unknown_channel:
+        await env.bot.http.send_message(123, params=discord.http.handle_message_parameters("hi"))
+    assert unknown_channel.value.code == 10003
+    with pytest.raises(discord.NotFound) as unknown_message:
+        await channel.fetch_message(123)
+    assert unknown_message.value.code == 10008
+
+    user_message = await env.fake.post_message(env.general, env.alice, "mine")
+    partial = channel.get_partial_message(user_message.id)
+    with pytest.raises(discord.Forbidden) as not_yours:
+        await partial.edit(content="changed")
+    assert not_yours.value.code == 50005
+
+
+async def test_reply_respects_allowed_mentions(make_env: EnvFactory) -> None:
+    env = await make_env()
+    fake = env.fake
+    question = await fake.post_message(env.general, env.alice, "ping me?")
+    message = await env.channel().fetch_message(question.id)
+    quiet = await message.reply(
+        f"<@{env.bob.id}> @everyone hello", allowed_mentions=discord.AllowedMentions.none()
+    )
+    loud = await message.reply(f"<@{env.bob.id}> hello")
+    assert fake.message(quiet.id).pinged_user_ids == []
+    assert fake.message(quiet.id).allowed_mentions is not None
+    assert not fake.message(quiet.id).mention_everyone
+    assert set(fake.message(loud.id).pinged_user_ids) == {env.bob.id, env.alice.id}
+    assert fake.message(loud.id).reference is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_bot_upload_is_stored_byte_for_byte(make_env: EnvFactory) -> None:
+    env = await make_env()
+    payload = bytes(range(256)) * 40 + b"\r\n--boundary\r\n\x00end"
+    sent = await env.channel().send(
+        "here", file=discord.File(io.BytesIO(payload), filename="data.bin")
+    )
+    record = env.fake.message(sent.id)
+    assert [f.data for f in record.attachment_files] == [payload]
+    assert record.versions[0].attachment_names == ["data.bin"]
+    upload = env.fake.requests_for("POST /channels/{channel_id}/messages")[-1]
+    assert upload.files[0].data == payload
+    assert upload.payload["attachments"] == [{"id": 0, "filename": "data.bin"}]
+    # The CDN serves it back to the client.
+    assert sent.attachments[0].url.startswith(env.fake.base_url)
+    assert await sent.attachments[0].read() == payload
+
+    # Editing with a new file while keeping the old one.
+    edited = await sent.edit(
+        attachments=[sent.attachments[0], discord.File(io.BytesIO(b"two"), filename="two.txt")]
+    )
+    assert [a.filename for a in edited.attachments] == ["data.bin", "two.txt"]
+    assert [f.data for f in record.attachment_files] == [payload, b"two"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Interactions
+# ---------------------------------------------------------------------------------------------
+
+
+def _commands_setup(
+    results: dict[str, asyncio.Future[Any]],
+) -> Setup:
+    def setup(bot: commands.Bot) -> None:
+        @app_commands.command(name="ask", description="Ask something")
+        @app_commands.describe(prompt="What to ask")
+        async def ask(interaction: BotInteraction, prompt: str, private: bool = False) -> None:
+            await interaction.response.defer(thinking=True)
+            await interaction.edit_original_response(content=f"thinking about {prompt}")
+            await interaction.edit_original_response(content=f"answer to {prompt}")
+            await interaction.followup.send("only for you", ephemeral=True)
+
+        @app_commands.command(name="quick", description="Defer then follow up")
+        async def quick(interaction: BotInteraction) -> None:
+            await interaction.response.defer(ephemeral=True)
+            await interaction.followup.send("done")
+
+        @app_commands.command(name="look", description="Look at an image")
+        async def look(interaction: BotInteraction, image: discord.Attachment) -> None:
+            data = await image.read()
+            results["look"].set_result((image.filename, image.content_type, data))
+            await interaction.response.send_message(f"{len(data)} bytes")
+
+        async def models(
+            interaction: BotInteraction, current: str
+        ) -> list[app_commands.Choice[str]]:
+            names = ["gpt-4o", "gpt-4o-mini", "o3"]
+            return [app_commands.Choice(name=n, value=n) for n in names if n.startswith(current)]
+
+        @app_commands.command(name="pick", description="Pick a model")
+        @app_commands.autocomplete(model=models)
+        async def pick(interaction: BotInteraction, model: str) -> None:
+            await interaction.response.send_message(model)
+
+        config = app_commands.Group(name="config", description="Settings")
+
+        @config.command(name="set", description="Set a value")
+        async def config_set(interaction: BotInteraction, key: str, value: int) -> None:
+            await interaction.response.send_message(f"{key}={value}", ephemeral=True)
+
+        @app_commands.command(name="slow", description="Answers too late")
+        async def slow(interaction: BotInteraction) -> None:
+            await results["slow_gate"]
+            try:
+                await interaction.response.defer()
+            except discord.HTTPException as exc:
+                results["slow"].set_result(exc)
+
+        top_level: list[app_commands.Command[Any, ..., Any]] = [ask, quick, look, pick, slow]
+        for command in top_level:
+            bot.tree.add_command(command)
+        bot.tree.add_command(config)
+
+    return setup
+
+
+async def _synced_env(
+    make_env: EnvFactory, config: FakeDiscordConfig | None = None
+) -> tuple[Env, dict[str, asyncio.Future[Any]]]:
+    loop = asyncio.get_running_loop()
+    results: dict[str, asyncio.Future[Any]] = {
+        k: loop.create_future() for k in ("look", "slow", "slow_gate")
+    }
+    env = await make_env(config, setup=_commands_setup(results))
+    names = {"ask", "quick", "look", "pick", "config", "slow"}
+    synced = await env.bot.tree.sync()
+    assert {c.name for c in synced} == names
+    # The same commands as guild commands, which the fake prefers when invoked in that guild.
+    guild = discord.Object(env.guild.id)
+    env.bot.tree.copy_global_to(guild=guild)
+    synced_guild = await env.bot.tree.sync(guild=guild)
+    assert {c.name for c in synced_guild} == names
+    assert {c.guild_id for c in synced_guild} == {env.guild.id}
+    return env, results
+
+
+async def test_slash_command_defer_edit_and_ephemeral_followup(make_env: EnvFactory) -> None:
+    env, _ = await _synced_env(make_env)
+    fake = env.fake
+    stored = {c["name"]: c for c in fake.registered_commands(env.guild)}
+    assert stored["ask"]["options"][0]["name"] == "prompt"
+    assert stored["ask"]["application_id"] == str(fake.application_id)
+
+    rec = await fake.invoke_command("ask", {"prompt": "life"}, channel=env.general, user=env.alice)
+    await fake.wait_for(lambda: rec.followups, what="followup sent")
+    assert rec.response_type == 5 and rec.ack_latency is not None and rec.ack_latency < 1
+    assert rec.original is not None
+    assert rec.original.versions[0].loading
+    assert rec.original.contents == ["", "thinking about life", "answer to life"]
+    assert not rec.original.flags & MessageFlag.LOADING
+    followup = rec.followups[0]
+    assert followup.content == "only for you" and followup.visible_to == env.alice.id
+    public = fake.messages_in(env.general)
+    assert rec.original in public and followup not in public
+    assert followup in fake.messages_in(env.general, as_user=env.alice)
+    assert followup not in fake.messages_in(env.general, as_user=env.bob)
+    # Interaction routes carry no Authorization header; rate-limit headers are per token.
+    webhook_calls = fake.requests_for(kind="webhook")
+    assert webhook_calls and all("Authorization" not in r.headers for r in webhook_calls)
+
+    # The first followup after a deferred response replaces the "thinking" message.
+    quick = await fake.invoke_command("quick", channel=env.general, user=env.bob)
+    await fake.wait_for(lambda: quick.followups, what="quick followup")
+    assert quick.followups[0] is quick.original
+    assert quick.original is not None and quick.original.content == "done"
+    assert quick.original.visible_to == env.bob.id
+
+    # A subcommand with typed options.
+    sub = await fake.invoke_command(
+        "config set", {"key": "temperature", "value": 7}, user=env.alice
+    )
+    await fake.wait_for(lambda: sub.original, what="config set answered")
+    assert sub.original is not None and sub.original.content == "temperature=7"
+    assert sub.data["options"][0]["options"][1] == {"name": "value", "type": 4, "value": 7}
+
+
+async def test_attachment_option_is_read_byte_for_byte(make_env: EnvFactory) -> None:
+    env, results = await _synced_env(make_env)
+    image = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(200))
+    rec = await env.fake.invoke_command(
+        "look", attachments={"image": UploadFile("cat.png", image)}, user=env.alice
+    )
+    filename, content_type, data = await asyncio.wait_for(results["look"], 5)
+    assert (filename, content_type, data) == ("cat.png", "image/png", image)
+    assert rec.data["options"][0]["type"] == 11
+    await env.fake.wait_for(lambda: rec.original, what="look answered")
+    assert rec.original is not None and rec.original.content == f"{len(image)} bytes"
+
+
+async def test_autocomplete_choices_are_recorded(make_env: EnvFactory) -> None:
+    env, _ = await _synced_env(make_env)
+    rec = await env.fake.invoke_autocomplete("pick", {}, focused="model", user=env.alice)
+    await env.fake.wait_for(lambda: rec.autocomplete_choices is not None)
+    assert [c["value"] for c in rec.autocomplete_choices or []] == ["gpt-4o", "gpt-4o-mini", "o3"]
+    narrowed = await env.fake.invoke_autocomplete("pick", {"model": "gpt"}, focused="model")
+    await env.fake.wait_for(lambda: narrowed.autocomplete_choices is not None)
+    assert len(narrowed.autocomplete_choices or []) == 2
+
+
+async def test_late_ack_and_interaction_errors(make_env: EnvFactory) -> None:
+    env, results = await _synced_env(
+        make_env,
+        FakeDiscordConfig(
+            interaction_ack_deadline=0.3, interaction_token_lifetime=1.0, interaction_window=0.2
+        ),
+    )
+    fake = env.fake
+    rec = await fake.invoke_command("slow", user=env.alice)
+    await fake.wait_for(lambda: rec.did_not_respond, what="ack deadline passed")
+    results["slow_gate"].set_result(None)
+    error = await asyncio.wait_for(results["slow"], 5)
+    assert isinstance(error, discord.NotFound) and error.code == 10062
+    assert rec.rejected[0].error_code == 10062 and not rec.acknowledged
+
+    # A second callback, a followup on an expired token, @original before any callback.
+    ask = await fake.invoke_command("ask", {"prompt": "x"}, user=env.alice)
+    await fake.wait_for(lambda: ask.followups)
+    async with aiohttp.ClientSession() as session:
+        url = f"{fake.api_base}/interactions/{ask.id}/{ask.token}/callback"
+        async with session.post(url, json={"type": 5}) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 40060
+        fresh = await fake.invoke_command("slow", user=env.alice)
+        original = (
+            f"{fake.api_base}/webhooks/{fake.application_id}/{fresh.token}/messages/@original"
+        )
+        async with session.patch(original, json={"content": "x"}) as resp:
+            assert resp.status == 404 and (await resp.json())["code"] == 10008
+        await fake.wait_for(lambda: ask.token_expired, what="token expired")
+        followup = f"{fake.api_base}/webhooks/{fake.application_id}/{ask.token}?wait=1"
+        async with session.post(followup, json={"content": "late"}) as resp:
+            assert resp.status == 401 and (await resp.json())["code"] == 50027
+
+
+class PersistentView(discord.ui.View):
+    def __init__(self, clicks: list[int]) -> None:
+        super().__init__(timeout=None)
+        self.clicks = clicks
+
+    @discord.ui.button(label="Regenerate", custom_id="answer:regenerate")
+    async def regenerate(self, interaction: BotInteraction, button: discord.ui.Button[Any]) -> None:
+        self.clicks.append(interaction.user.id)
+        await interaction.response.edit_message(content="regenerated", view=None)
+
+
+async def test_button_click_reaches_persistent_view(make_env: EnvFactory) -> None:
+    clicks: list[int] = []
+
+    def setup(bot: commands.Bot) -> None:
+        async def hook() -> None:
+            bot.add_view(PersistentView(clicks))
+
+        bot.setup_hook = hook  # type: ignore[method-assign]
+
+    env = await make_env(setup=setup)
+    sent_view = PersistentView([])
+    sent = await env.channel().send("answer", view=sent_view)
+    sent_view.stop()  # only the persistent view registered at startup is left
+    record = env.fake.message(sent.id)
+    assert record.components[0]["components"][0]["custom_id"] == "answer:regenerate"
+
+    rec = await env.fake.click_button(sent.id, "answer:regenerate", env.bob)
+    await env.fake.wait_for(lambda: rec.acknowledged, what="button acknowledged")
+    assert clicks == [env.bob.id]
+    assert rec.response_type == 7 and rec.payload["message"]["id"] == str(sent.id)
+    assert record.contents == ["answer", "regenerated"] and record.components == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads, rate limits, reconnects, process mode
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_thread_created_by_bot_is_cached(make_env: EnvFactory) -> None:
+    env = await make_env()
+    created = await env.expect(
+        "thread_create",
+        env.channel().create_thread(name="a question", type=discord.ChannelType.public_thread),
+    )
+    guild = env.bot.get_guild(env.guild.id)
+    assert guild is not None
+    thread = guild.get_thread(created.id)
+    assert thread is not None and thread.name == "a question" and thread.parent_id == env.general.id
+    assert env.fake.channels[thread.id].is_thread
+    await thread.send("inside")
+    assert [m.content for m in env.fake.messages_in(thread.id)] == ["inside"]
+
+    starter = await env.channel().send("start here")
+    from_message = await env.expect("thread_create", starter.create_thread(name="from message"))
+    assert from_message.id == starter.id
+    user_message = await env.expect(
+        "message",
+        env.fake.post_message(from_message.id, env.alice, "in thread"),
+        lambda m: m.author.id == env.alice.id,
+    )
+    assert isinstance(user_message.channel, discord.Thread)
+
+
+async def test_burst_of_edits_meets_429s_and_completes(make_env: EnvFactory) -> None:
+    config = FakeDiscordConfig(
+        channel_message_window=0.5, send_window=0.5, edit_window=0.5, interaction_window=0.5
+    )
+    env = await make_env(config)
+    fake = env.fake
+    message = await env.channel().send("edit 0")
+    for i in range(1, 9):
+        message = await message.edit(content=f"edit {i}")
+    record = fake.message(message.id)
+    assert record.contents == [f"edit {i}" for i in range(9)]
+    limited = fake.requests_for(status=429)
+    assert fake.rate_limited_count == len(limited) >= 1
+    body = limited[0].response
+    assert body["global"] is False and body["retry_after"] > 0
+    assert all(r.route.startswith("PATCH") for r in limited)
+    ok = fake.requests_for("PATCH /channels/{channel_id}/messages/{message_id}", status=200)
+    assert len(ok) == 8
+    async with aiohttp.ClientSession() as session:
+        url = f"{fake.api_base}/channels/{env.general.id}/messages"
+        headers = {"Authorization": f"Bot {fake.token}"}
+        statuses = []
+        for _ in range(6):
+            async with session.post(url, json={"content": "x"}, headers=headers) as resp:
+                statuses.append(resp.status)
+                if resp.status == 429:
+                    assert resp.headers["Via"] == "1.1 google"
+                    assert resp.headers["X-RateLimit-Scope"] == "user"
+                else:
+                    assert int(resp.headers["X-RateLimit-Limit"]) == 5
+                    assert float(resp.headers["X-RateLimit-Reset-After"]) <= 0.5
+    assert 429 in statuses
+
+
+async def test_global_rate_limit_pauses_the_client(make_env: EnvFactory) -> None:
+    env = await make_env(FakeDiscordConfig(global_limit=4, global_window=0.3))
+    fake = env.fake
+    users = await asyncio.gather(*(env.bot.fetch_user(env.alice.id) for _ in range(10)))
+    assert {u.name for u in users} == {"alice"}
+    limited = fake.requests_for(status=429)
+    assert limited and all(r.scope == "global" and r.response["global"] for r in limited)
+    assert len(fake.requests_for("GET /users/{user_id}", status=200)) == 10
+
+
+async def test_gateway_drop_is_resumed(make_env: EnvFactory) -> None:
+    env = await make_env()
+    fake = env.fake
+    await fake.drop_gateway()
+    # Dispatched while the bot may still be disconnected: RESUME replays it.
+    during = await fake.post_message(env.general, env.alice, "while you were away")
+    await fake.wait_for(lambda: fake.resume_count == 1, what="resumed")
+    after = await env.expect(
+        "message",
+        fake.post_message(env.general, env.alice, "after reconnect"),
+        lambda m: m.content == "after reconnect",
+    )
+    assert after.id != during.id
+    assert during.id in [m.id for m in env.received]
+    assert fake.identify_count == 1
+    assert len(fake.sessions) == 1
+    seqs = [s for _, _, s in next(iter(fake.sessions.values())).dispatched]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+    # An invalidated session makes the client IDENTIFY again (without discord.py's 5 s pause
+    # before a non-initial IDENTIFY).
+    async def no_pause(shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+    env.bot.before_identify_hook = no_pause  # type: ignore[method-assign]
+    await env.expect("ready", fake.drop_gateway(resumable=False))
+    assert fake.identify_count == 2
+
+
+async def test_wait_for_times_out_with_state() -> None:
+    async with FakeDiscord() as fake:
+        with pytest.raises(TimeoutError, match="identify=0"):
+            await fake.wait_for(lambda: fake.identify_count > 0, timeout=0.1)
+
+
+async def test_process_mode_serves_control_endpoints() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.discord",
+        "--channels",
+        "3",
+        "--port",
+        "0",
+        "--set",
+        "latency=0.001",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert info["api_base"].endswith("/api/v10") and len(info["channel_ids"]) == 3
+        control = info["control_base"]
+        async with aiohttp.ClientSession() as session:
+            post = {"channel_id": info["channel_ids"][1], "content": "bench"}
+            async with session.post(f"{control}/messages", json=post) as resp:
+                assert resp.status == 201
+                created = await resp.json()
+            headers = {"Authorization": f"Bot {info['token']}"}
+            async with session.get(f"{info['api_base']}/users/@me", headers=headers) as resp:
+                assert (await resp.json())["id"] == info["bot_user_id"]
+            async with session.get(f"{control}/state") as resp:
+                state = await resp.json()
+        (message,) = state["messages"]
+        assert message["id"] == created["id"]
+        assert message["versions"][0]["content"] == f"<@{info['bot_user_id']}> bench"
+        assert message["versions"][0]["t"] == pytest.approx(created["created"])
+        assert state["requests"] == 1 and state["rate_limited"] == 0
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
