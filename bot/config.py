@@ -1,0 +1,149 @@
+"""Settings: read once from the environment and `.env`, then passed to whoever needs them.
+
+Nothing else in the project reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a Discord server. Answer concisely and use Discord "
+    "Markdown. Several people may speak in one conversation; their names precede their words."
+)
+
+
+def _split_list(value: Any) -> Any:
+    """Lists are written comma-separated in `.env`: `CHAT_MODELS=gpt-4o,gpt-4o-mini`."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+_ASYNC_DRIVERS = {
+    "sqlite:///": "sqlite+aiosqlite:///",
+    "postgresql://": "postgresql+asyncpg://",
+    "postgres://": "postgresql+asyncpg://",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Secrets and addresses.
+    discord_token: SecretStr
+    acedatacloud_api_token: SecretStr
+    acedatacloud_api_base_url: str = "https://api.acedata.cloud"
+    api_path_prefix: str = "/openai"
+    database_url: str = "sqlite+aiosqlite:///./data/bot.db"
+    discord_api_base_url: str | None = None
+    discord_gateway_url: str | None = None
+
+    # Models and prompts.
+    chat_model: str = "gpt-4o-mini"
+    chat_models: Annotated[list[str], NoDecode] = Field(
+        default=[
+            "gpt-4o-mini",
+            "gpt-4o",
+            "gpt-4.1",
+            "gpt-4.1-mini",
+            "gpt-5",
+            "gpt-5-mini",
+            "o4-mini",
+        ]
+    )
+    vision_models: Annotated[list[str], NoDecode] = Field(
+        default=["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini"]
+    )
+    image_model: str = "gpt-image-1"
+    image_models: Annotated[list[str], NoDecode] = Field(
+        default=["gpt-image-1", "dall-e-3", "dall-e-2", "nano-banana"]
+    )
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+    # Limits that keep cost and load under control.
+    history_token_budget: int = Field(default=6000, ge=256)
+    max_answer_tokens: int | None = Field(default=None, ge=16)
+    max_prompt_chars: int = Field(default=4000, ge=1, le=6000)
+    max_concurrent_requests: int = Field(default=16, ge=1)
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+    # Timeouts, in seconds.
+    chat_timeout: float = Field(default=120, gt=0)
+    stream_idle_timeout: float = Field(default=60, gt=0)
+    image_timeout: float = Field(default=300, gt=0)
+
+    # Discord behaviour.
+    message_content_intent: bool = True
+    allow_direct_messages: bool = False
+    dev_guild_id: int | None = None
+    shard_count: int | None = Field(default=None, ge=1)
+    shard_ids: Annotated[list[int] | None, NoDecode] = None
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    _split = field_validator(
+        "chat_models", "vision_models", "image_models", "shard_ids", mode="before"
+    )(_split_list)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("acedatacloud_api_base_url", "discord_api_base_url", "discord_gateway_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept the usual URL forms and pick the async driver for them."""
+        for plain, driver in _ASYNC_DRIVERS.items():
+            if value.startswith(plain):
+                return driver + value.removeprefix(plain)
+        if not value.startswith(tuple(_ASYNC_DRIVERS.values())):
+            raise ValueError("use a sqlite:/// or postgresql:// URL")
+        return value
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, when the database is one (its folder is created at start)."""
+        prefix = "sqlite+aiosqlite:///"
+        if not self.database_url.startswith(prefix):
+            return None
+        path = self.database_url.removeprefix(prefix)
+        return None if path in ("", ":memory:") else Path(path)
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; `str()` is one sentence an admin can act on."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
+    if error["type"] == "missing":
+        return f"{name} is not set: add it to the environment or to .env (see .env.example)."
+    # Never echo the value: it may be a secret.
+    reason = error["msg"].removeprefix("Value error, ")
+    return f"{name} is not valid ({reason}): fix it in the environment or in .env."

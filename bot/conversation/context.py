@@ -1,0 +1,58 @@
+"""What the model is sent: the system prompt, the newest turns that fit, then the question."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.conversation.tokens import context_window, estimate_tokens
+from bot.db.repository import StoredTurn
+
+# Room always left in the model's window for the answer itself.
+_ANSWER_ROOM = 4096
+
+
+@dataclass(frozen=True)
+class Question:
+    """A person's message, as the model will read it and history will keep it."""
+
+    content: str
+    # Images as URLs the API can read (data: URLs, so nothing expires and nothing is fetched).
+    image_urls: Sequence[str] = ()
+
+    @property
+    def token_estimate(self) -> int:
+        return estimate_tokens(self.content, images=len(self.image_urls))
+
+
+def question_text(author_name: str, text: str, quoted: tuple[str, str] | None = None) -> str:
+    """Names tell the speakers of a shared channel apart; a quoted message comes along."""
+    said = f"{author_name}: {text}"
+    if quoted is None:
+        return said
+    quoted_author, quoted_text = quoted
+    return f"(In reply to {quoted_author}: {quoted_text})\n{said}"
+
+
+def history_budget(model: str, configured: int, system_prompt: str, question: Question) -> int:
+    """Tokens left for history: the configured budget, capped by what the model can take."""
+    window_left = context_window(model) - _ANSWER_ROOM
+    fixed = estimate_tokens(system_prompt) + question.token_estimate
+    return max(0, min(configured, window_left) - fixed)
+
+
+def build_messages(
+    system_prompt: str, history: Sequence[StoredTurn], question: Question
+) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+    for turn in history:
+        # Images from earlier turns are not sent again: they cost many tokens each time.
+        messages.append({"role": turn.role, "content": turn.content})
+    if question.image_urls:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": question.content}]
+        parts += [{"type": "image_url", "image_url": {"url": url}} for url in question.image_urls]
+        messages.append({"role": "user", "content": parts})
+    else:
+        messages.append({"role": "user", "content": question.content})
+    return messages

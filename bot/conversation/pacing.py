@@ -1,0 +1,196 @@
+"""Pacing writes to Discord: every live message at its own pace, the whole bot within its limits.
+
+Discord limits sends and edits per channel (about 5 per 5 s), per interaction token (5 per 2 s)
+and per bot (50 per second, interaction routes exempt). A streamed answer wants to show new text
+as often as those limits allow, but a write that Discord refuses costs a 429 and a wait, and a
+queue of stale edits shows old text late. So:
+
+- A `PacedMessage` never queues text: it is only marked dirty, and its writer reads the newest
+  text when the write actually starts.
+- One `WriteScheduler` for the whole bot starts writes when every `Window` they count against has
+  room. Urgent writes (a message's first text, its final text) go first and may use the last slot
+  of a window; routine updates leave that slot free and take turns, least recently written first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class Window:
+    """At most `limit` writes starting in any `period` seconds (a sliding window).
+
+    A sliding window is stricter than the fixed windows servers usually count with, so keeping
+    to it keeps to theirs. `reserve` slots are left to urgent writes.
+    """
+
+    def __init__(self, limit: int, period: float, *, reserve: int = 1) -> None:
+        if not 0 <= reserve < limit:
+            raise ValueError("reserve must leave at least one slot for routine writes")
+        self.limit = limit
+        self.period = period
+        self.reserve = reserve
+        self._starts: deque[float] = deque()
+
+    @property
+    def routine_interval(self) -> float:
+        """The even spacing at which routine writes never exhaust the window."""
+        return self.period / (self.limit - self.reserve)
+
+    def free_at(self, now: float, *, urgent: bool) -> float:
+        while self._starts and self._starts[0] <= now - self.period:
+            self._starts.popleft()
+        allowed = self.limit if urgent else self.limit - self.reserve
+        if len(self._starts) < allowed:
+            return now
+        return self._starts[len(self._starts) - allowed] + self.period
+
+    def take(self, now: float) -> None:
+        self._starts.append(now)
+
+
+class PacedMessage:
+    """One Discord message kept up to date by the scheduler.
+
+    `write` is called with `urgent` telling whether this was a first or final write; it must read
+    the newest state itself. Writes of one message never overlap.
+    """
+
+    def __init__(
+        self,
+        scheduler: WriteScheduler,
+        write: Callable[[], Awaitable[None]],
+        windows: Callable[[], Sequence[Window]],
+        *,
+        after: PacedMessage | None = None,
+    ) -> None:
+        self._scheduler = scheduler
+        self._write = write
+        self.windows = windows
+        self._after = after  # a continuation waits until the message above it exists
+        self.dirty = False
+        self.urgent = False
+        self.dirty_since = 0.0
+        self.last_start = -math.inf
+        self.writes = 0
+        self.in_flight = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def mark(self, *, urgent: bool = False) -> None:
+        """The text changed: write it when the limits allow (urgent: as soon as they allow)."""
+        first_mark = not self.dirty
+        if first_mark:
+            self.dirty = True
+            self.dirty_since = self._scheduler.clock()
+            self._idle.clear()
+        if urgent and not self.urgent:
+            self.urgent = True
+        elif not first_mark:
+            return  # already waiting with the same priority: nothing new to schedule
+        self._scheduler.wake()
+
+    @property
+    def ready(self) -> bool:
+        return self.dirty and not self.in_flight and (self._after is None or self._after.writes > 0)
+
+    @property
+    def urgent_now(self) -> bool:
+        """A message's first text is as urgent as its last."""
+        return self.urgent or (self.writes == 0 and not self.in_flight)
+
+    async def settled(self) -> None:
+        """Wait until everything marked so far has been written."""
+        await self._idle.wait()
+
+    async def _run_write(self) -> None:
+        try:
+            await self._write()
+        except Exception:
+            log.exception("Writing a message failed")
+        finally:
+            self.writes += 1
+            self.in_flight = False
+            if not self.dirty:
+                self._idle.set()
+            self._scheduler.wake()
+
+
+class WriteScheduler:
+    """Starts the writes of every live message, within the bot-wide limits."""
+
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self._messages: set[PacedMessage] = set()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, message: PacedMessage) -> None:
+        self._messages.add(message)
+
+    def discard(self, message: PacedMessage) -> None:
+        self._messages.discard(message)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs until cancelled; the owner starts it once and cancels it at shutdown."""
+        try:
+            while True:
+                self._wake.clear()
+                delay = self._start_ready_writes(self.clock())
+                if delay is None:
+                    await self._wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    def _start_ready_writes(self, now: float) -> float | None:
+        """Start every write allowed now; return how long until the next one may be."""
+        waiting = [message for message in self._messages if message.ready]
+        # Urgent first, oldest waiting first; then routine, least recently written first.
+        waiting.sort(key=lambda m: (0, m.dirty_since) if m.urgent_now else (1, m.last_start))
+        next_start = math.inf
+        for message in waiting:
+            start_at = self._earliest_start(message, now)
+            if start_at > now:
+                next_start = min(next_start, start_at)
+                continue
+            self._start(message, now)
+        return None if next_start == math.inf else max(next_start - now, 0.001)
+
+    def _earliest_start(self, message: PacedMessage, now: float) -> float:
+        windows = message.windows()
+        urgent = message.urgent_now
+        start_at = now
+        if not urgent:
+            pace = max((window.routine_interval for window in windows), default=0.0)
+            start_at = message.last_start + pace
+        for window in windows:
+            start_at = max(start_at, window.free_at(now, urgent=urgent))
+        return start_at
+
+    def _start(self, message: PacedMessage, now: float) -> None:
+        for window in message.windows():
+            window.take(now)
+        message.dirty = False
+        message.urgent = False
+        message.in_flight = True
+        message.last_start = now
+        task = asyncio.create_task(message._run_write())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,177 @@
+"""A streamed answer shown in Discord: split into messages, paced, finished with the full text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from bot.conversation.pacing import PacedMessage, Window, WriteScheduler
+from bot.conversation.splitting import close_open_fence, split_message
+
+log = logging.getLogger(__name__)
+
+# Shown at the end of an answer while it is still being written.
+CURSOR = " ▌"
+# Room kept in a streaming piece for the cursor and a fence closed early.
+_STREAMING_RESERVE = len(CURSOR) + len("\n~~~")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The buttons under a message: Stop while streaming, Regenerate when finished."""
+
+    stop_key: str | None = None
+    regenerate_turn: int | None = None
+
+
+NO_CONTROLS = Controls()
+
+
+@dataclass(frozen=True)
+class Shown:
+    content: str
+    controls: Controls = NO_CONTROLS
+
+
+class MessageGone(Exception):
+    """The message being written was deleted: the answer should stop."""
+
+
+class ReplySink(Protocol):
+    """Where an answer appears; the Discord side implements it."""
+
+    def windows(self) -> Sequence[Window]:
+        """The rate limits the next write counts against."""
+        ...
+
+    async def show(self, index: int, shown: Shown) -> None:
+        """Send message number `index` of the answer if it is new, else edit it.
+
+        Raises MessageGone when the message was deleted.
+        """
+        ...
+
+    def message_ids(self) -> list[int]:
+        """The Discord ids of the messages shown so far."""
+        ...
+
+    def deadline(self) -> datetime | None:
+        """When the answer must be finished by, if the place it is shown in expires."""
+        ...
+
+
+class StreamingReply:
+    def __init__(
+        self,
+        sink: ReplySink,
+        scheduler: WriteScheduler,
+        *,
+        stop_key: str | None = None,
+        on_gone: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sink = sink
+        self._scheduler = scheduler
+        self._stop_key = stop_key
+        self._on_gone = on_gone
+        self._text = ""
+        self._status = ""
+        self._final: tuple[str, Controls] | None = None
+        self._messages: list[PacedMessage] = []
+        self._shown: list[Shown | None] = []
+        self.gone = False
+
+    # What the caller says.
+
+    def status(self, text: str) -> None:
+        """A line shown until the first words arrive, e.g. that the answer is queued."""
+        if not self._text and self._final is None and text != self._status:
+            self._status = text
+            self._message(0).mark(urgent=not self._shown_any)
+
+    def update(self, text: str) -> None:
+        """The answer so far; the newest is shown as soon as the limits allow."""
+        if text == self._text or self._final is not None:
+            return
+        first_words = not self._text
+        self._text = text
+        self._message(len(self._messages) - 1 if self._messages else 0).mark(urgent=first_words)
+
+    async def finish(
+        self, text: str, *, notice: str | None = None, controls: Controls = NO_CONTROLS
+    ) -> None:
+        """Show the complete answer (and a notice under it) now, and wait until it is visible."""
+        full = text if notice is None else f"{text}\n\n-# {notice}" if text else notice
+        self._text = text
+        self._final = (full, controls)
+        pieces = self._pieces()
+        for index in range(len(pieces)):
+            self._message(index).mark(urgent=True)
+        await asyncio.gather(*(message.settled() for message in self._messages))
+        for message in self._messages:
+            self._scheduler.discard(message)
+
+    @property
+    def message_count(self) -> int:
+        return sum(shown is not None for shown in self._shown)
+
+    # How it is shown.
+
+    @property
+    def _shown_any(self) -> bool:
+        return any(shown is not None for shown in self._shown)
+
+    def _message(self, index: int) -> PacedMessage:
+        while len(self._messages) <= index:
+            position = len(self._messages)
+            message = PacedMessage(
+                self._scheduler,
+                lambda position=position: self._write(position),  # type: ignore[misc]
+                self._sink.windows,
+                after=self._messages[-1] if self._messages else None,
+            )
+            self._messages.append(message)
+            self._shown.append(None)
+            self._scheduler.add(message)
+        return self._messages[index]
+
+    def _pieces(self) -> list[str]:
+        if self._final is not None:
+            return split_message(self._final[0]) or [""]
+        if not self._text:
+            return [self._status]
+        return split_message(self._text, reserve=_STREAMING_RESERVE)
+
+    def _render(self, index: int, pieces: list[str]) -> Shown | None:
+        if index >= len(pieces):
+            return None
+        piece = pieces[index]
+        last = index == len(pieces) - 1
+        if self._final is not None:
+            return Shown(piece, self._final[1] if last else NO_CONTROLS)
+        if not last:
+            return Shown(piece)
+        if not self._text:
+            return Shown(piece, Controls(stop_key=self._stop_key))
+        return Shown(close_open_fence(piece) + CURSOR, Controls(stop_key=self._stop_key))
+
+    async def _write(self, index: int) -> None:
+        if self.gone:
+            return
+        pieces = self._pieces()
+        # The text outgrew the messages we have: the next ones follow this one.
+        for new_index in range(len(self._messages), len(pieces)):
+            self._message(new_index).mark(urgent=True)
+        shown = self._render(index, pieces)
+        if shown is None or shown == self._shown[index]:
+            return
+        try:
+            await self._sink.show(index, shown)
+        except MessageGone:
+            self.gone = True
+            self._on_gone()
+            return
+        self._shown[index] = shown

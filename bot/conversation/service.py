@@ -1,0 +1,367 @@
+"""The turn service: one question in, one streamed answer out, remembered in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from weakref import WeakValueDictionary
+
+from bot.ai import ApiClient, ApiError
+from bot.conversation.context import Question, build_messages, history_budget
+from bot.conversation.pacing import WriteScheduler
+from bot.conversation.reply import Controls, ReplySink, StreamingReply
+from bot.conversation.tokens import estimate_tokens
+from bot.db.models import ConversationKind, TurnStatus, UsageKind
+from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
+
+log = logging.getLogger(__name__)
+
+QUEUED = "⏳ Queued: many questions are being answered; yours is next in line."
+WAITING = "⏳ Waiting for the answer before this one to finish."
+
+INTERRUPTED = "The bot restarted before this answer finished."
+UNEXPECTED = "Something went wrong while answering; please try again."
+PRIVATE_TIME_LIMIT = "Discord gives a private answer 15 minutes; this one was cut short."
+
+_FINISH_NOTICES = {
+    "length": "The answer reached its length limit and was cut short.",
+    "content_filter": "The rest of the answer was withheld by the content filter.",
+}
+
+
+class UserError(Exception):
+    """Something the person can fix; `str()` is one sentence for them."""
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    default_model: str
+    system_prompt: str
+    temperature: float | None
+    history_token_budget: int
+    max_answer_tokens: int | None
+    max_prompt_chars: int
+    max_concurrent_requests: int
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a conversation lives: a channel, a thread, or a direct-message channel."""
+
+    channel_id: int
+    guild_id: int | None
+    kind: ConversationKind
+    opened_by_chat: bool = False
+
+
+@dataclass(frozen=True)
+class Ask:
+    place: Place
+    author_id: int
+    author_name: str
+    question: Question
+    prompt_chars: int  # what the person typed, for the length limit
+    model: str | None = None
+    private: bool = False
+    message_id: int | None = None
+    images: Sequence[ImageRef] = ()
+    # Set when regenerating: the answer to replace, and the stored question it answered.
+    replacing_turn: int | None = None
+    question_turn: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    text: str
+    status: TurnStatus
+    turn_id: int | None
+    model: str
+
+
+@dataclass
+class _Running:
+    key: str
+    author_id: int
+    stop_reason: str | None = None
+    task: asyncio.Task[Any] | None = None
+    text: str = ""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ChatService:
+    def __init__(
+        self,
+        api: ApiClient,
+        conversations: ConversationStore,
+        usage: UsageStore,
+        scheduler: WriteScheduler,
+        options: ChatOptions,
+    ) -> None:
+        self._api = api
+        self._conversations = conversations
+        self._usage = usage
+        self._scheduler = scheduler
+        self.options = options
+        self._slots = asyncio.Semaphore(options.max_concurrent_requests)
+        self._locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+        self._running: dict[str, _Running] = {}
+
+    # Asking.
+
+    async def ask(self, ask: Ask, sink: ReplySink) -> Outcome:
+        """Answer a question into `sink`, after any earlier question of the same conversation."""
+        self._check(ask)
+        running = _Running(uuid.uuid4().hex, ask.author_id)
+        self._running[running.key] = running
+        reply = StreamingReply(
+            sink,
+            self._scheduler,
+            stop_key=running.key,
+            on_gone=lambda: self._cancel(running, "deleted"),
+        )
+        try:
+            lock = self._locks.setdefault(ask.place.channel_id, asyncio.Lock())
+            if lock.locked():
+                reply.status(WAITING)
+            async with lock:
+                return await self._answer(ask, sink, reply, running)
+        finally:
+            del self._running[running.key]
+            running.done.set()
+
+    def _check(self, ask: Ask) -> None:
+        limit = self.options.max_prompt_chars
+        if ask.prompt_chars > limit:
+            raise UserError(
+                f"Your message is {ask.prompt_chars} characters long; the limit is {limit}."
+            )
+        if any(running.author_id == ask.author_id for running in self._running.values()):
+            raise UserError(
+                "Your previous question is still being answered; wait for it or press Stop."
+            )
+
+    async def _answer(
+        self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
+    ) -> Outcome:
+        place = ask.place
+        model = ask.model or self.options.default_model
+        conversation = await self._conversations.open(
+            place.channel_id,
+            guild_id=place.guild_id,
+            kind=place.kind,
+            opened_by_chat=place.opened_by_chat,
+        )
+        budget = history_budget(
+            model, self.options.history_token_budget, self.options.system_prompt, ask.question
+        )
+        history = await self._conversations.newest_turns(
+            conversation.id, token_budget=budget, before_turn_id=ask.question_turn
+        )
+        messages = build_messages(self.options.system_prompt, history, ask.question)
+
+        answer_turn: int | None = None
+        if not ask.private:
+            if ask.replacing_turn is not None:
+                await self._conversations.delete_turn(ask.replacing_turn)
+            if ask.question_turn is None:
+                await self._conversations.append_turn(
+                    conversation.id,
+                    NewTurn(
+                        role="user",
+                        content=ask.question.content,
+                        # Images are not sent again with later questions, so not counted.
+                        token_estimate=estimate_tokens(ask.question.content),
+                        author_id=ask.author_id,
+                        author_name=ask.author_name,
+                        message_ids=[ask.message_id] if ask.message_id else [],
+                        images=ask.images,
+                    ),
+                )
+            answer_turn = await self._conversations.append_turn(
+                conversation.id,
+                NewTurn(
+                    role="assistant",
+                    content="",
+                    token_estimate=0,
+                    status=TurnStatus.IN_PROGRESS,
+                    model=model,
+                ),
+            )
+
+        stream = asyncio.create_task(
+            self._stream(messages, model, ask, reply, running, sink.deadline())
+        )
+        running.task = stream
+        if running.stop_reason is not None:  # Stop was pressed while it waited its turn
+            stream.cancel()
+        try:
+            await asyncio.wait({stream})
+        except asyncio.CancelledError:
+            self._cancel(running, "shutdown")
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream
+            raise
+        status, notice, usage = self._result_of(stream, running)
+        if status is TurnStatus.FAILED and not running.text:
+            await reply.finish(f"⚠️ {notice}")
+        else:
+            controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
+            await reply.finish(running.text, notice=notice, controls=controls)
+
+        if answer_turn is not None:
+            await self._conversations.finish_turn(
+                answer_turn,
+                content=running.text,
+                token_estimate=estimate_tokens(running.text) if running.text else 0,
+                status=status,
+                message_ids=sink.message_ids(),
+                model=model,
+                prompt_tokens=usage[0] if usage else None,
+                completion_tokens=usage[1] if usage else None,
+            )
+        if usage is not None:
+            await self._usage.record(
+                user_id=ask.author_id,
+                guild_id=place.guild_id,
+                channel_id=place.channel_id,
+                kind=UsageKind.CHAT,
+                model=model,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+            )
+        return Outcome(running.text, status, answer_turn, model)
+
+    async def _stream(
+        self,
+        messages: list[dict[str, object]],
+        model: str,
+        ask: Ask,
+        reply: StreamingReply,
+        running: _Running,
+        deadline: datetime | None,
+    ) -> tuple[str | None, tuple[int, int] | None]:
+        seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
+        async with asyncio.timeout(seconds_left), self._slot(reply):
+            async with self._api.stream_chat(
+                messages,
+                model=model,
+                temperature=self.options.temperature,
+                max_tokens=self.options.max_answer_tokens,
+                user=str(ask.author_id),
+            ) as stream:
+                async for delta in stream:
+                    running.text += delta
+                    reply.update(running.text)
+            usage = stream.usage
+            return stream.finish_reason, (
+                (usage.prompt_tokens, usage.completion_tokens) if usage else None
+            )
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, reply: StreamingReply) -> AsyncIterator[None]:
+        """A place among the requests allowed upstream at once; shows "queued" while waiting."""
+        if self._slots.locked():
+            reply.status(QUEUED)
+        async with self._slots:
+            yield
+
+    def _result_of(
+        self, stream: asyncio.Task[tuple[str | None, tuple[int, int] | None]], running: _Running
+    ) -> tuple[TurnStatus, str | None, tuple[int, int] | None]:
+        if stream.cancelled():
+            reason = running.stop_reason
+            if reason == "shutdown":
+                return (
+                    TurnStatus.INTERRUPTED,
+                    "The bot restarted before this answer finished.",
+                    None,
+                )
+            if reason == "deleted":
+                return TurnStatus.STOPPED, None, None
+            return TurnStatus.STOPPED, f"Stopped{f' by {reason}' if reason else ''}.", None
+        error = stream.exception()
+        if isinstance(error, TimeoutError):
+            return TurnStatus.STOPPED, PRIVATE_TIME_LIMIT, None
+        if isinstance(error, ApiError):
+            log.warning("Answer failed: %s", error)
+            return TurnStatus.FAILED, error.user_message, None
+        if error is not None:
+            log.error("Answer failed unexpectedly", exc_info=error)
+            return (
+                TurnStatus.FAILED,
+                "Something went wrong while answering; please try again.",
+                None,
+            )
+        finish_reason, usage = stream.result()
+        return TurnStatus.COMPLETE, _FINISH_NOTICES.get(finish_reason or ""), usage
+
+    async def regeneration(self, turn_id: int, *, user_id: int, can_manage: bool) -> Ask:
+        """The question to ask again so that its new answer replaces answer `turn_id`."""
+        answer = await self._conversations.get_turn(turn_id)
+        if answer is None:
+            raise UserError("That answer is no longer in this conversation's history.")
+        newest = await self._conversations.newest_turns(
+            answer.conversation_id, token_budget=2**62, max_turns=2
+        )
+        if len(newest) != 2 or newest[1].id != turn_id or newest[0].role != "user":
+            raise UserError("Only the newest answer of a conversation can be regenerated.")
+        question = newest[0]
+        if question.author_id != user_id and not can_manage:
+            raise UserError(
+                "Only the person who asked, or someone who can manage messages, can regenerate."
+            )
+        conversation = await self._conversations.get_conversation(answer.conversation_id)
+        return Ask(
+            place=Place(
+                conversation.channel_id,
+                conversation.guild_id,
+                conversation.kind,
+                conversation.opened_by_chat,
+            ),
+            author_id=question.author_id or user_id,
+            author_name=question.author_name or "",
+            question=Question(question.content),
+            prompt_chars=0,
+            model=answer.model,
+            replacing_turn=answer.id,
+            question_turn=question.id,
+        )
+
+    # Stopping.
+
+    def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> str:
+        """Stop a running answer; returns a sentence for the person who pressed Stop."""
+        running = self._running.get(key)
+        if running is None:
+            return "This answer is no longer being written."
+        if running.author_id != user_id and not can_manage:
+            return "Only the person who asked, or someone who can manage messages, can stop it."
+        self._cancel(running, by)
+        return "Stopped."
+
+    def _cancel(self, running: _Running, reason: str) -> None:
+        if running.stop_reason is None:
+            running.stop_reason = reason
+        if running.task is not None:
+            running.task.cancel()
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """End every answer in progress with a notice, waiting at most `grace` seconds."""
+        running = list(self._running.values())
+        for answer in running:
+            self._cancel(answer, "shutdown")
+        if running:
+            await asyncio.wait(
+                [asyncio.ensure_future(a.done.wait()) for a in running], timeout=grace
+            )
+
+    # Forgetting.
+
+    async def reset(self, channel_id: int) -> int:
+        return await self._conversations.reset(channel_id)

@@ -1,0 +1,38 @@
+"""Counting tokens without a tokenizer.
+
+Exact tokenizers either download their tables at run time or pin one model family; the budget
+only needs a safe upper bound. UTF-8 bytes / 3 over-counts English (about 4 characters a token)
+and roughly matches CJK text (about one token a character), so a budget computed this way is never
+exceeded in practice.
+"""
+
+from __future__ import annotations
+
+# Each message costs a few tokens of framing (role, separators) in the chat format.
+MESSAGE_OVERHEAD = 4
+# What one attached image costs at most with detail "auto" on current vision models.
+IMAGE_TOKENS = 800
+
+# Context windows by model-name prefix; the longest matching prefix wins.
+_CONTEXT_WINDOWS = {
+    "gpt-3.5": 16_000,
+    "gpt-4": 8_000,
+    "gpt-4-turbo": 128_000,
+    "gpt-4o": 128_000,
+    "gpt-4.1": 1_000_000,
+    "gpt-5": 400_000,
+    "o1": 200_000,
+    "o3": 200_000,
+    "o4": 200_000,
+}
+_DEFAULT_WINDOW = 32_000
+
+
+def estimate_tokens(text: str, *, images: int = 0) -> int:
+    return -(-len(text.encode()) // 3) + MESSAGE_OVERHEAD + images * IMAGE_TOKENS
+
+
+def context_window(model: str) -> int:
+    name = model.lower().split(":", 1)[0]  # "gpt-4o-mini:free" is gpt-4o-mini
+    matches = [prefix for prefix in _CONTEXT_WINDOWS if name.startswith(prefix)]
+    return _CONTEXT_WINDOWS[max(matches, key=len)] if matches else _DEFAULT_WINDOW

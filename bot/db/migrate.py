@@ -1,0 +1,59 @@
+"""Applying and checking Alembic migrations from inside the running event loop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+# Any constant works; it only has to be the same in every process of this bot.
+_ADVISORY_LOCK_KEY = 0x4ACE_DA7A
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the database to the newest revision. Safe when several processes start at once."""
+    async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction ends: the other processes wait, then find nothing to do.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
+            )
+        before = await connection.run_sync(_current_revision)
+        await connection.run_sync(_upgrade)
+        after = await connection.run_sync(_current_revision)
+    if before != after:
+        log.info("Database migrated from %s to %s", before or "nothing", after)
+
+
+async def pending(engine: AsyncEngine) -> tuple[str | None, str | None]:
+    """The database's revision and the newest one; equal when the database is current."""
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revision)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return current, head
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,198 @@
+"""The database schema. Every change here comes with an Alembic revision in `migrations/`."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a real 64-bit key.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _enum(enum_type: type[enum.StrEnum]) -> Enum:
+    """Stored as its plain value in a short string column: portable, and readable in SQL."""
+    return Enum(
+        enum_type, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[int]: JSON}
+
+
+class ConversationKind(enum.StrEnum):
+    CHANNEL = "channel"
+    THREAD = "thread"
+    DIRECT = "direct"
+
+
+class TurnStatus(enum.StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    STOPPED = "stopped"  # someone pressed Stop: the partial text is kept
+    FAILED = "failed"  # the API failed mid-answer: the partial text is kept
+    INTERRUPTED = "interrupted"  # the bot stopped or crashed while answering
+
+
+class Conversation(Base):
+    """One channel, thread or direct-message channel, keyed by its Discord id."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[ConversationKind] = mapped_column(_enum(ConversationKind))
+    # A thread opened by /chat answers every message without a mention.
+    opened_by_chat: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    turns: Mapped[list[Turn]] = relationship(
+        back_populates="conversation", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Turn(Base):
+    """One message in a conversation: a person's question or the bot's answer."""
+
+    __tablename__ = "turns"
+    # The newest turns of a conversation are read by walking this index backwards.
+    __table_args__ = (Index("ix_turns_conversation_id_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # "user" or "assistant"
+    author_id: Mapped[int | None] = mapped_column(BigInteger)
+    author_name: Mapped[str | None] = mapped_column(String(100))
+    content: Mapped[str] = mapped_column(Text, default="")
+    # Estimated tokens of this turn, stored so trimming history never recounts old turns.
+    token_estimate: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[TurnStatus] = mapped_column(
+        _enum(TurnStatus),
+        default=TurnStatus.COMPLETE,
+    )
+    # The Discord messages that show this turn (an answer may span several).
+    message_ids: Mapped[list[int]] = mapped_column(default=list)
+    model: Mapped[str | None] = mapped_column(String(100))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="turns")
+    images: Mapped[list[TurnImage]] = relationship(
+        back_populates="turn",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+        order_by="TurnImage.id",
+    )
+
+
+class TurnImage(Base):
+    """An image shown in a turn. Discord's attachment URLs expire, so we keep the ids that
+    let us fetch the message again and read a fresh URL."""
+
+    __tablename__ = "turn_images"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    attachment_id: Mapped[int] = mapped_column(BigInteger)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    prompt: Mapped[str | None] = mapped_column(Text)  # set for images the bot made
+
+    turn: Mapped[Turn] = relationship(back_populates="images")
+
+
+class ScopeSettings:
+    """Overrides an admin sets with /config; None means "inherit"."""
+
+    chat_model: Mapped[str | None] = mapped_column(String(100))
+    image_model: Mapped[str | None] = mapped_column(String(100))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class GuildSettings(ScopeSettings, Base):
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class ChannelSettings(ScopeSettings, Base):
+    __tablename__ = "channel_settings"
+
+    channel_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # None: follow the server; False: the bot stays silent here.
+    enabled: Mapped[bool | None] = mapped_column()
+
+
+class BotState(Base):
+    """Small facts the bot keeps between starts, shared by all its processes."""
+
+    __tablename__ = "bot_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class UsageKind(enum.StrEnum):
+    CHAT = "chat"
+    IMAGE = "image"
+    EDIT = "edit"
+
+
+class UsageRecord(Base):
+    """What one request cost, as the API reported it."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_guild_id_created_at", "guild_id", "created_at"),
+        Index("ix_usage_records_user_id_created_at", "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[UsageKind] = mapped_column(_enum(UsageKind))
+    model: Mapped[str] = mapped_column(String(100))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

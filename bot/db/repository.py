@@ -1,0 +1,363 @@
+"""Reading and writing conversations, turns and usage. One session per call, never shared."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import (
+    BotState,
+    Conversation,
+    ConversationKind,
+    Turn,
+    TurnImage,
+    TurnStatus,
+    UsageKind,
+    UsageRecord,
+)
+
+# Turns are read newest first in pages this size until the token budget is spent.
+_PAGE = 64
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    id: int
+    channel_id: int
+    guild_id: int | None
+    kind: ConversationKind
+    opened_by_chat: bool
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where an image lives on Discord: enough to fetch a fresh URL for it later."""
+
+    channel_id: int
+    message_id: int
+    attachment_id: int
+    filename: str
+    content_type: str | None = None
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class NewTurn:
+    role: str
+    content: str
+    token_estimate: int
+    author_id: int | None = None
+    author_name: str | None = None
+    status: TurnStatus = TurnStatus.COMPLETE
+    message_ids: Sequence[int] = ()
+    images: Sequence[ImageRef] = ()
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    id: int
+    conversation_id: int
+    role: str
+    content: str
+    token_estimate: int
+    author_id: int | None
+    author_name: str | None
+    status: TurnStatus
+    message_ids: list[int]
+    model: str | None
+    created_at: datetime
+    images: list[ImageRef] = field(default_factory=list)
+
+
+def _conversation_ref(row: Conversation) -> ConversationRef:
+    return ConversationRef(row.id, row.channel_id, row.guild_id, row.kind, row.opened_by_chat)
+
+
+def _image_ref(row: TurnImage) -> ImageRef:
+    return ImageRef(
+        row.channel_id,
+        row.message_id,
+        row.attachment_id,
+        row.filename,
+        row.content_type,
+        row.prompt,
+    )
+
+
+def _stored_turn(row: Turn) -> StoredTurn:
+    return StoredTurn(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        role=row.role,
+        content=row.content,
+        token_estimate=row.token_estimate,
+        author_id=row.author_id,
+        author_name=row.author_name,
+        status=row.status,
+        message_ids=list(row.message_ids),
+        model=row.model,
+        created_at=row.created_at,
+        images=[_image_ref(image) for image in row.images],
+    )
+
+
+class ConversationStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def find(self, channel_id: int) -> ConversationRef | None:
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Conversation).where(Conversation.channel_id == channel_id)
+            )
+            return _conversation_ref(row) if row else None
+
+    async def get_conversation(self, conversation_id: int) -> ConversationRef:
+        async with self._sessions() as session:
+            row = await session.get(Conversation, conversation_id)
+            if row is None:
+                raise LookupError(f"no conversation {conversation_id}")
+            return _conversation_ref(row)
+
+    async def open(
+        self,
+        channel_id: int,
+        *,
+        guild_id: int | None,
+        kind: ConversationKind,
+        opened_by_chat: bool = False,
+    ) -> ConversationRef:
+        """The conversation of this channel or thread, created on first use."""
+        found = await self.find(channel_id)
+        if found is not None:
+            return found
+        try:
+            async with self._sessions.begin() as session:
+                row = Conversation(
+                    channel_id=channel_id,
+                    guild_id=guild_id,
+                    kind=kind,
+                    opened_by_chat=opened_by_chat,
+                )
+                session.add(row)
+            return _conversation_ref(row)
+        except IntegrityError:
+            # Another process or task created it first: theirs is as good as ours.
+            found = await self.find(channel_id)
+            assert found is not None
+            return found
+
+    async def append_turn(self, conversation_id: int, turn: NewTurn) -> int:
+        async with self._sessions.begin() as session:
+            row = Turn(
+                conversation_id=conversation_id,
+                role=turn.role,
+                content=turn.content,
+                token_estimate=turn.token_estimate,
+                author_id=turn.author_id,
+                author_name=turn.author_name,
+                status=turn.status,
+                message_ids=list(turn.message_ids),
+                model=turn.model,
+                images=[
+                    TurnImage(
+                        channel_id=image.channel_id,
+                        message_id=image.message_id,
+                        attachment_id=image.attachment_id,
+                        filename=image.filename,
+                        content_type=image.content_type,
+                        prompt=image.prompt,
+                    )
+                    for image in turn.images
+                ],
+            )
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def finish_turn(
+        self,
+        turn_id: int,
+        *,
+        content: str,
+        token_estimate: int,
+        status: TurnStatus,
+        message_ids: Sequence[int],
+        model: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Turn)
+                .where(Turn.id == turn_id)
+                .values(
+                    content=content,
+                    token_estimate=token_estimate,
+                    status=status,
+                    message_ids=list(message_ids),
+                    model=model,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                )
+            )
+
+    async def get_turn(self, turn_id: int) -> StoredTurn | None:
+        async with self._sessions() as session:
+            row = await session.get(Turn, turn_id)
+            return _stored_turn(row) if row else None
+
+    async def delete_turn(self, turn_id: int) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(delete(Turn).where(Turn.id == turn_id))
+
+    async def newest_turns(
+        self,
+        conversation_id: int,
+        *,
+        token_budget: int,
+        max_turns: int | None = None,
+        before_turn_id: int | None = None,
+    ) -> list[StoredTurn]:
+        """The newest whole turns that fit the budget, oldest first.
+
+        Walks the (conversation_id, id) index backwards a page at a time, so the cost depends on
+        what is returned, not on how long the conversation is.
+        """
+        chosen: list[StoredTurn] = []
+        spent = 0
+        cursor = before_turn_id
+        async with self._sessions() as session:
+            while True:
+                query = (
+                    select(Turn)
+                    .where(Turn.conversation_id == conversation_id)
+                    .where(Turn.status != TurnStatus.IN_PROGRESS)
+                    .order_by(Turn.id.desc())
+                    .limit(_PAGE)
+                )
+                if cursor is not None:
+                    query = query.where(Turn.id < cursor)
+                page = (await session.scalars(query)).all()
+                for row in page:
+                    if spent + row.token_estimate > token_budget:
+                        return chosen[::-1]
+                    if max_turns is not None and len(chosen) >= max_turns:
+                        return chosen[::-1]
+                    spent += row.token_estimate
+                    chosen.append(_stored_turn(row))
+                if len(page) < _PAGE:
+                    return chosen[::-1]
+                cursor = page[-1].id
+
+    async def newest_image(self, conversation_id: int) -> ImageRef | None:
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(TurnImage)
+                .join(Turn)
+                .where(Turn.conversation_id == conversation_id)
+                .order_by(TurnImage.id.desc())
+                .limit(1)
+            )
+            return _image_ref(row) if row else None
+
+    async def reset(self, channel_id: int) -> int:
+        """Forget a conversation's turns. Returns how many were forgotten."""
+        async with self._sessions.begin() as session:
+            conversation_id = await session.scalar(
+                select(Conversation.id).where(Conversation.channel_id == channel_id)
+            )
+            if conversation_id is None:
+                return 0
+            result = await session.execute(
+                delete(Turn).where(Turn.conversation_id == conversation_id)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def interrupt_unfinished(self) -> list[StoredTurn]:
+        """Mark answers left in progress by a crash as interrupted; returns them."""
+        async with self._sessions.begin() as session:
+            rows = (
+                await session.scalars(select(Turn).where(Turn.status == TurnStatus.IN_PROGRESS))
+            ).all()
+            for row in rows:
+                row.status = TurnStatus.INTERRUPTED
+            return [_stored_turn(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    images: int
+
+
+class UsageStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def record(
+        self,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        kind: UsageKind,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        images: int = 0,
+    ) -> None:
+        async with self._sessions.begin() as session:
+            session.add(
+                UsageRecord(
+                    user_id=user_id,
+                    guild_id=guild_id,
+                    channel_id=channel_id,
+                    kind=kind,
+                    model=model,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    images=images,
+                )
+            )
+
+    async def totals(
+        self, *, since: datetime, user_id: int | None = None, guild_id: int | None = None
+    ) -> UsageTotals:
+        query = select(
+            func.count(UsageRecord.id),
+            func.coalesce(func.sum(UsageRecord.prompt_tokens), 0),
+            func.coalesce(func.sum(UsageRecord.completion_tokens), 0),
+            func.coalesce(func.sum(UsageRecord.images), 0),
+        ).where(UsageRecord.created_at >= since)
+        if user_id is not None:
+            query = query.where(UsageRecord.user_id == user_id)
+        if guild_id is not None:
+            query = query.where(UsageRecord.guild_id == guild_id)
+        async with self._sessions() as session:
+            row = (await session.execute(query)).one()
+        return UsageTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
+class StateStore:
+    """Small named values shared by every process of the bot."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def get(self, key: str) -> str | None:
+        async with self._sessions() as session:
+            row = await session.get(BotState, key)
+            return row.value if row else None
+
+    async def set(self, key: str, value: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.merge(BotState(key=key, value=value))

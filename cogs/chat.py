@@ -1,0 +1,326 @@
+"""Chat in Discord: /ask, /chat, /reset, mentions, replies, and the Stop and Regenerate buttons."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.conversation.context import Question, question_text
+from bot.conversation.service import Ask, ChatService, Place, UserError
+from bot.db.models import ConversationKind
+from bot.db.repository import ConversationStore, ImageRef
+from cogs.sinks import (
+    NO_MENTIONS,
+    REGENERATE_PREFIX,
+    STOP_PREFIX,
+    ChannelSink,
+    DiscordBudget,
+    InteractionSink,
+)
+
+log = logging.getLogger(__name__)
+
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+# Vision models take images up to 20 MB; larger ones are refused before any request.
+_MAX_VISION_IMAGE = 20 * 1024 * 1024
+_THREAD_NAME_LIMIT = 90
+
+
+class ChatCog(commands.Cog):
+    def __init__(
+        self,
+        bot: commands.AutoShardedBot,
+        chat: ChatService,
+        conversations: ConversationStore,
+        budget: DiscordBudget,
+        *,
+        models: list[str],
+        allow_direct_messages: bool,
+    ) -> None:
+        self.bot = bot
+        self.chat = chat
+        self.conversations = conversations
+        self.budget = budget
+        self.models = models
+        self.allow_direct_messages = allow_direct_messages
+        # Threads opened by /chat, so that their messages are answered without a mention.
+        self._chat_threads: dict[int, bool] = {}
+
+    # Slash commands.
+
+    @app_commands.command(name="ask", description="Ask the AI; the answer streams in here.")
+    @app_commands.describe(
+        prompt="Your question",
+        model="The model to answer with",
+        private="Answer only to you, and keep it out of the channel's history",
+        image="An image for the model to look at",
+    )
+    async def ask(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        model: str | None = None,
+        private: bool = False,
+        image: discord.Attachment | None = None,
+    ) -> None:
+        self._check_model(model)
+        sink = InteractionSink(interaction, self.budget, private=private)
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        sink.acknowledged()
+        image_urls, image_refs = await self._read_images([image] if image else [], interaction)
+        author = interaction.user
+        text = question_text(author.display_name, prompt)
+        if image:
+            text += f"\n[attached image: {image.filename}]"
+        await self.chat.ask(
+            Ask(
+                place=_place_of(interaction.channel, interaction.guild_id),
+                author_id=author.id,
+                author_name=author.display_name,
+                question=Question(text, image_urls),
+                prompt_chars=len(prompt),
+                model=model,
+                private=private,
+                images=image_refs,
+            ),
+            sink,
+        )
+
+    @ask.autocomplete("model")
+    async def _model_choices(
+        self, _interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        typed = current.lower()
+        matching = [name for name in self.models if typed in name.lower()]
+        return [app_commands.Choice(name=name, value=name) for name in matching[:25]]
+
+    @app_commands.command(name="chat", description="Start a thread with the AI; talk there freely.")
+    @app_commands.describe(prompt="What to talk about", model="The model to answer with")
+    async def chat_thread(
+        self, interaction: discord.Interaction, prompt: str, model: str | None = None
+    ) -> None:
+        self._check_model(model)
+        channel = interaction.channel
+        if not isinstance(channel, discord.TextChannel):
+            raise UserError("/chat opens a thread, so it only works in a server's text channel.")
+        if not channel.permissions_for(channel.guild.me).create_public_threads:
+            raise UserError(
+                "I need the Create Public Threads permission in this channel for /chat."
+            )
+        author = interaction.user
+        await interaction.response.send_message(
+            f"💬 **{author.display_name}** started a conversation: {prompt[:1800]}",
+            allowed_mentions=NO_MENTIONS,
+        )
+        starter = await interaction.original_response()
+        thread = await starter.create_thread(name=_thread_name(prompt), auto_archive_duration=1440)
+        self._chat_threads[thread.id] = True
+        await self.chat.ask(
+            Ask(
+                place=Place(
+                    thread.id, channel.guild.id, ConversationKind.THREAD, opened_by_chat=True
+                ),
+                author_id=author.id,
+                author_name=author.display_name,
+                question=Question(question_text(author.display_name, prompt)),
+                prompt_chars=len(prompt),
+                model=model,
+            ),
+            ChannelSink(thread, thread.id, self.budget),
+        )
+
+    @app_commands.command(
+        name="reset", description="Forget this channel's or thread's conversation."
+    )
+    async def reset(self, interaction: discord.Interaction) -> None:
+        if interaction.channel_id is None:
+            raise UserError("There is no conversation here to forget.")
+        forgotten = await self.chat.reset(interaction.channel_id)
+        await interaction.response.send_message(
+            f"🧹 Forgot this conversation ({forgotten} messages)."
+            if forgotten
+            else "There was nothing to forget here.",
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    # Messages.
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or self.bot.user is None:
+            return
+        if not await self._addressed_to_us(message):
+            return
+        try:
+            await self._answer_message(message)
+        except UserError as exc:
+            await message.reply(f"⚠️ {exc}", allowed_mentions=NO_MENTIONS, mention_author=False)
+        except discord.Forbidden:
+            log.warning(
+                "Missing permissions to answer in channel %s: the bot needs View Channel, "
+                "Send Messages and Read Message History there",
+                message.channel.id,
+            )
+
+    async def _addressed_to_us(self, message: discord.Message) -> bool:
+        me = self.bot.user
+        assert me is not None
+        if message.guild is None:
+            return self.allow_direct_messages
+        if me in message.mentions:
+            return True
+        reference = message.reference
+        resolved = reference.resolved if reference is not None else None
+        if isinstance(resolved, discord.Message) and resolved.author.id == me.id:
+            return True
+        if isinstance(message.channel, discord.Thread):
+            return await self._is_chat_thread(message.channel.id)
+        return False
+
+    async def _is_chat_thread(self, thread_id: int) -> bool:
+        known = self._chat_threads.get(thread_id)
+        if known is None:
+            conversation = await self.conversations.find(thread_id)
+            known = self._chat_threads[thread_id] = bool(
+                conversation and conversation.opened_by_chat
+            )
+        return known
+
+    async def _answer_message(self, message: discord.Message) -> None:
+        me = self.bot.user
+        assert me is not None
+        text = _without_mention(message, me)
+        images = [a for a in message.attachments if (a.content_type or "") in _IMAGE_TYPES]
+        if not text and not images:
+            raise UserError("Ask me something after the mention.")
+        image_urls, image_refs = await self._read_images(images, message)
+        quoted = None
+        reference = message.reference
+        if reference is not None and isinstance(reference.resolved, discord.Message):
+            replied = reference.resolved
+            if replied.author.id != me.id:
+                quoted = (replied.author.display_name, replied.clean_content[:2000])
+        author = message.author
+        await self.chat.ask(
+            Ask(
+                place=_place_of(message.channel, message.guild.id if message.guild else None),
+                author_id=author.id,
+                author_name=author.display_name,
+                question=Question(question_text(author.display_name, text, quoted), image_urls),
+                prompt_chars=len(text),
+                message_id=message.id,
+                images=image_refs,
+            ),
+            ChannelSink(message.channel, message.channel.id, self.budget, reference=message),
+        )
+
+    # Buttons.
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is not discord.InteractionType.component or interaction.data is None:
+            return
+        custom_id = str(interaction.data.get("custom_id", ""))
+        if custom_id.startswith(STOP_PREFIX):
+            await self._press_stop(interaction, custom_id.removeprefix(STOP_PREFIX))
+        elif custom_id.startswith(REGENERATE_PREFIX):
+            await self._press_regenerate(interaction, custom_id.removeprefix(REGENERATE_PREFIX))
+
+    async def _press_stop(self, interaction: discord.Interaction, key: str) -> None:
+        sentence = self.chat.stop(
+            key,
+            user_id=interaction.user.id,
+            can_manage=_can_manage_messages(interaction),
+            by=interaction.user.display_name,
+        )
+        if sentence == "Stopped.":
+            await interaction.response.defer()
+        else:
+            await interaction.response.send_message(sentence, ephemeral=True)
+
+    async def _press_regenerate(self, interaction: discord.Interaction, turn: str) -> None:
+        try:
+            ask = await self.chat.regeneration(
+                int(turn), user_id=interaction.user.id, can_manage=_can_manage_messages(interaction)
+            )
+        except (UserError, ValueError) as exc:
+            await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
+            return
+        # The old answer leaves the history, so its button goes too.
+        await interaction.response.edit_message(view=None)
+        channel = interaction.channel
+        if not isinstance(channel, discord.abc.Messageable) or interaction.channel_id is None:
+            return
+        sink = ChannelSink(
+            channel, interaction.channel_id, self.budget, reference=interaction.message
+        )
+        await self.chat.ask(ask, sink)
+
+    # Helpers.
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.models:
+            raise UserError(f"I don't know the model {model!r}; pick one from the list.")
+
+    async def _read_images(
+        self,
+        attachments: list[discord.Attachment],
+        source: discord.Message | discord.Interaction,
+    ) -> tuple[list[str], list[ImageRef]]:
+        """Images become data: URLs (nothing for the API to fetch, nothing that expires)."""
+        urls: list[str] = []
+        refs: list[ImageRef] = []
+        for attachment in attachments:
+            content_type = (attachment.content_type or "").split(";")[0]
+            if content_type not in _IMAGE_TYPES:
+                raise UserError(f"{attachment.filename} is not an image I can look at.")
+            if attachment.size > _MAX_VISION_IMAGE:
+                raise UserError(f"{attachment.filename} is larger than 20 MB.")
+            data = await attachment.read()
+            urls.append(f"data:{content_type};base64,{base64.b64encode(data).decode()}")
+            if isinstance(source, discord.Message):
+                refs.append(
+                    ImageRef(
+                        source.channel.id,
+                        source.id,
+                        attachment.id,
+                        attachment.filename,
+                        content_type,
+                    )
+                )
+        return urls, refs
+
+
+def _place_of(channel: object, guild_id: int | None) -> Place:
+    if isinstance(channel, discord.Thread):
+        return Place(channel.id, guild_id, ConversationKind.THREAD)
+    if isinstance(channel, discord.DMChannel):
+        return Place(channel.id, None, ConversationKind.DIRECT)
+    if isinstance(channel, discord.abc.Snowflake):
+        return Place(channel.id, guild_id, ConversationKind.CHANNEL)
+    raise UserError("I can't hold a conversation here.")
+
+
+def _without_mention(message: discord.Message, me: discord.ClientUser) -> str:
+    """The message as people read it (mentions as names), without the mention of the bot."""
+    text = message.clean_content
+    names = {me.name, me.display_name}
+    if message.guild is not None:
+        names.add(message.guild.me.display_name)
+    for name in names:
+        text = text.replace(f"@{name}", "")
+    return text.strip()
+
+
+def _thread_name(prompt: str) -> str:
+    name = " ".join(prompt.split())
+    return name if len(name) <= _THREAD_NAME_LIMIT else name[: _THREAD_NAME_LIMIT - 1] + "…"
+
+
+def _can_manage_messages(interaction: discord.Interaction) -> bool:
+    permissions = interaction.permissions
+    return bool(permissions.manage_messages)

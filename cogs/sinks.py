@@ -1,0 +1,225 @@
+"""Where a streamed answer is written on Discord: channel messages or an interaction's messages."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import discord
+
+from bot.conversation.pacing import Window
+from bot.conversation.reply import Controls, MessageGone, Shown
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+STOP_PREFIX = "answer:stop:"
+REGENERATE_PREFIX = "answer:regenerate:"
+# Interaction tokens live 15 minutes; stop using one a little before it dies.
+_TOKEN_LIFETIME = datetime.timedelta(minutes=15) - datetime.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class DiscordLimits:
+    """Discord's documented write limits; tests shrink or loosen them."""
+
+    channel_writes: int = 5
+    channel_period: float = 5.0
+    token_writes: int = 5
+    token_period: float = 2.0
+    bot_writes: int = 50
+    bot_period: float = 1.0
+    # Kept free in the bot-wide window for first and final writes.
+    bot_reserve: int = 5
+    # Our clock and Discord's see a write at slightly different moments.
+    margin: float = 0.05
+
+
+class DiscordBudget:
+    """The rate windows shared by every answer the bot is writing."""
+
+    def __init__(self, limits: DiscordLimits = DiscordLimits()) -> None:
+        self.limits = limits
+        self.bot = Window(
+            limits.bot_writes, limits.bot_period + limits.margin, reserve=limits.bot_reserve
+        )
+        self._channels: dict[int, Window] = {}
+
+    def channel(self, channel_id: int) -> Window:
+        window = self._channels.get(channel_id)
+        if window is None:
+            window = Window(
+                self.limits.channel_writes, self.limits.channel_period + self.limits.margin
+            )
+            self._channels[channel_id] = window
+        return window
+
+    def token(self) -> Window:
+        return Window(self.limits.token_writes, self.limits.token_period + self.limits.margin)
+
+
+def controls_view(controls: Controls) -> discord.ui.View | None:
+    """Buttons whose clicks the chat cog handles by their custom ids, also after a restart."""
+    if controls.stop_key is None and controls.regenerate_turn is None:
+        return None
+    view = discord.ui.View(timeout=None)
+    if controls.stop_key is not None:
+        view.add_item(
+            discord.ui.Button(
+                label="Stop",
+                emoji="⏹️",
+                style=discord.ButtonStyle.secondary,
+                custom_id=STOP_PREFIX + controls.stop_key,
+            )
+        )
+    if controls.regenerate_turn is not None:
+        view.add_item(
+            discord.ui.Button(
+                label="Regenerate",
+                emoji="🔁",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{REGENERATE_PREFIX}{controls.regenerate_turn}",
+            )
+        )
+    # A finished view is not kept in discord.py's view store: clicks reach the cog's listener,
+    # and a long-running bot does not hold one view per message it ever sent.
+    view.stop()
+    return view
+
+
+class ChannelSink:
+    """An answer written as channel messages, the first one replying to the question."""
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        channel_id: int,
+        budget: DiscordBudget,
+        *,
+        reference: discord.Message | None = None,
+        existing: Sequence[discord.PartialMessage] = (),
+    ) -> None:
+        self._channel = channel
+        self._windows = (budget.channel(channel_id), budget.bot)
+        self._reference = reference
+        self._messages: list[discord.Message | discord.PartialMessage] = list(existing)
+
+    def windows(self) -> Sequence[Window]:
+        return self._windows
+
+    def deadline(self) -> datetime.datetime | None:
+        return None
+
+    def message_ids(self) -> list[int]:
+        return [message.id for message in self._messages]
+
+    async def show(self, index: int, shown: Shown) -> None:
+        view = controls_view(shown.controls)
+        try:
+            if index < len(self._messages):
+                await self._messages[index].edit(content=shown.content, view=view)
+                return
+            reference = self._reference if index == 0 else self._messages[-1]
+            message = await self._channel.send(
+                shown.content,
+                view=view or discord.utils.MISSING,
+                reference=reference or discord.utils.MISSING,
+                allowed_mentions=NO_MENTIONS,
+                mention_author=False,
+            )
+            self._messages.append(message)
+        except discord.NotFound as exc:
+            raise MessageGone from exc
+        except discord.HTTPException as exc:
+            if exc.code == 50035 and index == 0 and self._reference is not None:
+                # The question was deleted before the answer began: answer without replying.
+                self._reference = None
+                await self.show(index, shown)
+                return
+            raise
+
+
+class InteractionSink:
+    """An answer to a slash command: the deferred response, then followups.
+
+    A public answer that outlives the interaction token goes on as channel messages; a private
+    one cannot, so the service ends it with a notice before the token expires (`deadline`).
+    """
+
+    def __init__(
+        self,
+        interaction: discord.Interaction,
+        budget: DiscordBudget,
+        *,
+        private: bool,
+    ) -> None:
+        self._interaction = interaction
+        self._budget = budget
+        self._private = private
+        self.token_window = budget.token()
+        self._expires = interaction.created_at + _TOKEN_LIFETIME
+        self._messages: list[discord.Message | discord.WebhookMessage] = []
+        self._after_expiry: ChannelSink | None = None
+
+    def acknowledged(self) -> None:
+        """The deferral counts against the token's limit like any later write."""
+        self.token_window.take(time.monotonic())
+
+    def _expired(self) -> bool:
+        return discord.utils.utcnow() >= self._expires
+
+    def deadline(self) -> datetime.datetime | None:
+        return self._expires if self._private else None
+
+    def windows(self) -> Sequence[Window]:
+        if self._after_expiry is not None:
+            return self._after_expiry.windows()
+        return (self.token_window,)
+
+    def message_ids(self) -> list[int]:
+        if self._after_expiry is not None:
+            return self._after_expiry.message_ids()
+        return [message.id for message in self._messages]
+
+    async def show(self, index: int, shown: Shown) -> None:
+        if self._after_expiry is None and self._expired() and not self._private:
+            self._after_expiry = self._channel_sink()
+        if self._after_expiry is not None:
+            await self._after_expiry.show(index, shown)
+            return
+        view = controls_view(shown.controls) or discord.utils.MISSING
+        try:
+            if index == 0:
+                message = await self._interaction.edit_original_response(
+                    content=shown.content, view=view, allowed_mentions=NO_MENTIONS
+                )
+                self._messages[:1] = [message]
+            elif index < len(self._messages):
+                await self._interaction.followup.edit_message(
+                    self._messages[index].id,
+                    content=shown.content,
+                    view=view,
+                    allowed_mentions=NO_MENTIONS,
+                )
+            else:
+                followup = await self._interaction.followup.send(
+                    shown.content,
+                    view=view,
+                    ephemeral=self._private,
+                    allowed_mentions=NO_MENTIONS,
+                    wait=True,
+                )
+                self._messages.append(followup)
+        except discord.NotFound as exc:
+            raise MessageGone from exc
+
+    def _channel_sink(self) -> ChannelSink:
+        """The token is gone, but a public response is an ordinary message of the bot's."""
+        channel = self._interaction.channel
+        if not isinstance(channel, discord.abc.Messageable) or channel.id is None:
+            raise MessageGone
+        existing = [channel.get_partial_message(message.id) for message in self._messages]  # type: ignore[union-attr]
+        return ChannelSink(channel, channel.id, self._budget, existing=existing)

@@ -1,0 +1,173 @@
+"""The real bot against the fakes of Discord and of the API, over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.app import Bot
+from bot.config import Settings, load_settings
+from cogs.sinks import DiscordLimits
+from tests.fakes.api import FakeApi
+from tests.fakes.discord import (
+    FakeChannel,
+    FakeDiscord,
+    FakeDiscordConfig,
+    FakeGuild,
+    FakeUser,
+    MessageRecord,
+    Perm,
+)
+
+STARTUP_TIMEOUT = 15.0
+
+
+@dataclass
+class Harness:
+    discord: FakeDiscord
+    api: FakeApi
+    database_url: str
+    guild: FakeGuild
+    general: FakeChannel
+    random: FakeChannel
+    alice: FakeUser
+    bob: FakeUser
+    moderator: FakeUser
+    other_bot: FakeUser
+    limits: DiscordLimits = field(default_factory=DiscordLimits)
+    bot: Bot | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "discord_token": self.discord.token,
+            "acedatacloud_api_token": self.api.token,
+            "acedatacloud_api_base_url": self.api.url,
+            "database_url": self.database_url,
+            "discord_api_base_url": self.discord.api_base,
+            "discord_gateway_url": self.discord.gateway_url,
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    async def start_bot(self, **overrides: Any) -> Bot:
+        """Start the same Bot that `python -m bot` runs, and wait until it is ready."""
+        assert self.bot is None, "stop the running bot first"
+        bot = Bot(self.settings(**overrides), limits=self.limits, guild_ready_timeout=0.05)
+        self.bot = bot
+        self._task = asyncio.create_task(bot.start(self.discord.token))
+        ready = asyncio.ensure_future(bot.started.wait())
+        await asyncio.wait(
+            {ready, self._task}, timeout=STARTUP_TIMEOUT, return_when="FIRST_COMPLETED"
+        )
+        if self._task.done():
+            self._task.result()  # raises what stopped the start
+        assert ready.done(), "the bot did not become ready"
+        return bot
+
+    async def stop_bot(self) -> None:
+        bot, task = self.bot, self._task
+        self.bot, self._task = None, None
+        if bot is None or task is None:
+            return
+        await bot.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+    async def mention(
+        self,
+        text: str,
+        *,
+        author: FakeUser | None = None,
+        channel: FakeChannel | None = None,
+        **kwargs: Any,
+    ) -> MessageRecord:
+        """A person mentions the bot in a channel."""
+        return await self.discord.post_message(
+            channel or self.general,
+            author or self.alice,
+            text,
+            mentions=[self.discord.bot_user],
+            **kwargs,
+        )
+
+    def bot_messages(self, channel: FakeChannel | None = None) -> list[MessageRecord]:
+        return [
+            message
+            for message in self.discord.messages_in(channel or self.general)
+            if message.author.id == self.discord.bot_user.id
+        ]
+
+    async def answer_to(self, question: MessageRecord, *, within: float = 10) -> MessageRecord:
+        """Wait until the bot's reply to `question` is finished (no Stop button), and return it."""
+
+        def finished() -> MessageRecord | None:
+            for message in self.discord.messages_in(question.channel_id):
+                reference = message.reference or {}
+                if reference.get("message_id") == str(question.id) and not _has_stop(message):
+                    return message
+            return None
+
+        await self.discord.wait_for(lambda: finished() is not None, timeout=within)
+        answer = finished()
+        assert answer is not None
+        return answer
+
+
+def _has_stop(message: MessageRecord) -> bool:
+    return "answer:stop:" in str(message.versions[-1].components)
+
+
+def custom_ids(message: MessageRecord) -> list[str]:
+    """The custom ids of the buttons the message shows now."""
+    ids: list[str] = []
+    for row in message.versions[-1].components:
+        for component in row.get("components", []):
+            if "custom_id" in component:
+                ids.append(component["custom_id"])
+    return ids
+
+
+@contextlib.asynccontextmanager
+async def running_harness(
+    database_url: str,
+    *,
+    config: FakeDiscordConfig | None = None,
+    limits: DiscordLimits | None = None,
+) -> AsyncIterator[Harness]:
+    async with FakeApi.running() as api, FakeDiscord(config) as fake:
+        guild = fake.add_guild("Test Guild", channels=["general", "random"])
+        general, random_channel = (fake.channels[i] for i in guild.channel_ids[:2])
+        users = [fake.add_user(name) for name in ("alice", "bob", "moderator")]
+        fake.add_member(guild, users[0])
+        fake.add_member(guild, users[1])
+        fake.add_member(guild, users[2], permissions=Perm.MANAGE_MESSAGES)
+        other_bot = fake.add_user("otherbot", bot=True)
+        fake.add_member(guild, other_bot)
+        alice, bob, moderator = users
+        harness = Harness(
+            discord=fake,
+            api=api,
+            database_url=database_url,
+            guild=guild,
+            general=general,
+            random=random_channel,
+            alice=alice,
+            bob=bob,
+            moderator=moderator,
+            other_bot=other_bot,
+            limits=limits or DiscordLimits(),
+        )
+        try:
+            yield harness
+        finally:
+            await harness.stop_bot()
+
+
+def sqlite_url(folder: Path) -> str:
+    return f"sqlite+aiosqlite:///{folder / 'bot.db'}"

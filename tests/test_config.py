@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import SettingsError, load_settings
+
+REQUIRED = {"DISCORD_TOKEN": "discord-secret-token", "ACEDATACLOUD_API_TOKEN": "api-secret-token"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings come only from what each test sets: no stray .env, no inherited variables."""
+    monkeypatch.chdir(tmp_path)
+    for name in (
+        "DISCORD_TOKEN",
+        "ACEDATACLOUD_API_TOKEN",
+        "DATABASE_URL",
+        "CHAT_MODELS",
+        "LOG_LEVEL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_missing_token_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACEDATACLOUD_API_TOKEN", "x")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "DISCORD_TOKEN is not set: add it to the environment or to .env (see .env.example)."
+    )
+
+
+def test_malformed_setting_is_named_without_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MAX_CONCURRENT_REQUESTS", "many")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value).startswith("MAX_CONCURRENT_REQUESTS is not valid (")
+    assert "many" not in str(error.value)
+
+
+def test_env_file_lists_and_urls(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "DISCORD_TOKEN=a\nACEDATACLOUD_API_TOKEN=b\nCHAT_MODELS=gpt-4o, gpt-5\n"
+        "DATABASE_URL=postgresql://bot:pw@db/bot\nACEDATACLOUD_API_BASE_URL=http://x/\n"
+        "log_level=debug\n"
+    )
+    settings = load_settings()
+    assert settings.chat_models == ["gpt-4o", "gpt-5"]
+    assert settings.database_url == "postgresql+asyncpg://bot:pw@db/bot"
+    assert settings.acedatacloud_api_base_url == "http://x"
+    assert settings.log_level == "DEBUG"
+    assert settings.sqlite_path is None
+
+
+def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    for value in REQUIRED.values():
+        assert value not in repr(settings)
+        assert value not in str(settings.model_dump())
+
+
+def test_unknown_database_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATABASE_URL", "mysql://localhost/bot")
+    with pytest.raises(SettingsError, match=r"^DATABASE_URL is not valid \(use a sqlite"):
+        load_settings()
+
+
+def test_python_m_bot_without_token_prints_one_sentence(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "Cannot start: DISCORD_TOKEN is not set: add it to the environment or to .env "
+        "(see .env.example)."
+    ]
