@@ -163,6 +163,9 @@ class Bot(commands.AutoShardedBot):
         await state.set(_COMMANDS_HASH_KEY, digest)
         log.info("Registered %d slash commands (%s)", len(payload), scope)
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No prefix commands: messages are the chat cog's alone."""
+
     async def on_ready(self) -> None:
         assert self.user is not None
         log.info("Connected as %s (id %s) to %d servers", self.user, self.user.id, len(self.guilds))

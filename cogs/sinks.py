@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 
@@ -122,13 +123,14 @@ class ChannelSink:
             if index < len(self._messages):
                 await self._messages[index].edit(content=shown.content, view=view)
                 return
-            reference = self._reference if index == 0 else self._messages[-1]
+            options: dict[str, Any] = {}
+            if view is not None:
+                options["view"] = view
+            if index == 0 and self._reference is not None:
+                # Only the first message replies to the question; continuations follow it.
+                options["reference"] = self._reference
             message = await self._channel.send(
-                shown.content,
-                view=view or discord.utils.MISSING,
-                reference=reference or discord.utils.MISSING,
-                allowed_mentions=NO_MENTIONS,
-                mention_author=False,
+                shown.content, allowed_mentions=NO_MENTIONS, mention_author=False, **options
             )
             self._messages.append(message)
         except discord.NotFound as exc:
@@ -190,7 +192,7 @@ class InteractionSink:
         if self._after_expiry is not None:
             await self._after_expiry.show(index, shown)
             return
-        view = controls_view(shown.controls) or discord.utils.MISSING
+        view = controls_view(shown.controls)  # None removes the buttons of an edited message
         try:
             if index == 0:
                 message = await self._interaction.edit_original_response(
@@ -207,7 +209,7 @@ class InteractionSink:
             else:
                 followup = await self._interaction.followup.send(
                     shown.content,
-                    view=view,
+                    view=view or discord.utils.MISSING,
                     ephemeral=self._private,
                     allowed_mentions=NO_MENTIONS,
                     wait=True,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.fakes.api import Reply
+from tests.fakes.api import DropConnection, Fail, Hang, MidStreamError, Reply, tiny_png
+from tests.fakes.discord import InteractionRecord, MessageRecord, UploadFile
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
+
+CURSOR = "▌"
 
 
 @pytest.fixture
@@ -18,20 +23,326 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
+def sent_messages(harness: Harness, index: int = -1) -> list[dict[str, Any]]:
+    """The messages of one API request, as the model was sent them."""
+    messages: list[dict[str, Any]] = harness.api.requests_to("/chat/completions")[index].json[
+        "messages"
+    ]
+    return messages
+
+
+def contents(messages: list[dict[str, Any]]) -> list[str]:
+    return [str(message["content"]) for message in messages]
+
+
+async def finished_interaction(
+    harness: Harness, interaction: InteractionRecord, within: float = 10
+) -> MessageRecord:
+    """Wait until the interaction's response is finished (no Stop button), and return it."""
+
+    def done() -> bool:
+        original = interaction.original
+        if original is None or not original.versions:
+            return False
+        content = original.versions[-1].content
+        still_writing = CURSOR in content or any(
+            cid.startswith("answer:stop:") for cid in custom_ids(original)
+        )
+        return bool(content) and not content.startswith("⏳") and not still_writing
+
+    await harness.discord.wait_for(done, timeout=within)
+    assert interaction.original is not None
+    return interaction.original
+
+
+# Streaming.
+
+
 async def test_a_mention_is_answered_by_a_streamed_reply(harness: Harness) -> None:
-    harness.api.script(
-        Reply(text="Paris is the capital of France.", chunk_size=3, chunk_interval=0.02)
-    )
+    text = "Paris is the capital of France. " * 6
+    harness.api.script(Reply(text=text, chunk_size=4, chunk_interval=0.02))
     question = await harness.mention("What is the capital of France?")
     answer = await harness.answer_to(question)
 
-    assert answer.versions[-1].content == "Paris is the capital of France."
-    assert len(answer.versions) >= 2, "the answer should appear before it is complete"
+    assert answer.versions[-1].content == text.strip()
+    streaming = [v for v in answer.versions if CURSOR in v.content]
+    assert streaming, "the answer should be visible while it is written"
     assert any(cid.startswith("answer:regenerate:") for cid in custom_ids(answer))
     assert harness.discord.rate_limited_count == 0
+    # Pacing: one channel allows 5 writes in 5 s; the answer took about a second.
+    assert len(answer.versions) <= 5
+
     request = harness.api.requests_to("/chat/completions")[-1]
+    first_token = request.chunk_times[0]
+    assert answer.versions[0].mono - first_token < 0.3
+    assert answer.versions[-1].mono - request.chunk_times[-1] < 0.5
     assert request.json["messages"][-1] == {
         "role": "user",
         "content": "alice: What is the capital of France?",
     }
-    assert request.json["stream"] is True
+    assert answer.allowed_mentions is not None
+    assert answer.allowed_mentions.get("parse") == []
+
+
+async def test_a_long_answer_continues_in_new_messages_with_code_blocks_intact(
+    harness: Harness,
+) -> None:
+    code = "\n".join(f"    print({n})  # line {n}" for n in range(200))
+    text = "Here is the program:\n\n```python\n" + code + "\n```\n\nThat is all." + " Done." * 50
+    harness.api.script(Reply(text=text, chunk_size=200))
+    question = await harness.mention("Write a long program")
+
+    await harness.discord.wait_for(
+        lambda: any(
+            "answer:regenerate:" in str(m.versions[-1].components)
+            for m in harness.bot_messages()
+        ),
+        timeout=15,
+    )
+    pieces = [m.versions[-1].content for m in harness.bot_messages()]
+    assert len(pieces) >= 3
+    assert all(len(piece) <= 2000 for piece in pieces)
+    assert all(piece.count("```") % 2 == 0 for piece in pieces)
+    assert all(piece.startswith("```python") for piece in pieces[1:-1])
+    joined = "".join(pieces)
+    for n in (0, 100, 199):
+        assert f"print({n})  # line {n}" in joined
+    assert pieces[-1].endswith("Done.")
+    # Only the last message carries the Regenerate button; the first replies to the question.
+    assert [bool(custom_ids(m)) for m in harness.bot_messages()] == [False] * (len(pieces) - 1) + [
+        True
+    ]
+    assert harness.bot_messages()[0].reference == {
+        "message_id": str(question.id),
+        "channel_id": str(question.channel_id),
+        "guild_id": str(harness.guild.id),
+    } or (harness.bot_messages()[0].reference or {}).get("message_id") == str(question.id)
+    assert harness.discord.rate_limited_count == 0
+
+
+# Slash commands.
+
+
+async def test_ask_streams_into_the_interaction_response(harness: Harness) -> None:
+    harness.api.script(Reply(text="Forty-two.", chunk_size=2, chunk_interval=0.02))
+    interaction = await harness.discord.invoke_command(
+        "ask", {"prompt": "What is the answer?", "model": "gpt-4o"}, channel=harness.general
+    )
+    original = await finished_interaction(harness, interaction)
+    assert interaction.deferred and interaction.ack_latency is not None
+    assert interaction.ack_latency < 1.0
+    assert original.versions[-1].content == "Forty-two."
+    request = harness.api.requests_to("/chat/completions")[-1]
+    assert request.json["model"] == "gpt-4o"
+
+
+async def test_private_ask_is_ephemeral_and_leaves_history_alone(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command(
+        "ask", {"prompt": "secret question", "private": True}, channel=harness.general
+    )
+    original = await finished_interaction(harness, interaction)
+    assert original.visible_to == harness.alice.id
+    question = await harness.mention("public question")
+    await harness.answer_to(question)
+    assert "secret question" not in str(sent_messages(harness))
+
+
+async def test_model_autocomplete_offers_the_configured_models(harness: Harness) -> None:
+    record = await harness.discord.invoke_autocomplete(
+        "ask", {"prompt": "hi", "model": "mini"}, focused="model"
+    )
+    await harness.discord.wait_for(lambda: record.autocomplete_choices is not None, timeout=5)
+    names = [choice["value"] for choice in record.autocomplete_choices or []]
+    assert names and all("mini" in name for name in names)
+    assert "gpt-4o-mini" in names
+
+
+async def test_an_unknown_model_gets_a_sentence_and_no_request(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command(
+        "ask", {"prompt": "hi", "model": "gpt-imaginary"}
+    )
+    await harness.discord.wait_for(lambda: interaction.acknowledged, timeout=5)
+    assert interaction.original is not None
+    assert "gpt-imaginary" in interaction.original.versions[-1].content
+    assert harness.api.requests_to("/chat/completions") == []
+
+
+async def test_ask_sends_an_attached_image_to_the_model(harness: Harness) -> None:
+    png = tiny_png(3)
+    interaction = await harness.discord.invoke_command(
+        "ask",
+        {"prompt": "What colour is this?"},
+        attachments={"image": UploadFile("dot.png", png, "image/png")},
+    )
+    await finished_interaction(harness, interaction)
+    content = sent_messages(harness)[-1]["content"]
+    assert isinstance(content, list)
+    image_part = next(part for part in content if part["type"] == "image_url")
+    url = image_part["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == png
+
+
+# Conversations.
+
+
+async def test_history_is_per_channel_and_survives_a_restart(harness: Harness) -> None:
+    harness.api.script(Reply(text="Nice to meet you, Alice."))
+    await harness.answer_to(await harness.mention("My name is Alice."))
+
+    await harness.answer_to(await harness.mention("What is my name?"))
+    second = contents(sent_messages(harness))
+    assert second[1:] == [
+        "alice: My name is Alice.",
+        "Nice to meet you, Alice.",
+        "alice: What is my name?",
+    ]
+
+    await harness.answer_to(await harness.mention("Who am I?", channel=harness.random))
+    assert "alice: My name is Alice." not in contents(sent_messages(harness))
+
+    await harness.stop_bot()
+    await harness.start_bot()
+    await harness.answer_to(await harness.mention("Still there?"))
+    assert "alice: My name is Alice." in contents(sent_messages(harness))
+
+
+async def test_reset_forgets_the_conversation(harness: Harness) -> None:
+    await harness.answer_to(await harness.mention("Remember the number 7."))
+    interaction = await harness.discord.invoke_command("reset", channel=harness.general)
+    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
+    assert interaction.original is not None
+    assert "Forgot" in interaction.original.versions[-1].content
+    await harness.answer_to(await harness.mention("Which number?"))
+    assert contents(sent_messages(harness))[1:] == ["alice: Which number?"]
+
+
+async def test_chat_opens_a_thread_that_is_answered_without_mentions(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command(
+        "chat", {"prompt": "Let us plan a trip"}, channel=harness.general
+    )
+    await harness.discord.wait_for(
+        lambda: any(c.is_thread for c in harness.discord.channels.values()), timeout=5
+    )
+    thread = next(c for c in harness.discord.channels.values() if c.is_thread)
+    assert thread.name == "Let us plan a trip"
+    assert interaction.acknowledged
+
+    def answers_in_thread() -> int:
+        return sum(
+            any(cid.startswith("answer:regenerate:") for cid in custom_ids(message))
+            for message in harness.bot_messages(thread)
+        )
+
+    await harness.discord.wait_for(lambda: answers_in_thread() == 1, timeout=10)
+    await harness.discord.post_message(thread, harness.bob, "Somewhere warm, please")
+    await harness.discord.wait_for(lambda: answers_in_thread() == 2, timeout=10)
+    second = contents(sent_messages(harness))
+    assert len(second) == 4
+    assert (second[1], second[3]) == ("alice: Let us plan a trip", "bob: Somewhere warm, please")
+
+    # After a restart the thread still answers without a mention.
+    await harness.stop_bot()
+    await harness.start_bot()
+    await harness.discord.post_message(thread, harness.alice, "And after that?")
+    await harness.discord.wait_for(lambda: answers_in_thread() == 3, timeout=10)
+    assert contents(sent_messages(harness))[3:] == [
+        "bob: Somewhere warm, please",
+        second[3 - 1 + 2] if False else contents(sent_messages(harness))[4],
+        "alice: And after that?",
+    ]
+    # The channel the thread was opened from has its own, empty history.
+    await harness.answer_to(await harness.mention("Anything here?"))
+    assert contents(sent_messages(harness))[1:] == ["alice: Anything here?"]
+
+
+async def test_replies_continue_and_bring_another_persons_message(harness: Harness) -> None:
+    harness.api.script(Reply(text="The answer is 4."))
+    answer = await harness.answer_to(await harness.mention("What is 2+2?"))
+    reply = await harness.discord.post_message(
+        harness.general, harness.bob, "And times 3?", reference=answer, mention_author=False
+    )
+    await harness.answer_to(reply)
+    assert contents(sent_messages(harness))[-1] == "bob: And times 3?"
+    assert "The answer is 4." in contents(sent_messages(harness))
+
+    said = await harness.discord.post_message(harness.general, harness.bob, "Cats are liquid.")
+    asking = await harness.discord.post_message(
+        harness.general,
+        harness.alice,
+        "is that true?",
+        mentions=[harness.discord.bot_user],
+        reference=said,
+        mention_author=False,
+    )
+    await harness.answer_to(asking)
+    assert contents(sent_messages(harness))[-1] == (
+        "(In reply to bob: Cats are liquid.)\nalice: is that true?"
+    )
+
+
+async def test_other_bots_and_plain_messages_are_ignored(harness: Harness) -> None:
+    await harness.mention("hello from a bot", author=harness.other_bot)
+    await harness.discord.post_message(harness.general, harness.alice, "just chatting")
+    probe = await harness.mention("are you there?")
+    await harness.answer_to(probe)
+    assert len(harness.api.requests_to("/chat/completions")) == 1
+    assert len(harness.bot_messages()) == 1
+
+
+# Failures.
+
+FAILURES = [
+    (Fail(403, "used_up"), "out of credits"),
+    (Fail(403, "forbidden"), "content policy"),
+    (Fail(400, "bad_request"), "rejected the request"),
+    (Fail(401, "invalid_token"), "token"),
+]
+
+
+@pytest.mark.parametrize(("failure", "sentence"), FAILURES, ids=lambda v: str(v)[:20])
+async def test_api_failures_become_one_sentence(
+    harness: Harness, failure: Fail, sentence: str
+) -> None:
+    harness.api.script(failure)
+    answer = await harness.answer_to(await harness.mention("hello?"))
+    assert sentence in answer.versions[-1].content
+    assert answer.versions[-1].content.startswith("⚠️")
+    assert harness.api.token not in answer.versions[-1].content
+    # The next question works, and the failed one left nothing in the history.
+    await harness.answer_to(await harness.mention("hello again"))
+    assert contents(sent_messages(harness))[1:] == ["alice: hello again"]
+
+
+async def test_rate_limited_then_success_is_retried(harness: Harness) -> None:
+    harness.api.script(Fail(429, "too_many_requests"), Reply(text="Got there."))
+    answer = await harness.answer_to(await harness.mention("hello?"))
+    assert answer.versions[-1].content == "Got there."
+    assert len(harness.api.requests_to("/chat/completions")) == 2
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [MidStreamError(after_chunks=3), DropConnection(after_chunks=3)],
+    ids=["error-mid-stream", "dropped-connection"],
+)
+async def test_a_failure_mid_answer_keeps_the_partial_text_with_a_notice(
+    harness: Harness, fault: MidStreamError | DropConnection
+) -> None:
+    harness.api.script(fault)  # three chunks of the echoed question, then the fault
+    answer = await harness.answer_to(await harness.mention("tell me a long story"))
+    content = answer.versions[-1].content
+    partial, notice = content.split("\n\n-# ")
+    assert partial == "Echo: alice:"  # three chunks of four characters
+    assert notice == "The AI service is unavailable right now; please try again later."
+    # No retry after words were shown.
+    assert len(harness.api.requests_to("/chat/completions")) == 1
+    await harness.answer_to(await harness.mention("next"))
+
+
+async def test_a_timeout_is_a_sentence(tmp_path: Path) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(stream_idle_timeout=0.3)
+        harness.api.script(Hang(2), Hang(2), Hang(2))
+        answer = await harness.answer_to(await harness.mention("slow?"), within=15)
+        assert "took too long" in answer.versions[-1].content

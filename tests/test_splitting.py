@@ -33,7 +33,7 @@ def open_fence_at_end(piece: str) -> str | None:
         if fence is None:
             match = OPENING.fullmatch(line.rstrip())
             fence = match.group(1) if match else None
-        elif len(line.strip()) >= len(fence) and line.strip() == fence[0] * len(line.strip()):
+        elif re.fullmatch(rf"[ \t]*{fence[0]}{{{len(fence)},}}\s*", line):
             fence = None
     return fence
 
@@ -66,25 +66,31 @@ def _cores(piece: str) -> list[tuple[str, str | None, str | None]]:
     return ways
 
 
+def _rejoins(text: str, pieces: list[str], cursor: int = 0, closing: str | None = None) -> bool:
+    """Whether ``pieces`` read as cores rebuild ``text`` from ``cursor`` (see the docstring).
+
+    A fence added at the end of a piece must be followed by the same fence reopened at the start
+    of the next one. Tries the readings with the fewest added fences first and backtracks, as a
+    code line can look like the fence added before it.
+    """
+    if not pieces:
+        return not text[cursor:].strip()
+    for core, reopening, added_closing in _cores(pieces[0]):
+        reopened = FENCE_LINE.match(reopening).group(1) if reopening else None
+        if not core.strip() or reopened != closing:
+            continue
+        found = _locate(text, cursor, core)
+        if found is not None and _rejoins(text, pieces[1:], found, added_closing):
+            return True
+    return False
+
+
 def _check_pieces(text: str, pieces: list[str], width: int) -> None:
-    cursor = 0
-    previous_closing: str | None = None
     for index, piece in enumerate(pieces):
         assert 0 < len(piece) <= width, (index, len(piece))
         assert piece.strip(), index
         assert open_fence_at_end(piece) is None, (index, piece)
-        for core, reopening, closing in _cores(piece):
-            found = _locate(text, cursor, core)
-            if found is not None and core.strip():
-                break
-        else:
-            raise AssertionError(f"piece {index} is not the text's next part: {piece!r}")
-        if reopening is not None:
-            fence = FENCE_LINE.match(reopening)
-            assert fence is not None
-            assert previous_closing == fence.group(1), (index, reopening, previous_closing)
-        cursor, previous_closing = found, closing
-    assert not text[cursor:].strip(), "text left over"
+    assert _rejoins(text, pieces), pieces
 
 
 def _check_stable(prefix: str, text: str, limit: int, reserve: int) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakValueDictionary
 
-from bot.ai import ApiClient, ApiError
+from bot.ai import ApiClient, ApiError, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.pacing import WriteScheduler
 from bot.conversation.reply import Controls, ReplySink, StreamingReply
@@ -28,6 +28,9 @@ WAITING = "⏳ Waiting for the answer before this one to finish."
 INTERRUPTED = "The bot restarted before this answer finished."
 UNEXPECTED = "Something went wrong while answering; please try again."
 PRIVATE_TIME_LIMIT = "Discord gives a private answer 15 minutes; this one was cut short."
+
+# Questions one person may have waiting or being answered at once.
+_MAX_QUESTIONS_PER_PERSON = 3
 
 _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
@@ -109,13 +112,17 @@ class ChatService:
         self._scheduler = scheduler
         self.options = options
         self._slots = asyncio.Semaphore(options.max_concurrent_requests)
+        # One lock per conversation keeps its answers in order; one per person keeps each
+        # person to one answer at a time. Unused locks disappear with their last waiter.
         self._locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+        self._person_locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._running: dict[str, _Running] = {}
 
     # Asking.
 
     async def ask(self, ask: Ask, sink: ReplySink) -> Outcome:
-        """Answer a question into `sink`, after any earlier question of the same conversation."""
+        """Answer a question into `sink`: after the asker's previous question, and after the
+        earlier questions of the same conversation."""
         self._check(ask)
         running = _Running(uuid.uuid4().hex, ask.author_id)
         self._running[running.key] = running
@@ -126,10 +133,11 @@ class ChatService:
             on_gone=lambda: self._cancel(running, "deleted"),
         )
         try:
-            lock = self._locks.setdefault(ask.place.channel_id, asyncio.Lock())
-            if lock.locked():
+            person = self._person_locks.setdefault(ask.author_id, asyncio.Lock())
+            conversation = self._locks.setdefault(ask.place.channel_id, asyncio.Lock())
+            if person.locked() or conversation.locked():
                 reply.status(WAITING)
-            async with lock:
+            async with person, conversation:
                 return await self._answer(ask, sink, reply, running)
         finally:
             del self._running[running.key]
@@ -141,21 +149,21 @@ class ChatService:
             raise UserError(
                 f"Your message is {ask.prompt_chars} characters long; the limit is {limit}."
             )
-        if any(running.author_id == ask.author_id for running in self._running.values()):
+        waiting = sum(running.author_id == ask.author_id for running in self._running.values())
+        if waiting >= _MAX_QUESTIONS_PER_PERSON:
             raise UserError(
-                "Your previous question is still being answered; wait for it or press Stop."
+                "You already have questions waiting for answers; wait for them or press Stop."
             )
 
     async def _answer(
         self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
     ) -> Outcome:
-        place = ask.place
         model = ask.model or self.options.default_model
         conversation = await self._conversations.open(
-            place.channel_id,
-            guild_id=place.guild_id,
-            kind=place.kind,
-            opened_by_chat=place.opened_by_chat,
+            ask.place.channel_id,
+            guild_id=ask.place.guild_id,
+            kind=ask.place.kind,
+            opened_by_chat=ask.place.opened_by_chat,
         )
         budget = history_budget(
             model, self.options.history_token_budget, self.options.system_prompt, ask.question
@@ -164,35 +172,8 @@ class ChatService:
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
         messages = build_messages(self.options.system_prompt, history, ask.question)
-
-        answer_turn: int | None = None
-        if not ask.private:
-            if ask.replacing_turn is not None:
-                await self._conversations.delete_turn(ask.replacing_turn)
-            if ask.question_turn is None:
-                await self._conversations.append_turn(
-                    conversation.id,
-                    NewTurn(
-                        role="user",
-                        content=ask.question.content,
-                        # Images are not sent again with later questions, so not counted.
-                        token_estimate=estimate_tokens(ask.question.content),
-                        author_id=ask.author_id,
-                        author_name=ask.author_name,
-                        message_ids=[ask.message_id] if ask.message_id else [],
-                        images=ask.images,
-                    ),
-                )
-            answer_turn = await self._conversations.append_turn(
-                conversation.id,
-                NewTurn(
-                    role="assistant",
-                    content="",
-                    token_estimate=0,
-                    status=TurnStatus.IN_PROGRESS,
-                    model=model,
-                ),
-            )
+        stored = [] if ask.private else await self._store_question(conversation.id, ask, model)
+        answer_turn = stored[-1] if stored else None
 
         stream = asyncio.create_task(
             self._stream(messages, model, ask, reply, running, sink.deadline())
@@ -208,34 +189,64 @@ class ChatService:
                 await stream
             raise
         status, notice, usage = self._result_of(stream, running)
+
         if status is TurnStatus.FAILED and not running.text:
             await reply.finish(f"⚠️ {notice}")
+            # Nothing was answered: the question leaves no trace in the history.
+            new_turns = stored if ask.question_turn is None else stored[-1:]
+            await self._conversations.delete_turns(new_turns)
         else:
             controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
             await reply.finish(running.text, notice=notice, controls=controls)
-
-        if answer_turn is not None:
-            await self._conversations.finish_turn(
-                answer_turn,
-                content=running.text,
-                token_estimate=estimate_tokens(running.text) if running.text else 0,
-                status=status,
-                message_ids=sink.message_ids(),
-                model=model,
-                prompt_tokens=usage[0] if usage else None,
-                completion_tokens=usage[1] if usage else None,
-            )
+            if answer_turn is not None:
+                await self._conversations.finish_turn(
+                    answer_turn,
+                    content=running.text,
+                    token_estimate=estimate_tokens(running.text),
+                    status=status,
+                    message_ids=sink.message_ids(),
+                    model=model,
+                    prompt_tokens=usage.prompt_tokens if usage else None,
+                    completion_tokens=usage.completion_tokens if usage else None,
+                )
         if usage is not None:
             await self._usage.record(
                 user_id=ask.author_id,
-                guild_id=place.guild_id,
-                channel_id=place.channel_id,
+                guild_id=ask.place.guild_id,
+                channel_id=ask.place.channel_id,
                 kind=UsageKind.CHAT,
                 model=model,
-                prompt_tokens=usage[0],
-                completion_tokens=usage[1],
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
             )
         return Outcome(running.text, status, answer_turn, model)
+
+    async def _store_question(self, conversation_id: int, ask: Ask, model: str) -> list[int]:
+        """Store the question (unless it is stored already) and an answer in progress."""
+        turns: list[int] = []
+        if ask.replacing_turn is not None:
+            await self._conversations.delete_turns([ask.replacing_turn])
+        if ask.question_turn is None:
+            question = NewTurn(
+                role="user",
+                content=ask.question.content,
+                # Images are not sent again with later questions, so they are not counted.
+                token_estimate=estimate_tokens(ask.question.content),
+                author_id=ask.author_id,
+                author_name=ask.author_name,
+                message_ids=[ask.message_id] if ask.message_id else [],
+                images=ask.images,
+            )
+            turns.append(await self._conversations.append_turn(conversation_id, question))
+        answer = NewTurn(
+            role="assistant",
+            content="",
+            token_estimate=0,
+            status=TurnStatus.IN_PROGRESS,
+            model=model,
+        )
+        turns.append(await self._conversations.append_turn(conversation_id, answer))
+        return turns
 
     async def _stream(
         self,
@@ -245,7 +256,7 @@ class ChatService:
         reply: StreamingReply,
         running: _Running,
         deadline: datetime | None,
-    ) -> tuple[str | None, tuple[int, int] | None]:
+    ) -> tuple[str | None, Usage | None]:
         seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
         async with asyncio.timeout(seconds_left), self._slot(reply):
             async with self._api.stream_chat(
@@ -258,10 +269,7 @@ class ChatService:
                 async for delta in stream:
                     running.text += delta
                     reply.update(running.text)
-            usage = stream.usage
-            return stream.finish_reason, (
-                (usage.prompt_tokens, usage.completion_tokens) if usage else None
-            )
+            return stream.finish_reason, stream.usage
 
     @contextlib.asynccontextmanager
     async def _slot(self, reply: StreamingReply) -> AsyncIterator[None]:
@@ -272,8 +280,8 @@ class ChatService:
             yield
 
     def _result_of(
-        self, stream: asyncio.Task[tuple[str | None, tuple[int, int] | None]], running: _Running
-    ) -> tuple[TurnStatus, str | None, tuple[int, int] | None]:
+        self, stream: asyncio.Task[tuple[str | None, Usage | None]], running: _Running
+    ) -> tuple[TurnStatus, str | None, Usage | None]:
         if stream.cancelled():
             reason = running.stop_reason
             if reason == "shutdown":

@@ -315,11 +315,17 @@ class _Window:
 
     def _last_resort(self) -> int:
         """No allowed cut (only in absurd text, e.g. inline code longer than the window)."""
-        text = self.text
-        for at in range(self.last, self.first, -1):
+        text, visible = self.text, self.visible
+        positions = range(self.last, self.first, -1)
+        for at in positions:  # whitespace, not followed mid-line by a fence-like run
             if text[at].isspace() and not text[at - 1].isspace():
+                resume = _skip_space(text, at)
+                if "\n" in text[at:resume] or not _opens_fence(text, resume, visible):
+                    return at
+        for at in positions:
+            if text[at] not in "`~" and not _splits_grapheme(text, at):
                 return at
-        for at in range(self.last, self.first, -1):
+        for at in positions:
             if not _splits_grapheme(text, at):
                 return at
         return self.last

@@ -213,9 +213,9 @@ class ConversationStore:
             row = await session.get(Turn, turn_id)
             return _stored_turn(row) if row else None
 
-    async def delete_turn(self, turn_id: int) -> None:
+    async def delete_turns(self, turn_ids: Sequence[int]) -> None:
         async with self._sessions.begin() as session:
-            await session.execute(delete(Turn).where(Turn.id == turn_id))
+            await session.execute(delete(Turn).where(Turn.id.in_(turn_ids)))
 
     async def newest_turns(
         self,

@@ -1,0 +1,505 @@
+"""How quickly streamed answers become visible in Discord, with the fakes in another process.
+
+    python -m bench.chat [--conversations 50] [--ask] [--json] [--timeout 60]
+
+Mentions the bot in N channels at once (default 50; with --ask, N /ask commands, default 1),
+each by its own person. The fake API answers each with 800 characters in 4-character chunks,
+30 a second, after 300 ms; the fake Discord enforces Discord's rate limits. The bot runs in
+this process; the fakes run in two child processes. Prints each figure next to its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.app import Bot
+from bot.config import load_settings
+from tests.fakes.api import DEFAULT_TOKEN, make_text
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT_LENGTH = 800
+CHUNK_SIZE = 4
+CHUNKS_PER_SECOND = 30.0
+FIRST_BYTE_DELAY = 0.3
+CURSOR = " ▌"
+STATUS_PREFIX = "⏳"
+STARTUP_TIMEOUT = 15.0
+STREAMS_TIMEOUT = 30.0  # for the API to finish every stream
+COMPLETE_TIMEOUT = 10.0  # after that, for Discord to show every complete answer
+POLL_INTERVAL = 0.5
+SETTLE = 1.0  # after the last answer is complete, so that late writes are counted too
+# The routes that write a message (sends, edits, interaction responses and follow-ups).
+WRITE_ROUTES = {
+    "POST /channels/{channel_id}/messages",
+    "PATCH /channels/{channel_id}/messages/{message_id}",
+    "POST /interactions/{interaction_id}/{token}/callback",
+    "POST /webhooks/{application_id}/{token}",
+    "PATCH /webhooks/{application_id}/{token}/messages/{message_id}",
+}
+
+Json = dict[str, Any]
+
+
+# --- the fakes, as child processes ---------------------------------------------------------------
+
+
+async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start `python -m args...` from the project root and return it with its first stdout line."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), STARTUP_TIMEOUT)
+    except BaseException:
+        await _stop(process)
+        raise
+    if not line:
+        await _stop(process)
+        raise RuntimeError(f"python -m {args[0]} exited before printing its address")
+    return process, line.decode().strip()
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    """One conversation's answer as Discord showed it (times are time.time() seconds)."""
+
+    channel_id: str
+    first_visible: float | None = None
+    complete: float | None = None
+    correct: bool = False
+    longest_gaps: list[float] = field(default_factory=list)  # one per message
+    text_ages: list[float] = field(default_factory=list)  # per update, estimated
+    shrinking_updates: int = 0  # updates showing less text than the one before
+    first_token: float | None = None
+    last_token: float | None = None
+
+
+def _answer_text(content: str) -> str:
+    """The answer text a version shows: no cursor, no status line."""
+    if content.startswith(STATUS_PREFIX):
+        return ""
+    return content.removesuffix(CURSOR).strip()
+
+
+def _available_at(first_token: float, shown_chars: int) -> float:
+    """When the fake API had sent the first `shown_chars` characters (its pacing is exact)."""
+    chunks = max(1, math.ceil(shown_chars / CHUNK_SIZE))
+    return first_token + (chunks - 1) / CHUNKS_PER_SECOND
+
+
+def _read_answer(channel_id: str, messages: list[Json], expected: str) -> Answer:
+    answer = Answer(channel_id)
+    finals: list[str] = []
+    done_times: list[float] = []
+    for message in messages:
+        versions: list[Json] = message["versions"]
+        final = str(versions[-1]["content"])
+        finals.append(final)
+        times: list[float] = []
+        previous = 0
+        for version in versions:
+            text = _answer_text(str(version["content"]))
+            if not text:
+                continue
+            if len(text) < previous:
+                answer.shrinking_updates += 1
+            previous = len(text)
+            times.append(float(version["t"]))
+            if version["content"] == final:
+                break
+        if not times:
+            continue
+        if answer.first_visible is None or times[0] < answer.first_visible:
+            answer.first_visible = times[0]
+        done_times.append(times[-1])
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        answer.longest_gaps.append(max(gaps, default=0.0))
+    joined = "".join("".join(final.split()) for final in finals)
+    answer.correct = bool(finals) and joined == "".join(expected.split())
+    if answer.correct and done_times:
+        answer.complete = max(done_times)
+    return answer
+
+
+def _add_text_ages(answer: Answer, messages: list[Json]) -> None:
+    """How old the shown text was at each update: now minus when the API had sent it."""
+    if answer.first_token is None:
+        return
+    shown_before = 0
+    for message in messages:
+        length = 0
+        for version in message["versions"]:
+            text = _answer_text(str(version["content"]))
+            if text:
+                length = len(text)
+                available = _available_at(answer.first_token, shown_before + length)
+                answer.text_ages.append(float(version["t"]) - available)
+        shown_before += length
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (so p95 of 50 values is the 48th smallest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def _spread(values: Sequence[float]) -> Json:
+    if not values:
+        return {"p50": None, "p95": None, "max": None, "n": 0}
+    return {
+        "p50": statistics.median(values),
+        "p95": _percentile(values, 0.95),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+@dataclass
+class Target:
+    label: str
+    text: str
+    passed: bool
+
+
+def _targets(figures: Json, ask: bool) -> list[Target]:
+    first, last, gaps = figures["first_visible_s"], figures["complete_s"], figures["gap_s"]
+    n, done = figures["conversations"], figures["complete_answers"]
+    limited = figures["rate_limited_429"]
+
+    def within(spread: Json, key: str, limit: float) -> bool:
+        value = spread[key]
+        return value is not None and bool(value <= limit) and done == n
+
+    if ask:
+        return [
+            Target("first visible", "every answer <= 50 ms", within(first, "max", 0.050)),
+            Target("complete", "every answer <= 300 ms", within(last, "max", 0.300)),
+            Target("gap between updates", "none > 1 s", within(gaps, "max", 1.0)),
+            Target("429s", "0", limited == 0),
+        ]
+    return [
+        Target("answers complete", f"all {n}", done == n),
+        Target("429s", "0", limited == 0),
+        Target("first visible", "p50 <= 300 ms", within(first, "p50", 0.300)),
+        Target("gap between updates", "p95 <= 1.5 s", within(gaps, "p95", 1.5)),
+        Target("complete", "p50 <= 500 ms", within(last, "p50", 0.500)),
+    ]
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as response:
+        response.raise_for_status()
+        return await response.json()
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: Json) -> Json:
+    async with session.post(url, json=body) as response:
+        response.raise_for_status()
+        result: Json = await response.json()
+        return result
+
+
+async def _poll(check: Callable[[], Any], done: Callable[[Any], bool]) -> Any:
+    """Call `check` (a coroutine function) until `done` holds for its result."""
+    while True:
+        result = await check()
+        if done(result):
+            return result
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _run(conversations: int, ask: bool, seconds: float) -> Json:
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        async with asyncio.timeout(seconds):
+            return await _run_with_fakes(conversations, ask, processes)
+    finally:
+        await asyncio.gather(*(_stop(process) for process in processes))
+
+
+async def _run_with_fakes(n: int, ask: bool, processes: list[asyncio.subprocess.Process]) -> Json:
+    api_args = (
+        "tests.fakes.api",
+        "--port",
+        "0",
+        "--text-length",
+        str(TEXT_LENGTH),
+        "--chunk-size",
+        str(CHUNK_SIZE),
+        "--chunks-per-second",
+        str(CHUNKS_PER_SECOND),
+        "--first-byte-delay",
+        str(FIRST_BYTE_DELAY),
+    )
+    discord_args = ("tests.fakes.discord", "--channels", str(n), "--users", str(n), "--port", "0")
+    api, api_url = await _spawn(*api_args)
+    processes.append(api)
+    discord, line = await _spawn(*discord_args)
+    processes.append(discord)
+    info: Json = json.loads(line)
+    control: str = info["control_base"]
+    channel_ids: list[str] = info["channel_ids"][:n]
+    users = [uid for name, uid in info["users"].items() if name.startswith("user")][:n]
+
+    with tempfile.TemporaryDirectory() as folder:
+        settings = load_settings(
+            discord_token=info["token"],
+            acedatacloud_api_token=DEFAULT_TOKEN,
+            acedatacloud_api_base_url=api_url,
+            database_url=f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}",
+            discord_api_base_url=info["api_base"],
+            discord_gateway_url=info["gateway_url"],
+            max_concurrent_requests=max(n, 16),
+            _env_file=None,
+        )
+        bot = Bot(settings, guild_ready_timeout=0.05)
+        task = asyncio.create_task(bot.start(info["token"]))
+        try:
+            ready = asyncio.ensure_future(bot.started.wait())
+            await asyncio.wait(
+                {ready, task}, timeout=STARTUP_TIMEOUT, return_when="FIRST_COMPLETED"
+            )
+            if task.done():
+                task.result()
+            if not ready.done():
+                ready.cancel()
+                raise RuntimeError("the bot did not become ready")
+            async with aiohttp.ClientSession() as session:
+                return await _measure(session, n, ask, api_url, control, channel_ids, users)
+        finally:
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 10)
+
+
+async def _measure(
+    session: aiohttp.ClientSession,
+    n: int,
+    ask: bool,
+    api_url: str,
+    control: str,
+    channel_ids: list[str],
+    users: list[str],
+) -> Json:
+    await _post(session, f"{control}/reset", {})  # forget the start-up requests
+    await _post(session, f"{api_url}/_fake/reset", {})
+    cpu_before = time.process_time()
+
+    async def send(channel_id: str, user_id: str) -> float:
+        question = f"question for channel {channel_id}"
+        body: Json
+        if ask:
+            body = {"name": "ask", "options": {"prompt": question}, "user_id": user_id}
+            route = "commands"
+        else:
+            body = {"author_id": user_id, "content": question, "mention_bot": True}
+            route = "messages"
+        body["channel_id"] = channel_id
+        return float((await _post(session, f"{control}/{route}", body))["created"])
+
+    sent = await asyncio.gather(*(send(c, u) for c, u in zip(channel_ids, users, strict=True)))
+    expected = make_text(TEXT_LENGTH)
+
+    def streams_done(result: Json) -> bool:
+        streams = result["streams"]
+        return len(streams) >= n and all(s["completed"] for s in streams)
+
+    # Bounded waits: an answer that never comes is reported as incomplete, not waited for.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STREAMS_TIMEOUT):
+            await _poll(lambda: _get(session, f"{api_url}/_fake/streams"), streams_done)
+    streams: list[Json] = (await _get(session, f"{api_url}/_fake/streams"))["streams"]
+
+    def answers_of(state: Json) -> dict[str, list[Json]]:
+        by_channel: dict[str, list[Json]] = {c: [] for c in channel_ids}
+        for message in state["messages"]:
+            if message["author_bot"] and message["channel_id"] in by_channel:
+                by_channel[message["channel_id"]].append(message)
+        return by_channel
+
+    def all_complete(state: Json) -> bool:
+        answers = answers_of(state)
+        return all(_read_answer(c, answers[c], expected).complete for c in channel_ids)
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(COMPLETE_TIMEOUT):
+            await _poll(lambda: _get(session, f"{control}/state"), all_complete)
+    answered_cpu = time.process_time() - cpu_before
+    await asyncio.sleep(SETTLE)
+    state: Json = await _get(session, f"{control}/state")
+    requests: list[Json] = await _get(session, f"{control}/requests")
+
+    messages = answers_of(state)
+    answers = [_read_answer(c, messages[c], expected) for c in channel_ids]
+    # The streams' records do not say which question they answer, and every stream has the
+    # same timing; so the k-th answer to show text is matched with the k-th stream to send
+    # its first token (both sorted by time). A mismatch only swaps near-equal delays.
+    shown = sorted(
+        (a for a in answers if a.first_visible is not None), key=lambda a: a.first_visible or 0
+    )
+    chat_streams = sorted(
+        (s for s in streams if s["first_chunk_at"] is not None), key=lambda s: s["first_chunk_at"]
+    )
+    for answer, stream in zip(shown, chat_streams, strict=False):
+        answer.first_token = float(stream["first_chunk_at"])
+        answer.last_token = float(stream["last_chunk_at"])
+        _add_text_ages(answer, messages[answer.channel_id])
+
+    writes = [r for r in requests if r["route"] in WRITE_ROUTES]
+    first_delays = [
+        a.first_visible - a.first_token
+        for a in answers
+        if a.first_visible is not None and a.first_token is not None
+    ]
+    complete_delays = [
+        a.complete - a.last_token
+        for a in answers
+        if a.complete is not None and a.last_token is not None
+    ]
+    interactions: list[Json] = state["interactions"]
+    acks = [float(i["ack_latency"]) for i in interactions if i["ack_latency"] is not None]
+    return {
+        "mode": "ask" if ask else "mentions",
+        "conversations": n,
+        "questions_sent_within_s": max(sent) - min(sent),
+        "api_streams": len(streams),
+        "complete_answers": sum(1 for a in answers if a.complete is not None),
+        "first_visible_s": _spread(first_delays),
+        "complete_s": _spread(complete_delays),
+        "gap_s": _spread([gap for a in answers for gap in a.longest_gaps]),
+        "text_age_s": _spread([age for a in answers for age in a.text_ages]),
+        "shrinking_updates": sum(a.shrinking_updates for a in answers),
+        "discord_writes": len(writes),
+        "discord_writes_per_answer": len(writes) / n,
+        "discord_requests": len(requests),
+        "requests_by_route": state["requests_by_route"],
+        "rate_limited_429": int(state["rate_limited"]),
+        "interaction_ack_s": max(acks) if acks else None,
+        "cpu_s_answering": answered_cpu,
+        "wall_s_to_last_complete": max(
+            (a.complete for a in answers if a.complete is not None), default=math.nan
+        )
+        - min(sent),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _report(figures: Json, targets: list[Target]) -> str:
+    verdict = {t.label: ("PASS" if t.passed else "FAIL", t.text) for t in targets}
+    rows: list[tuple[str, str]] = []
+
+    def spread_rows(label: str, spread: Json, keys: Sequence[str]) -> None:
+        values = ", ".join(f"{key} {_ms(spread[key])}" for key in keys)
+        rows.append((label, f"{values} (n={spread['n']})"))
+
+    n = figures["conversations"]
+    rows.append(("answers complete", f"{figures['complete_answers']} of {n}"))
+    rows.append(("429s", str(figures["rate_limited_429"])))
+    spread_rows("first visible", figures["first_visible_s"], ("p50", "p95", "max"))
+    spread_rows("complete", figures["complete_s"], ("p50", "p95", "max"))
+    spread_rows("gap between updates", figures["gap_s"], ("p50", "p95", "max"))
+    writes = f"{figures['discord_writes']} ({figures['discord_writes_per_answer']:.1f} per answer)"
+    rows.append(("writes to Discord", writes))
+    rows.append(
+        (
+            "age of shown text (est.)",
+            ", ".join(f"{key} {_ms(figures['text_age_s'][key])}" for key in ("p50", "p95", "max")),
+        )
+    )
+    rows.append(("updates that shrank text", str(figures["shrinking_updates"])))
+    rows.append(("questions sent within", _ms(figures["questions_sent_within_s"])))
+    if figures["interaction_ack_s"] is not None:
+        rows.append(("interaction ack (max)", _ms(figures["interaction_ack_s"])))
+    rows.append(
+        (
+            "CPU, bot process",
+            f"{figures['cpu_s_answering']:.2f} s answering, "
+            f"{figures['cpu_s_total']:.2f} s whole run",
+        )
+    )
+    last = figures["wall_s_to_last_complete"]
+    rows.append(("first asked to last done", f"{last:.2f} s"))
+    rows.append(("peak memory, bot process", f"{figures['peak_rss_mb']:.0f} MB"))
+
+    mode = "/ask" if figures["mode"] == "ask" else "mentions"
+    lines = [
+        f"{n} concurrent {mode}, {TEXT_LENGTH} chars at "
+        f"{CHUNK_SIZE * CHUNKS_PER_SECOND:.0f} chars/s after {_ms(FIRST_BYTE_DELAY)}"
+    ]
+    lines.append(f"{'figure':<26} {'value':<48} {'target':<24} result")
+    for label, value in rows:
+        result, target = verdict.get(label, ("", ""))
+        lines.append(f"{label:<26} {value:<48} {target:<24} {result}".rstrip())
+    passed = all(t.passed for t in targets)
+    lines.append(f"overall: {'PASS' if passed else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chat", description=__doc__)
+    parser.add_argument("--conversations", type=int, help="default 50, or 1 with --ask")
+    parser.add_argument("--ask", action="store_true", help="/ask commands instead of mentions")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole run")
+    args = parser.parse_args(argv)
+    n = args.conversations or (1 if args.ask else 50)
+    try:
+        figures = asyncio.run(_run(n, args.ask, args.timeout))
+    except TimeoutError:
+        print(f"the run did not finish within {args.timeout:g} s", file=sys.stderr)
+        return 2
+    figures["cpu_s_total"] = time.process_time()
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    targets = _targets(figures, args.ask)
+    if args.json:
+        figures["targets"] = [t.__dict__ for t in targets]
+        print(json.dumps(figures, indent=2))
+    else:
+        print(_report(figures, targets))
+    return 0 if all(t.passed for t in targets) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
