@@ -34,7 +34,7 @@ class DiscordLimits:
     bot_writes: int = 50
     bot_period: float = 1.0
     # Kept free in the bot-wide window for first and final writes.
-    bot_reserve: int = 5
+    bot_reserve: int = 2
     # Our clock and Discord's see a write at slightly different moments.
     margin: float = 0.05
 
@@ -45,7 +45,10 @@ class DiscordBudget:
     def __init__(self, limits: DiscordLimits = DiscordLimits()) -> None:
         self.limits = limits
         self.bot = Window(
-            limits.bot_writes, limits.bot_period + limits.margin, reserve=limits.bot_reserve
+            limits.bot_writes,
+            limits.bot_period + limits.margin,
+            reserve=limits.bot_reserve,
+            lend_reserve=True,
         )
         self._channels: dict[int, Window] = {}
 

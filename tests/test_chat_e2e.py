@@ -94,8 +94,7 @@ async def test_a_long_answer_continues_in_new_messages_with_code_blocks_intact(
 
     await harness.discord.wait_for(
         lambda: any(
-            "answer:regenerate:" in str(m.versions[-1].components)
-            for m in harness.bot_messages()
+            "answer:regenerate:" in str(m.versions[-1].components) for m in harness.bot_messages()
         ),
         timeout=15,
     )

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+_GOLDEN = 0.6180339887498949
 
 
 class Window:
@@ -34,12 +35,17 @@ class Window:
     to it keeps to theirs. `reserve` slots are left to urgent writes.
     """
 
-    def __init__(self, limit: int, period: float, *, reserve: int = 1) -> None:
+    def __init__(
+        self, limit: int, period: float, *, reserve: int = 1, lend_reserve: bool = False
+    ) -> None:
         if not 0 <= reserve < limit:
             raise ValueError("reserve must leave at least one slot for routine writes")
         self.limit = limit
         self.period = period
         self.reserve = reserve
+        # A busy shared window lends its reserve to routine writes while no urgent one waits:
+        # a slot kept empty helps nobody, and an urgent write gets the next slot that frees.
+        self.lend_reserve = lend_reserve
         self._starts: deque[float] = deque()
 
     @property
@@ -47,10 +53,11 @@ class Window:
         """The even spacing at which routine writes never exhaust the window."""
         return self.period / (self.limit - self.reserve)
 
-    def free_at(self, now: float, *, urgent: bool) -> float:
+    def free_at(self, now: float, *, urgent: bool, urgent_waiting: bool = True) -> float:
         while self._starts and self._starts[0] <= now - self.period:
             self._starts.popleft()
-        allowed = self.limit if urgent else self.limit - self.reserve
+        lent = self.lend_reserve and not urgent_waiting
+        allowed = self.limit if urgent or lent else self.limit - self.reserve
         if len(self._starts) < allowed:
             return now
         return self._starts[len(self._starts) - allowed] + self.period
@@ -84,6 +91,7 @@ class PacedMessage:
         self.last_start = -math.inf
         self.writes = 0
         self.in_flight = False
+        self.phase = 0.0  # in [0, 1): spreads the messages' write times apart
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -134,8 +142,14 @@ class WriteScheduler:
         self._messages: set[PacedMessage] = set()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._added = 0
 
     def add(self, message: PacedMessage) -> None:
+        # Answers that start together would otherwise update together, in bursts that fill the
+        # bot-wide window and make the last of each burst (and any final text) wait. A
+        # golden-ratio sequence gives every new message a phase well apart from the others'.
+        self._added += 1
+        message.phase = (self._added * _GOLDEN) % 1.0
         self._messages.add(message)
 
     def discard(self, message: PacedMessage) -> None:
@@ -162,26 +176,36 @@ class WriteScheduler:
     def _start_ready_writes(self, now: float) -> float | None:
         """Start every write allowed now; return how long until the next one may be."""
         waiting = [message for message in self._messages if message.ready]
-        # Urgent first, oldest waiting first; then routine, least recently written first.
-        waiting.sort(key=lambda m: (0, m.dirty_since) if m.urgent_now else (1, m.last_start))
+        # Urgent before routine; within each, least recently written first (so a message's
+        # first text goes before anyone's last, and the longest-waiting text goes next).
+        waiting.sort(key=lambda m: (not m.urgent_now, m.last_start, m.dirty_since))
         next_start = math.inf
+        urgent_waiting = False
         for message in waiting:
-            start_at = self._earliest_start(message, now)
+            start_at = self._earliest_start(message, now, urgent_waiting)
+            urgent_waiting = urgent_waiting or (message.urgent_now and start_at > now)
             if start_at > now:
                 next_start = min(next_start, start_at)
                 continue
             self._start(message, now)
         return None if next_start == math.inf else max(next_start - now, 0.001)
 
-    def _earliest_start(self, message: PacedMessage, now: float) -> float:
+    def _earliest_start(self, message: PacedMessage, now: float, urgent_waiting: bool) -> float:
         windows = message.windows()
         urgent = message.urgent_now
         start_at = now
         if not urgent:
             pace = max((window.routine_interval for window in windows), default=0.0)
-            start_at = message.last_start + pace
+            # The first update comes a little early or late, by phase; later ones keep a pace
+            # slightly longer than the windows need, so the phases stay apart.
+            stretch = (
+                0.85 + 0.3 * message.phase if message.writes == 1 else 1 + 0.19 * message.phase
+            )
+            start_at = message.last_start + pace * stretch
         for window in windows:
-            start_at = max(start_at, window.free_at(now, urgent=urgent))
+            start_at = max(
+                start_at, window.free_at(now, urgent=urgent, urgent_waiting=urgent_waiting)
+            )
         return start_at
 
     def _start(self, message: PacedMessage, now: float) -> None:

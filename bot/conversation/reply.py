@@ -10,14 +10,15 @@ from datetime import datetime
 from typing import Protocol
 
 from bot.conversation.pacing import PacedMessage, Window, WriteScheduler
-from bot.conversation.splitting import close_open_fence, split_message
+from bot.conversation.splitting import split_message
 
 log = logging.getLogger(__name__)
 
 # Shown at the end of an answer while it is still being written.
 CURSOR = " ▌"
-# Room kept in a streaming piece for the cursor and a fence closed early.
-_STREAMING_RESERVE = len(CURSOR) + len("\n~~~")
+# Room kept in every piece for the cursor, so that the pieces of the final text are the
+# pieces shown while streaming and finished messages are not edited again.
+_RESERVE = len(CURSOR)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ class StreamingReply:
         self._final = (full, controls)
         pieces = self._pieces()
         for index in range(len(pieces)):
-            self._message(index).mark(urgent=True)
+            if index >= len(self._shown) or self._render(index, pieces) != self._shown[index]:
+                self._message(index).mark(urgent=True)
         await asyncio.gather(*(message.settled() for message in self._messages))
         for message in self._messages:
             self._scheduler.discard(message)
@@ -140,10 +142,10 @@ class StreamingReply:
 
     def _pieces(self) -> list[str]:
         if self._final is not None:
-            return split_message(self._final[0]) or [""]
+            return split_message(self._final[0], reserve=_RESERVE) or [""]
         if not self._text:
             return [self._status]
-        return split_message(self._text, reserve=_STREAMING_RESERVE)
+        return split_message(self._text, reserve=_RESERVE)
 
     def _render(self, index: int, pieces: list[str]) -> Shown | None:
         if index >= len(pieces):
@@ -156,7 +158,8 @@ class StreamingReply:
             return Shown(piece)
         if not self._text:
             return Shown(piece, Controls(stop_key=self._stop_key))
-        return Shown(close_open_fence(piece) + CURSOR, Controls(stop_key=self._stop_key))
+        # The splitter closes a code block still open at the end, so the cursor sits outside it.
+        return Shown(piece + CURSOR, Controls(stop_key=self._stop_key))
 
     async def _write(self, index: int) -> None:
         if self.gone:

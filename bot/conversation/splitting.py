@@ -296,9 +296,8 @@ class _Window:
         pairs = [m.end() for m in _CJK_PAIR.finditer(self.text, self.first, self.visible)]
         for at in reversed(pairs):
             line = self.line_at(at)
-            if self.first < at and line.cuttable and line.before is None:
-                if not self._in_code_span(line, at):
-                    return at
+            if line.cuttable and line.before is None and not self._in_code_span(line, at):
+                return at
         return None
 
     def _latest_hard_cut(self) -> int | None:
