@@ -1,0 +1,209 @@
+"""Stop and Regenerate, concurrency, restarts and Discord's own hiccups, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.db.engine import create_engine, create_sessionmaker
+from bot.db.models import ConversationKind, TurnStatus
+from bot.db.repository import ConversationStore, NewTurn
+from tests.fakes.api import Reply
+from tests.fakes.discord import FakeDiscordConfig, MessageRecord
+from tests.harness import Harness, custom_ids, running_harness, sqlite_url
+
+SLOW = Reply(text="word " * 60, chunk_size=5, chunk_interval=0.05)  # about three seconds
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot()
+        yield harness
+
+
+async def streaming_answer(harness: Harness, question: MessageRecord) -> MessageRecord:
+    """Wait until the bot's answer to `question` shows text and a Stop button."""
+
+    def found() -> MessageRecord | None:
+        for message in harness.bot_messages(harness.discord.channels[question.channel_id]):
+            if (message.reference or {}).get("message_id") == str(question.id) and any(
+                cid.startswith("answer:stop:") for cid in custom_ids(message)
+            ):
+                return message
+        return None
+
+    await harness.discord.wait_for(lambda: found() is not None, timeout=10)
+    answer = found()
+    assert answer is not None
+    return answer
+
+
+def button(message: MessageRecord, prefix: str) -> str:
+    return next(cid for cid in custom_ids(message) if cid.startswith(prefix))
+
+
+async def test_stop_ends_the_answer_and_its_upstream_request(harness: Harness) -> None:
+    harness.api.script(SLOW)
+    question = await harness.mention("Tell me a long story")
+    answer = await streaming_answer(harness, question)
+    request = harness.api.requests_to("/chat/completions")[-1]
+
+    # Someone else may not stop it; a moderator may.
+    refused = await harness.discord.click_button(
+        answer, button(answer, "answer:stop:"), harness.bob
+    )
+    await harness.discord.wait_for(lambda: refused.acknowledged, timeout=5)
+    assert refused.original is not None and refused.original.visible_to == harness.bob.id
+    assert "Only the person who asked" in refused.original.versions[-1].content
+
+    await harness.discord.click_button(answer, button(answer, "answer:stop:"), harness.moderator)
+    finished = await harness.answer_to(question)
+    assert finished.versions[-1].content.endswith("-# Stopped by moderator.")
+    await asyncio.wait_for(request.disconnected.wait(), 5)
+    assert not request.completed
+
+
+async def test_regenerate_replaces_the_answer_in_the_history_also_after_a_restart(
+    harness: Harness,
+) -> None:
+    harness.api.script(Reply(text="First try."))
+    first = await harness.answer_to(await harness.mention("Name a colour"))
+    await harness.stop_bot()
+    await harness.start_bot()
+
+    harness.api.script(Reply(text="Second try."))
+    refused = await harness.discord.click_button(
+        first, button(first, "answer:regenerate:"), harness.bob
+    )
+    await harness.discord.wait_for(lambda: refused.acknowledged, timeout=5)
+    assert len(harness.api.requests_to("/chat/completions")) == 1
+
+    await harness.discord.click_button(first, button(first, "answer:regenerate:"), harness.alice)
+    await harness.discord.wait_for(
+        lambda: any(
+            m.versions[-1].content == "Second try." and custom_ids(m)
+            for m in harness.bot_messages()
+        ),
+        timeout=10,
+    )
+    assert custom_ids(harness.discord.message(first.id)) == []  # the old answer's button is gone
+    regenerated = [
+        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
+    ]
+    assert regenerated[1:] == ["alice: Name a colour"]
+
+    await harness.answer_to(await harness.mention("Why that one?"))
+    history = [
+        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
+    ]
+    assert history[1:] == ["alice: Name a colour", "Second try.", "alice: Why that one?"]
+
+
+async def test_deleting_the_answer_stops_its_upstream_request(harness: Harness) -> None:
+    harness.api.script(SLOW)
+    question = await harness.mention("Tell me a long story")
+    answer = await streaming_answer(harness, question)
+    request = harness.api.requests_to("/chat/completions")[-1]
+    await harness.discord.delete_message(harness.general, answer.id, by=harness.moderator)
+    await asyncio.wait_for(request.disconnected.wait(), 5)
+    # The bot goes on serving.
+    await harness.answer_to(await harness.mention("Still there?"))
+
+
+async def test_questions_in_one_conversation_are_answered_in_order(harness: Harness) -> None:
+    harness.api.script(Reply(text="One.", chunk_interval=0.05), Reply(text="Two."))
+    first = await harness.mention("first question")
+    second = await harness.mention("second question", author=harness.bob)
+    await harness.answer_to(first)
+    await harness.answer_to(second)
+    messages = [
+        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
+    ]
+    assert messages[1:] == ["alice: first question", "One.", "bob: second question"]
+
+
+async def test_a_full_house_shows_a_queued_state(tmp_path: Path) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(max_concurrent_requests=1)
+        harness.api.script(SLOW, Reply(text="Your turn."))
+        first = await harness.mention("first")
+        await streaming_answer(harness, first)
+        second = await harness.mention("second", author=harness.bob, channel=harness.random)
+        await harness.discord.wait_for(
+            lambda: any(
+                m.versions[-1].content.startswith("⏳ Queued")
+                for m in harness.bot_messages(harness.random)
+            ),
+            timeout=5,
+        )
+        answer = await harness.answer_to(second, within=15)
+        assert answer.versions[-1].content == "Your turn."
+
+
+async def test_discord_429s_and_a_gateway_reconnect_do_not_lose_the_answer(
+    tmp_path: Path,
+) -> None:
+    # Discord here allows fewer writes than the bot plans for, so it meets real 429s.
+    config = FakeDiscordConfig(channel_message_limit=1, channel_message_window=2.0)
+    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+        await harness.start_bot()
+        text = "word " * 60
+        harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
+        question = await harness.mention("Tell me a long story")
+        await streaming_answer(harness, question)
+        await harness.discord.drop_gateway()
+        answer = await harness.answer_to(question, within=20)
+        assert answer.versions[-1].content == text.strip()
+        assert harness.discord.rate_limited_count > 0
+        assert harness.discord.resume_count >= 1
+        # Events after the reconnect still arrive.
+        await harness.answer_to(await harness.mention("And now?"), within=10)
+
+
+async def test_shutdown_ends_answers_with_a_notice_and_crashes_are_marked(
+    harness: Harness,
+) -> None:
+    harness.api.script(SLOW)
+    question = await harness.mention("Tell me a long story")
+    await streaming_answer(harness, question)
+    await harness.stop_bot()
+    answer = await harness.answer_to(question)
+    assert answer.versions[-1].content.endswith("-# The bot restarted before this answer finished.")
+
+    # An answer a crash left in progress is marked interrupted at the next start.
+    engine = create_engine(harness.database_url)
+    store = ConversationStore(create_sessionmaker(engine))
+    conversation = await store.open(
+        harness.general.id, guild_id=None, kind=ConversationKind.CHANNEL
+    )
+    crashed = await store.append_turn(
+        conversation.id,
+        NewTurn(role="assistant", content="half", token_estimate=2, status=TurnStatus.IN_PROGRESS),
+    )
+    await harness.start_bot()
+    turn = await store.get_turn(crashed)
+    assert turn is not None and turn.status is TurnStatus.INTERRUPTED
+    await engine.dispose()
+
+
+async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        dm = harness.discord.dm_channel(harness.alice)
+        await harness.start_bot()
+        await harness.discord.post_message(dm, harness.alice, "hello in private")
+        probe = await harness.mention("probe")
+        await harness.answer_to(probe)
+        assert harness.bot_messages(dm) == []
+
+        await harness.stop_bot()
+        await harness.start_bot(allow_direct_messages=True)
+        question = await harness.discord.post_message(dm, harness.alice, "hello again")
+        answer = await harness.answer_to(question)
+        assert answer.versions[-1].content
+        assert [
+            m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
+        ][1:] == ["alice: hello again"]
