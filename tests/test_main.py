@@ -1,0 +1,119 @@
+"""`python -m bot` as an admin runs it: a real process against the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.api import FakeApi
+from tests.fakes.discord import FakeDiscord
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeDiscord, FakeApi]]:
+    async with FakeApi.running() as api, FakeDiscord() as discord:
+        discord.add_guild("Test Guild", channels=["general"])
+        yield discord, api
+
+
+def environment(discord: FakeDiscord, api: FakeApi, database: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": discord.token,
+        "ACEDATACLOUD_API_TOKEN": api.token,
+        "ACEDATACLOUD_API_BASE_URL": api.url,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "DISCORD_API_BASE_URL": discord.api_base,
+        "DISCORD_GATEWAY_URL": discord.gateway_url,
+        **extra,
+    }
+
+
+async def test_run_migrates_a_new_database_connects_and_stops_cleanly(
+    fakes: tuple[FakeDiscord, FakeApi], tmp_path: Path
+) -> None:
+    discord, api = fakes
+    database = tmp_path / "data" / "bot.db"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=tmp_path,
+        env=environment(discord, api, database),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await discord.wait_for(lambda: discord.identify_count == 1, timeout=30)
+        await discord.wait_for(lambda: bool(discord.registered_commands()), timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    names = {command["name"] for command in discord.registered_commands()}
+    assert {"ask", "chat", "reset"} <= names
+    with sqlite3.connect(database) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert {"conversations", "turns", "usage_records"} <= tables
+    assert revision is not None
+    assert discord.token not in stderr.decode()
+    assert api.token not in stderr.decode()
+
+
+async def test_check_reports_each_part(fakes: tuple[FakeDiscord, FakeApi], tmp_path: Path) -> None:
+    discord, api = fakes
+    database = tmp_path / "bot.db"
+
+    async def check(**extra: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "check",
+            cwd=tmp_path,
+            env=environment(discord, api, database, **extra),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, stdout.decode()
+
+    code, report = await check()
+    assert code == 1
+    assert "Settings: valid." in report
+    assert "run `python -m bot migrate`" in report
+    assert "accepts the token" in report
+
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "migrate",
+        cwd=tmp_path,
+        env=environment(discord, api, database),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.wait_for(migrate.communicate(), 60)
+    assert migrate.returncode == 0
+
+    code, report = await check()
+    assert code == 0, report
+    assert "Database: reachable and current" in report
+
+    code, report = await check(ACEDATACLOUD_API_TOKEN="wrong-token")
+    assert code == 1
+    assert "token is missing, invalid or expired" in report
+    assert "wrong-token" not in report
