@@ -20,11 +20,15 @@ from discord.ext import commands
 from bot.ai import ApiClient, ApiError, Timeouts
 from bot.config import Settings
 from bot.conversation.pacing import WriteScheduler
-from bot.conversation.service import ChatOptions, ChatService, UserError
+from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.repository import ConversationStore, StateStore, UsageStore
+from bot.errors import UserError
+from bot.images.files import ImageProblem
+from bot.images.service import ImageOptions, ImageService
 from cogs.chat import ChatCog
+from cogs.images import ImagesCog
 from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,7 @@ class ErrorReportingTree(app_commands.CommandTree["Bot"]):
         self, interaction: discord.Interaction[Bot], error: app_commands.AppCommandError
     ) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, UserError):
+        if isinstance(cause, UserError | ImageProblem):
             sentence = str(cause)
         elif isinstance(cause, ApiError):
             log.warning("Command /%s failed: %s", _command_name(interaction), cause)
@@ -117,6 +121,7 @@ class Bot(commands.AutoShardedBot):
         self._closing.append(functools.partial(_cancel, scheduler_task))
 
         conversations = ConversationStore(sessions)
+        usage = UsageStore(sessions)
         interrupted = await conversations.interrupt_unfinished()
         if interrupted:
             log.info(
@@ -125,7 +130,7 @@ class Bot(commands.AutoShardedBot):
         self.chat = ChatService(
             api,
             conversations,
-            UsageStore(sessions),
+            usage,
             scheduler,
             ChatOptions(
                 default_model=settings.chat_model,
@@ -147,6 +152,17 @@ class Bot(commands.AutoShardedBot):
                 allow_direct_messages=settings.allow_direct_messages,
             )
         )
+        images = ImageService(
+            api,
+            conversations,
+            usage,
+            ImageOptions(
+                default_model=settings.image_model,
+                models=settings.image_models,
+                max_image_bytes=settings.max_image_bytes,
+            ),
+        )
+        await self.add_cog(ImagesCog(images, progress_interval=self.limits.progress_interval))
         await self._sync_commands(StateStore(sessions))
 
     async def _sync_commands(self, state: StateStore) -> None:

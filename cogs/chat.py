@@ -10,9 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.conversation.context import Question, question_text
-from bot.conversation.service import Ask, ChatService, Place, UserError
+from bot.conversation.service import Ask, ChatService, Place
 from bot.db.models import ConversationKind
 from bot.db.repository import ConversationStore, ImageRef
+from bot.errors import UserError
 from cogs.sinks import (
     NO_MENTIONS,
     REGENERATE_PREFIX,
@@ -78,7 +79,7 @@ class ChatCog(commands.Cog):
             text += f"\n[attached image: {image.filename}]"
         await self.chat.ask(
             Ask(
-                place=_place_of(interaction.channel, interaction.guild_id),
+                place=place_of(interaction.channel, interaction.guild_id),
                 author_id=author.id,
                 author_name=author.display_name,
                 question=Question(text, image_urls),
@@ -207,7 +208,7 @@ class ChatCog(commands.Cog):
         author = message.author
         await self.chat.ask(
             Ask(
-                place=_place_of(message.channel, message.guild.id if message.guild else None),
+                place=place_of(message.channel, message.guild.id if message.guild else None),
                 author_id=author.id,
                 author_name=author.display_name,
                 question=Question(question_text(author.display_name, text, quoted), image_urls),
@@ -295,7 +296,7 @@ class ChatCog(commands.Cog):
         return urls, refs
 
 
-def _place_of(channel: object, guild_id: int | None) -> Place:
+def place_of(channel: object, guild_id: int | None) -> Place:
     if isinstance(channel, discord.Thread):
         return Place(channel.id, guild_id, ConversationKind.THREAD)
     if isinstance(channel, discord.DMChannel):

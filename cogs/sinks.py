@@ -37,6 +37,8 @@ class DiscordLimits:
     bot_reserve: int = 2
     # Our clock and Discord's see a write at slightly different moments.
     margin: float = 0.05
+    # Seconds between edits of a progress message (an image being made).
+    progress_interval: float = 5.0
 
 
 class DiscordBudget:

@@ -19,6 +19,7 @@ from bot.conversation.reply import Controls, ReplySink, StreamingReply
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
+from bot.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
     "content_filter": "The rest of the answer was withheld by the content filter.",
 }
-
-
-class UserError(Exception):
-    """Something the person can fix; `str()` is one sentence for them."""
 
 
 @dataclass(frozen=True)

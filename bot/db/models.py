@@ -126,7 +126,8 @@ class TurnImage(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
     channel_id: Mapped[int] = mapped_column(BigInteger)
-    message_id: Mapped[int] = mapped_column(BigInteger)
+    # Regenerating images finds their prompt through the message that shows them.
+    message_id: Mapped[int] = mapped_column(BigInteger, index=True)
     attachment_id: Mapped[int] = mapped_column(BigInteger)
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str | None] = mapped_column(String(100))

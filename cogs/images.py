@@ -1,0 +1,290 @@
+"""Images in Discord: /image and /edit, with progress while people wait, results attached."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.db.repository import ImageRef
+from bot.errors import UserError
+from bot.images.files import CheckedImage, check_image, check_mask, check_size, fit_for_upload
+from bot.images.models import ImageModel, image_model
+from bot.images.service import ImageRequest, ImageService, MadeImage
+from cogs.chat import place_of
+from cogs.sinks import NO_MENTIONS
+
+log = logging.getLogger(__name__)
+
+AGAIN_PREFIX = "image:again:"
+
+
+class ImagesCog(commands.Cog):
+    def __init__(self, images: ImageService, *, progress_interval: float) -> None:
+        self.images = images
+        # How often the progress message shows the time waited so far.
+        self.progress_interval = progress_interval
+
+    @app_commands.command(name="image", description="Make images from a description.")
+    @app_commands.describe(
+        prompt="What the image should show",
+        model="The image model",
+        size="Width x height (the choices follow the model)",
+        quality="Detail, for models that offer it",
+        count="How many images, 1 to 4",
+    )
+    async def image(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        model: str | None = None,
+        size: str | None = None,
+        quality: str | None = None,
+        count: app_commands.Range[int, 1, 4] = 1,
+    ) -> None:
+        request = self.images.request(prompt, model=model, size=size, quality=quality, count=count)
+        await self._make(interaction, request)
+
+    @app_commands.command(
+        name="edit", description="Edit an image: the one attached, or the newest here."
+    )
+    @app_commands.describe(
+        prompt="What to change",
+        image="The image to edit (leave out to edit the newest image of this conversation)",
+        mask="A PNG the size of the image, transparent where the image should change",
+        model="The image model",
+        size="Width x height of the result",
+    )
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
+        model: str | None = None,
+        size: str | None = None,
+    ) -> None:
+        request = self.images.request(prompt, model=model, size=size, editing=True)
+        limit = self.images.options.max_image_bytes
+        for attachment in (image, mask):
+            if attachment is not None:
+                check_size(attachment.size, max_bytes=limit)
+        async with self._progress(interaction, request), self.images.job_of(interaction.user.id):
+            source = await self._source_image(interaction, image)
+            checked_mask = None
+            if mask is not None:
+                checked_mask = await asyncio.to_thread(
+                    check_mask, await mask.read(), source, max_bytes=limit
+                )
+            made = await self.images.edit(
+                request,
+                source,
+                checked_mask,
+                user_id=interaction.user.id,
+                place=place_of(interaction.channel, interaction.guild_id),
+            )
+            await self._deliver(interaction, request, made, command="edit")
+
+    @image.autocomplete("model")
+    @edit.autocomplete("model")
+    async def _model_choices(
+        self, _interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _choices(self.images.options.models, current)
+
+    @image.autocomplete("size")
+    @edit.autocomplete("size")
+    async def _size_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _choices(self._chosen_model(interaction).sizes, current)
+
+    @image.autocomplete("quality")
+    async def _quality_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _choices(self._chosen_model(interaction).qualities, current)
+
+    def _chosen_model(self, interaction: discord.Interaction) -> ImageModel:
+        name = getattr(interaction.namespace, "model", None) or self.images.options.default_model
+        return image_model(str(name))
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is not discord.InteractionType.component or interaction.data is None:
+            return
+        custom_id = str(interaction.data.get("custom_id", ""))
+        if custom_id.startswith(AGAIN_PREFIX):
+            try:
+                request = await self._request_again(
+                    interaction, custom_id.removeprefix(AGAIN_PREFIX)
+                )
+                await self._make(interaction, request)
+            except UserError as exc:
+                await _tell(interaction, f"⚠️ {exc}")
+
+    # The work.
+
+    async def _make(self, interaction: discord.Interaction, request: ImageRequest) -> None:
+        async with self._progress(interaction, request), self.images.job_of(interaction.user.id):
+            made = await self.images.generate(
+                request,
+                user_id=interaction.user.id,
+                place=place_of(interaction.channel, interaction.guild_id),
+            )
+            await self._deliver(interaction, request, made, command="image")
+
+    async def _source_image(
+        self, interaction: discord.Interaction, attachment: discord.Attachment | None
+    ) -> CheckedImage:
+        limit = self.images.options.max_image_bytes
+        if attachment is None:
+            attachment = await self._newest_image(interaction)
+        data = await attachment.read()
+        return await asyncio.to_thread(check_image, data, max_bytes=limit)
+
+    async def _newest_image(self, interaction: discord.Interaction) -> discord.Attachment:
+        """The newest image of this conversation, found again through its message, since
+        Discord's attachment URLs expire."""
+        channel = interaction.channel
+        ref = await self.images.newest_image(interaction.channel_id or 0)
+        if ref is None or not isinstance(channel, discord.abc.Messageable):
+            raise UserError("There is no image in this conversation yet: attach one to edit.")
+        try:
+            message = await channel.fetch_message(ref.message_id)
+        except discord.NotFound:
+            raise UserError("The newest image here was deleted: attach one to edit.") from None
+        for attachment in message.attachments:
+            if attachment.id == ref.attachment_id:
+                return attachment
+        raise UserError("The newest image here is gone: attach one to edit.")
+
+    async def _deliver(
+        self,
+        interaction: discord.Interaction,
+        request: ImageRequest,
+        made: Sequence[MadeImage],
+        *,
+        command: str,
+    ) -> None:
+        limit = interaction.filesize_limit
+        files = []
+        for number, image in enumerate(made, start=1):
+            data, extension = await asyncio.to_thread(fit_for_upload, image.data, limit=limit)
+            files.append(discord.File(io.BytesIO(data), filename=f"image-{number}.{extension}"))
+        revised = next((image.revised_prompt for image in made if image.revised_prompt), None)
+        content = _caption(interaction.user, request, revised)
+        message: discord.Message
+        if interaction.is_expired():
+            # The token is gone after 15 minutes: the images arrive as an ordinary message.
+            channel = interaction.channel
+            assert isinstance(channel, discord.abc.Messageable)
+            message = await channel.send(content, files=files, allowed_mentions=NO_MENTIONS)
+        else:
+            message = await interaction.edit_original_response(
+                content=content, attachments=files, allowed_mentions=NO_MENTIONS
+            )
+        shown = [
+            ImageRef(
+                message.channel.id,
+                message.id,
+                attachment.id,
+                attachment.filename,
+                attachment.content_type,
+                prompt=request.prompt,
+            )
+            for attachment in message.attachments
+        ]
+        await self.images.remember(
+            place_of(interaction.channel, interaction.guild_id),
+            author_id=interaction.user.id,
+            author_name=interaction.user.display_name,
+            asked=f"/{command} {request.prompt}",
+            request=request,
+            made=made,
+            shown=shown,
+        )
+        if command == "image":
+            # The button comes once the images are remembered, so it works when it shows.
+            await message.edit(view=_again_view(request))
+
+    @contextlib.asynccontextmanager
+    async def _progress(
+        self, interaction: discord.Interaction, request: ImageRequest
+    ) -> AsyncIterator[None]:
+        """A message that counts the seconds while the model works (often 30 to 120)."""
+        started = time.monotonic()
+        what = f"🎨 Making {_images(request.count)} with {request.model.name}…"
+        await interaction.response.send_message(what, allowed_mentions=NO_MENTIONS)
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.progress_interval)
+                elapsed = int(time.monotonic() - started)
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.edit_original_response(content=f"{what} {elapsed} s")
+
+        ticker = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _request_again(self, interaction: discord.Interaction, encoded: str) -> ImageRequest:
+        """The same request as the images under the button; the prompt is found through them."""
+        count, size, quality = encoded.split(":")
+        message = interaction.message
+        source = await self.images.source_of(message.id) if message else None
+        if source is None:
+            raise UserError("I no longer know how these images were made.")
+        prompt, model = source
+        return self.images.request(
+            prompt, model=model, size=size or None, quality=quality or None, count=int(count)
+        )
+
+
+def _choices(values: Sequence[str], current: str) -> list[app_commands.Choice[str]]:
+    typed = current.lower()
+    return [app_commands.Choice(name=v, value=v) for v in values if typed in v.lower()][:25]
+
+
+def _again_view(request: ImageRequest) -> discord.ui.View:
+    """A Regenerate button: the prompt and model are found again through the message's
+    images; what else the request needs fits in the custom id."""
+    view = discord.ui.View(timeout=None)
+    encoded = f"{request.count}:{request.size or ''}:{request.quality or ''}"
+    view.add_item(
+        discord.ui.Button(label="Regenerate", emoji="🔁", custom_id=AGAIN_PREFIX + encoded)
+    )
+    view.stop()  # handled by the cog's listener, not kept in discord.py's view store
+    return view
+
+
+def _images(count: int) -> str:
+    return "an image" if count == 1 else f"{count} images"
+
+
+def _caption(user: discord.abc.User, request: ImageRequest, revised: str | None) -> str:
+    details = " · ".join(
+        part for part in (request.model.name, request.size, request.quality) if part
+    )
+    caption = f"**{user.display_name}**: {request.prompt[:1500]}\n-# {details}"
+    if revised and revised != request.prompt:
+        caption += f"\n-# Revised prompt: {revised[:300]}"
+    return caption[:2000]
+
+
+async def _tell(interaction: discord.Interaction, text: str) -> None:
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)

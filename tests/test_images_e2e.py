@@ -1,0 +1,247 @@
+"""/image and /edit end to end: the real bot, the fake Discord and the fake API."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cogs.sinks import DiscordLimits
+from tests.fakes.api import Hang, ImageReply
+from tests.fakes.discord import FakeDiscordConfig, InteractionRecord, MessageRecord, UploadFile
+from tests.harness import Harness, custom_ids, running_harness, sqlite_url
+
+
+def picture(width: int = 64, height: int = 64, *, fmt: str = "PNG", seed: int = 1) -> bytes:
+    """A small image with some detail, so that encoders cannot make it trivially small."""
+    generator = random.Random(seed)
+    image = Image.new("RGB", (width, height))
+    image.putdata([(generator.randrange(256), 90, 160) for _ in range(width * height)])
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def transparent_mask(width: int = 64, height: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (width, height), (0, 0, 0, 0)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    limits = DiscordLimits(progress_interval=0.2)
+    async with running_harness(sqlite_url(tmp_path), limits=limits) as harness:
+        await harness.start_bot()
+        yield harness
+
+
+async def delivered(harness: Harness, interaction: InteractionRecord) -> MessageRecord:
+    """Wait until the interaction's message carries images, and return it."""
+
+    def done() -> bool:
+        original = interaction.original
+        return original is not None and bool(original.versions[-1].attachments)
+
+    await harness.discord.wait_for(done, timeout=10)
+    assert interaction.original is not None
+    return interaction.original
+
+
+async def again_button(harness: Harness, message: MessageRecord) -> str:
+    """The Regenerate button, which appears once the images are remembered."""
+
+    def found() -> str | None:
+        return next((c for c in custom_ids(message) if c.startswith("image:again:")), None)
+
+    await harness.discord.wait_for(lambda: found() is not None, timeout=5)
+    button = found()
+    assert button is not None
+    return button
+
+
+def attached(message: MessageRecord) -> list[bytes]:
+    return [stored.data for stored in message.attachment_files]
+
+
+async def sentence(harness: Harness, interaction: InteractionRecord) -> str:
+    await harness.discord.wait_for(
+        lambda: (
+            interaction.original is not None
+            and interaction.original.versions[-1].content.startswith("⚠️")
+        ),
+        timeout=10,
+    )
+    assert interaction.original is not None
+    return interaction.original.versions[-1].content
+
+
+@pytest.mark.parametrize("response_format", ["b64_json", "url"])
+async def test_image_attaches_exactly_what_the_api_made(
+    harness: Harness, response_format: str
+) -> None:
+    made = picture(seed=7)
+    harness.api.script(
+        ImageReply(
+            response_format=response_format, data=made, revised_prompt="A red fox, watercolour"
+        )
+    )
+    interaction = await harness.discord.invoke_command("image", {"prompt": "a fox"})
+    message = await delivered(harness, interaction)
+    assert attached(message) == [made]
+    assert "Revised prompt: A red fox, watercolour" in message.versions[-1].content
+    assert (await again_button(harness, message)).startswith("image:again:")
+    request = harness.api.requests_to("/images/generations")[-1]
+    assert request.json["prompt"] == "a fox" and request.json["model"] == "gpt-image-1"
+
+
+async def test_count_three_with_a_one_image_model_makes_three_requests(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command(
+        "image", {"prompt": "three cats", "model": "dall-e-3", "count": 3, "quality": "hd"}
+    )
+    message = await delivered(harness, interaction)
+    assert len(attached(message)) == 3
+    requests = harness.api.requests_to("/images/generations")
+    assert [r.json["n"] for r in requests] == [1, 1, 1]
+    assert {r.json["quality"] for r in requests} == {"hd"}
+
+
+async def test_a_size_the_model_does_not_take_is_refused_before_any_request(
+    harness: Harness,
+) -> None:
+    interaction = await harness.discord.invoke_command(
+        "image", {"prompt": "x", "model": "dall-e-3", "size": "256x256"}
+    )
+    assert "dall-e-3 makes images of 1024x1024, 1792x1024 or 1024x1792" in await sentence(
+        harness, interaction
+    )
+    assert harness.api.requests_to("/images/generations") == []
+
+
+async def test_size_choices_follow_the_model(harness: Harness) -> None:
+    record = await harness.discord.invoke_autocomplete(
+        "image", {"prompt": "x", "model": "dall-e-2", "size": ""}, focused="size"
+    )
+    await harness.discord.wait_for(lambda: record.autocomplete_choices is not None, timeout=5)
+    assert [c["value"] for c in record.autocomplete_choices or []] == [
+        "256x256",
+        "512x512",
+        "1024x1024",
+    ]
+
+
+async def test_progress_shows_the_time_waited(harness: Harness) -> None:
+    harness.api.script(Hang(1.0))
+    interaction = await harness.discord.invoke_command("image", {"prompt": "slow"})
+    message = await delivered(harness, interaction)
+    contents = [version.content for version in message.versions]
+    assert contents[0].startswith("🎨 Making an image with gpt-image-1")
+    assert any(content.endswith(" s") for content in contents[1:-1])
+
+
+async def test_regenerate_makes_the_same_request_again(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command(
+        "image", {"prompt": "a boat", "model": "dall-e-2", "size": "512x512", "count": 2}
+    )
+    message = await delivered(harness, interaction)
+    again = await again_button(harness, message)
+    click = await harness.discord.click_button(message, again, harness.alice)
+    await delivered(harness, click)
+    first, second = harness.api.requests_to("/images/generations")
+    for field in ("prompt", "model", "size", "n"):
+        assert first.json[field] == second.json[field]
+
+
+async def test_edit_sends_the_image_and_mask_and_then_refines_the_result(
+    harness: Harness,
+) -> None:
+    source, mask = picture(seed=3), transparent_mask()
+    made = picture(seed=4)
+    harness.api.script(ImageReply(data=made))
+    interaction = await harness.discord.invoke_command(
+        "edit",
+        {"prompt": "add a hat"},
+        attachments={
+            "image": UploadFile("photo.png", source, "image/png"),
+            "mask": UploadFile("mask.png", mask, "image/png"),
+        },
+    )
+    message = await delivered(harness, interaction)
+    assert attached(message) == [made]
+    request = harness.api.requests_to("/images/edits")[-1]
+    assert request.parts_named("image")[0].data == source
+    assert request.parts_named("mask")[0].data == mask
+    assert request.parts_named("prompt")[0].data == b"add a hat"
+
+    # Without an image, the newest image of the conversation is edited.
+    follow_up = await harness.discord.invoke_command("edit", {"prompt": "make the hat red"})
+    await delivered(harness, follow_up)
+    refined = harness.api.requests_to("/images/edits")[-1]
+    assert refined.parts_named("image")[0].data == made
+
+
+async def test_dall_e_2_gets_a_square_png(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command(
+        "edit",
+        {"prompt": "wider", "model": "dall-e-2"},
+        attachments={"image": UploadFile("photo.jpg", picture(96, 48, fmt="JPEG"), "image/jpeg")},
+    )
+    await delivered(harness, interaction)
+    sent = harness.api.requests_to("/images/edits")[-1].parts_named("image")[0].data
+    with Image.open(io.BytesIO(sent)) as image:
+        assert image.format == "PNG" and image.mode == "RGBA"
+        assert image.width == image.height
+
+
+BAD_FILES = [
+    (UploadFile("notes.png", b"just some text, honestly", "image/png"), "not an image"),
+    (UploadFile("broken.png", picture(64, 64)[:400], "image/png"), "damaged"),
+    (UploadFile("anim.gif", picture(fmt="GIF"), "image/gif"), "GIF"),
+    (UploadFile("huge.png", b"\x89PNG" + bytes(30 * 1024 * 1024), "image/png"), "limit is 20 MB"),
+]
+
+
+@pytest.mark.parametrize(("upload", "expected"), BAD_FILES, ids=["text", "corrupt", "gif", "30mb"])
+async def test_bad_images_get_a_sentence_and_no_request(
+    tmp_path: Path, upload: UploadFile, expected: str
+) -> None:
+    config = FakeDiscordConfig(attachment_size_limit=64 * 1024 * 1024)
+    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+        await harness.start_bot()
+        interaction = await harness.discord.invoke_command(
+            "edit", {"prompt": "fix it"}, attachments={"image": upload}
+        )
+        assert expected in await sentence(harness, interaction)
+        assert harness.api.requests_to("/images/edits") == []
+
+
+async def test_a_mask_of_another_size_is_refused(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command(
+        "edit",
+        {"prompt": "fix it"},
+        attachments={
+            "image": UploadFile("photo.png", picture(64, 64), "image/png"),
+            "mask": UploadFile("mask.png", transparent_mask(32, 32), "image/png"),
+        },
+    )
+    assert "mask must be the same size" in await sentence(harness, interaction)
+    assert harness.api.requests_to("/images/edits") == []
+
+
+async def test_an_image_over_the_upload_limit_arrives_recompressed(tmp_path: Path) -> None:
+    config = FakeDiscordConfig(attachment_size_limit=40 * 1024)
+    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+        await harness.start_bot()
+        big = picture(400, 300, seed=9)
+        assert len(big) > 40 * 1024
+        harness.api.script(ImageReply(data=big))
+        interaction = await harness.discord.invoke_command("image", {"prompt": "detailed"})
+        message = await delivered(harness, interaction)
+        [data] = attached(message)
+        assert len(data) <= 40 * 1024
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.format in ("JPEG", "WEBP")
