@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.ai import ApiClient, ApiError
-from bot.app import Bot
+from bot.app import Bot, StartupError
 from bot.config import Settings, SettingsError, load_settings
 from bot.db import migrate
 from bot.db.engine import create_engine
@@ -52,8 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "The message content intent is not enabled for this bot: turn it on in the Developer "
             "Portal (Bot, Privileged Gateway Intents), or set MESSAGE_CONTENT_INTENT=false."
         )
+    except StartupError as exc:
+        _fail(str(exc))
+        log.debug("Start-up failure", exc_info=exc.__cause__)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        where = settings.discord_api_base_url or "discord.com"
+        _fail(f"Cannot reach Discord at {where} ({exc.__class__.__name__}).")
     except (SQLAlchemyError, OSError) as exc:
-        _fail(f"Cannot use the database at {_safe_url(settings)}: {exc.__class__.__name__}.")
+        _fail(f"Cannot use the database at {_safe_url(settings)} ({exc.__class__.__name__}).")
         log.debug("Database failure", exc_info=exc)
     return 1
 
@@ -69,8 +75,9 @@ def _safe_url(settings: Settings) -> str:
 async def _run(settings: Settings) -> int:
     bot = Bot(settings)
     loop = asyncio.get_running_loop()
+    closing: set[asyncio.Task[None]] = set()  # kept, so the task is not collected mid-way
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+        loop.add_signal_handler(signum, lambda: closing.add(asyncio.create_task(bot.close())))
     async with bot:
         await bot.start(settings.discord_token.get_secret_value())
     return 0

@@ -16,26 +16,31 @@ import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
-from bot.ai import ApiClient, ApiError, Timeouts
+from bot.ai import ApiClient, Timeouts
 from bot.config import Settings
 from bot.conversation.pacing import WriteScheduler
 from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.repository import ConversationStore, StateStore, UsageStore
-from bot.errors import UserError
-from bot.images.files import ImageProblem
+from bot.errors import sentence_for
 from bot.images.service import ImageOptions, ImageService
-from cogs.chat import ChatCog
+from cogs.chat import ChatCog, ChatSettings
 from cogs.images import ImagesCog
-from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits
+from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits, tell_privately
 
 log = logging.getLogger(__name__)
 
 _COMMANDS_HASH_KEY = "app_commands_hash"
 # aiohttp refuses lines longer than its buffer; streamed replies can carry long ones.
 _READ_BUFSIZE = 2**20
+
+
+class StartupError(Exception):
+    """The bot cannot start; `str()` is one sentence for the admin."""
 
 
 class ErrorReportingTree(app_commands.CommandTree["Bot"]):
@@ -45,27 +50,11 @@ class ErrorReportingTree(app_commands.CommandTree["Bot"]):
         self, interaction: discord.Interaction[Bot], error: app_commands.AppCommandError
     ) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, UserError | ImageProblem):
-            sentence = str(cause)
-        elif isinstance(cause, ApiError):
-            log.warning("Command /%s failed: %s", _command_name(interaction), cause)
-            sentence = cause.user_message
-        elif isinstance(cause, app_commands.CheckFailure):
-            sentence = "You can't use this command here."
+        if isinstance(cause, app_commands.CheckFailure):
+            sentence = "This command isn't available here."
         else:
-            log.error("Command /%s failed", _command_name(interaction), exc_info=cause)
-            sentence = "Something went wrong; the bot's admin can find the details in its log."
-        await _tell(interaction, f"⚠️ {sentence}")
-
-
-async def _tell(interaction: discord.Interaction[Any], text: str) -> None:
-    try:
-        if interaction.response.is_done():
-            await interaction.edit_original_response(content=text, view=None)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException as exc:
-        log.warning("Could not report an error to the user: %s", exc)
+            sentence = sentence_for(cause, doing=f"/{_command_name(interaction)}", log=log)
+        await tell_privately(interaction, f"⚠️ {sentence}")
 
 
 def _command_name(interaction: discord.Interaction[Any]) -> str:
@@ -99,7 +88,13 @@ class Bot(commands.AutoShardedBot):
         settings = self.settings
         engine = create_engine(settings.database_url)
         self._closing.append(engine.dispose)
-        await migrate.upgrade(engine)
+        try:
+            await migrate.upgrade(engine)
+        except (SQLAlchemyError, OSError) as exc:
+            url = make_url(settings.database_url).render_as_string(hide_password=True)
+            raise StartupError(
+                f"Cannot use the database at {url} ({exc.__class__.__name__}): check DATABASE_URL."
+            ) from exc
         sessions = create_sessionmaker(engine)
 
         session = aiohttp.ClientSession(read_bufsize=_READ_BUFSIZE)
@@ -118,6 +113,7 @@ class Bot(commands.AutoShardedBot):
 
         scheduler = WriteScheduler()
         scheduler_task = asyncio.create_task(scheduler.run(), name="write-scheduler")
+        scheduler_task.add_done_callback(_report_crash)
         self._closing.append(functools.partial(_cancel, scheduler_task))
 
         conversations = ConversationStore(sessions)
@@ -146,10 +142,14 @@ class Bot(commands.AutoShardedBot):
             ChatCog(
                 self,
                 self.chat,
-                conversations,
                 DiscordBudget(self.limits),
-                models=settings.chat_models,
-                allow_direct_messages=settings.allow_direct_messages,
+                ChatSettings(
+                    models=settings.chat_models,
+                    vision_models=settings.vision_models,
+                    default_model=settings.chat_model,
+                    max_image_bytes=settings.max_image_bytes,
+                    allow_direct_messages=settings.allow_direct_messages,
+                ),
             )
         )
         images = ImageService(
@@ -162,7 +162,13 @@ class Bot(commands.AutoShardedBot):
                 max_image_bytes=settings.max_image_bytes,
             ),
         )
-        await self.add_cog(ImagesCog(images, progress_interval=self.limits.progress_interval))
+        await self.add_cog(
+            ImagesCog(
+                images,
+                progress_interval=self.limits.progress_interval,
+                allow_direct_messages=settings.allow_direct_messages,
+            )
+        )
         await self._sync_commands(StateStore(sessions))
 
     async def _sync_commands(self, state: StateStore) -> None:
@@ -171,7 +177,8 @@ class Bot(commands.AutoShardedBot):
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
         payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
-        scope = f"guild:{guild.id}" if guild else "global"
+        # A new application on the same database must register its commands too.
+        scope = f"{self.application_id}:" + (f"guild:{guild.id}" if guild else "global")
         digest = hashlib.sha256(json.dumps([scope, payload], sort_keys=True).encode()).hexdigest()
         if await state.get(_COMMANDS_HASH_KEY) == digest:
             return
@@ -203,6 +210,12 @@ class Bot(commands.AutoShardedBot):
                 await step()
             except Exception:
                 log.exception("Shutting down a resource failed")
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A background task that must run for the bot's whole life ended: say so loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("%s stopped", task.get_name(), exc_info=task.exception())
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -5,10 +5,9 @@ Nothing else in the project reads `os.environ`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -118,14 +117,14 @@ class Settings(BaseSettings):
             raise ValueError("use a sqlite:/// or postgresql:// URL")
         return value
 
-    @property
-    def sqlite_path(self) -> Path | None:
-        """The SQLite file, when the database is one (its folder is created at start)."""
-        prefix = "sqlite+aiosqlite:///"
-        if not self.database_url.startswith(prefix):
-            return None
-        path = self.database_url.removeprefix(prefix)
-        return None if path in ("", ":memory:") else Path(path)
+    @model_validator(mode="after")
+    def _shards_need_a_count(self) -> Settings:
+        if self.shard_ids is not None and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT, the number of shards in all")
+        count = self.shard_count or 0
+        if self.shard_ids is not None and any(not 0 <= id_ < count for id_ in self.shard_ids):
+            raise ValueError("every shard id must be below SHARD_COUNT")
+        return self
 
 
 class SettingsError(Exception):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.conversation.context import Question, question_text
-from bot.conversation.service import Ask, ChatService, Place
+from bot.conversation.service import Ask, ChatService, Place, StopResult
 from bot.db.models import ConversationKind
-from bot.db.repository import ConversationStore, ImageRef
+from bot.db.repository import ImageRef
 from bot.errors import UserError
 from cogs.sinks import (
     NO_MENTIONS,
@@ -21,14 +23,30 @@ from cogs.sinks import (
     ChannelSink,
     DiscordBudget,
     InteractionSink,
+    tell_privately,
 )
 
 log = logging.getLogger(__name__)
 
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
-# Vision models take images up to 20 MB; larger ones are refused before any request.
-_MAX_VISION_IMAGE = 20 * 1024 * 1024
 _THREAD_NAME_LIMIT = 90
+_STOP_REFUSALS = {
+    StopResult.NOT_RUNNING: "This answer is no longer being written.",
+    StopResult.NOT_ALLOWED: (
+        "Only the person who asked, or someone who can manage messages, can stop it."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """What the chat cog needs to know of the bot's settings."""
+
+    models: Sequence[str]
+    vision_models: Sequence[str]
+    default_model: str
+    max_image_bytes: int
+    allow_direct_messages: bool
 
 
 class ChatCog(commands.Cog):
@@ -36,20 +54,20 @@ class ChatCog(commands.Cog):
         self,
         bot: commands.AutoShardedBot,
         chat: ChatService,
-        conversations: ConversationStore,
         budget: DiscordBudget,
-        *,
-        models: list[str],
-        allow_direct_messages: bool,
+        settings: ChatSettings,
     ) -> None:
         self.bot = bot
         self.chat = chat
-        self.conversations = conversations
         self.budget = budget
-        self.models = models
-        self.allow_direct_messages = allow_direct_messages
-        # Threads opened by /chat, so that their messages are answered without a mention.
+        self.settings = settings
+        # Threads known to be opened by /chat (or not), to spare a lookup per message.
         self._chat_threads: dict[int, bool] = {}
+        self._warned_channels: set[int] = set()
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Direct messages are a setting: off, the commands work in servers only."""
+        return interaction.guild is not None or self.settings.allow_direct_messages
 
     # Slash commands.
 
@@ -68,12 +86,13 @@ class ChatCog(commands.Cog):
         private: bool = False,
         image: discord.Attachment | None = None,
     ) -> None:
-        self._check_model(model)
+        author = interaction.user
+        self._check_model(model, images=1 if image else 0)
+        self.chat.check(author_id=author.id, prompt_chars=len(prompt))
         sink = InteractionSink(interaction, self.budget, private=private)
         await interaction.response.defer(thinking=True, ephemeral=private)
         sink.acknowledged()
-        image_urls, image_refs = await self._read_images([image] if image else [], interaction)
-        author = interaction.user
+        image_urls, _ = await self._read_images([image] if image else [], None)
         text = question_text(author.display_name, prompt)
         if image:
             text += f"\n[attached image: {image.filename}]"
@@ -86,7 +105,6 @@ class ChatCog(commands.Cog):
                 prompt_chars=len(prompt),
                 model=model,
                 private=private,
-                images=image_refs,
             ),
             sink,
         )
@@ -96,7 +114,7 @@ class ChatCog(commands.Cog):
         self, _interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         typed = current.lower()
-        matching = [name for name in self.models if typed in name.lower()]
+        matching = [name for name in self.settings.models if typed in name.lower()]
         return [app_commands.Choice(name=name, value=name) for name in matching[:25]]
 
     @app_commands.command(name="chat", description="Start a thread with the AI; talk there freely.")
@@ -104,7 +122,9 @@ class ChatCog(commands.Cog):
     async def chat_thread(
         self, interaction: discord.Interaction, prompt: str, model: str | None = None
     ) -> None:
+        author = interaction.user
         self._check_model(model)
+        self.chat.check(author_id=author.id, prompt_chars=len(prompt))
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
             raise UserError("/chat opens a thread, so it only works in a server's text channel.")
@@ -112,7 +132,6 @@ class ChatCog(commands.Cog):
             raise UserError(
                 "I need the Create Public Threads permission in this channel for /chat."
             )
-        author = interaction.user
         await interaction.response.send_message(
             f"💬 **{author.display_name}** started a conversation: {prompt[:1800]}",
             allowed_mentions=NO_MENTIONS,
@@ -138,9 +157,17 @@ class ChatCog(commands.Cog):
         name="reset", description="Forget this channel's or thread's conversation."
     )
     async def reset(self, interaction: discord.Interaction) -> None:
-        if interaction.channel_id is None:
+        channel_id = interaction.channel_id
+        if channel_id is None:
             raise UserError("There is no conversation here to forget.")
-        forgotten = await self.chat.reset(interaction.channel_id)
+        # A channel's history is everyone's: forgetting it takes Manage Messages. A /chat
+        # thread or a direct message is its people's own.
+        own_place = interaction.guild is None or await self._is_chat_thread(channel_id)
+        if not own_place and not _can_manage_messages(interaction):
+            raise UserError(
+                "Forgetting a channel's conversation takes the Manage Messages permission."
+            )
+        forgotten = await self.chat.reset(channel_id)
         await interaction.response.send_message(
             f"🧹 Forgot this conversation ({forgotten} messages)."
             if forgotten
@@ -154,26 +181,26 @@ class ChatCog(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self.bot.user is None:
             return
-        if not await self._addressed_to_us(message):
-            return
         try:
-            await self._answer_message(message)
+            if await self._addressed_to_us(message) and self._may_answer_in(message.channel):
+                await self._answer_message(message)
         except UserError as exc:
             await message.reply(f"⚠️ {exc}", allowed_mentions=NO_MENTIONS, mention_author=False)
-        except discord.Forbidden:
-            log.warning(
-                "Missing permissions to answer in channel %s: the bot needs View Channel, "
-                "Send Messages and Read Message History there",
-                message.channel.id,
+        except Exception:
+            log.exception(
+                "Answering message %s in channel %s failed", message.id, message.channel.id
             )
 
     async def _addressed_to_us(self, message: discord.Message) -> bool:
         me = self.bot.user
         assert me is not None
         if message.guild is None:
-            return self.allow_direct_messages
+            return self.settings.allow_direct_messages
         if me in message.mentions:
             return True
+        if not self.bot.intents.message_content:
+            # Without the intent only mentions carry their text: the rest arrive empty.
+            return False
         reference = message.reference
         resolved = reference.resolved if reference is not None else None
         if isinstance(resolved, discord.Message) and resolved.author.id == me.id:
@@ -182,13 +209,33 @@ class ChatCog(commands.Cog):
             return await self._is_chat_thread(message.channel.id)
         return False
 
+    def _may_answer_in(self, channel: discord.abc.MessageableChannel) -> bool:
+        """Whether the bot can write here; if not, the admin learns why from the log, once."""
+        if isinstance(channel, discord.DMChannel | discord.GroupChannel) or channel.guild is None:
+            return True
+        me = channel.guild.me
+        permissions = channel.permissions_for(me)
+        needed = {
+            "Send Messages": permissions.send_messages,
+            "Read Message History": permissions.read_message_history,
+        }
+        if isinstance(channel, discord.Thread):
+            needed["Send Messages in Threads"] = permissions.send_messages_in_threads
+        missing = [name for name, granted in needed.items() if not granted]
+        if missing and channel.id not in self._warned_channels:
+            self._warned_channels.add(channel.id)
+            log.warning(
+                "Mentioned in #%s (%s), but missing the permission(s) %s there: not answering",
+                getattr(channel, "name", "?"),
+                channel.id,
+                ", ".join(missing),
+            )
+        return not missing
+
     async def _is_chat_thread(self, thread_id: int) -> bool:
         known = self._chat_threads.get(thread_id)
         if known is None:
-            conversation = await self.conversations.find(thread_id)
-            known = self._chat_threads[thread_id] = bool(
-                conversation and conversation.opened_by_chat
-            )
+            known = self._chat_threads[thread_id] = await self.chat.is_chat_thread(thread_id)
         return known
 
     async def _answer_message(self, message: discord.Message) -> None:
@@ -198,6 +245,8 @@ class ChatCog(commands.Cog):
         images = [a for a in message.attachments if (a.content_type or "") in _IMAGE_TYPES]
         if not text and not images:
             raise UserError("Ask me something after the mention.")
+        self._check_model(None, images=len(images))
+        self.chat.check(author_id=message.author.id, prompt_chars=len(text))
         image_urls, image_refs = await self._read_images(images, message)
         quoted = None
         reference = message.reference
@@ -226,68 +275,76 @@ class ChatCog(commands.Cog):
         if interaction.type is not discord.InteractionType.component or interaction.data is None:
             return
         custom_id = str(interaction.data.get("custom_id", ""))
-        if custom_id.startswith(STOP_PREFIX):
-            await self._press_stop(interaction, custom_id.removeprefix(STOP_PREFIX))
-        elif custom_id.startswith(REGENERATE_PREFIX):
-            await self._press_regenerate(interaction, custom_id.removeprefix(REGENERATE_PREFIX))
+        try:
+            if custom_id.startswith(STOP_PREFIX):
+                await self._press_stop(interaction, custom_id.removeprefix(STOP_PREFIX))
+            elif custom_id.startswith(REGENERATE_PREFIX):
+                await self._press_regenerate(interaction, custom_id.removeprefix(REGENERATE_PREFIX))
+        except UserError as exc:
+            await tell_privately(interaction, f"⚠️ {exc}")
+        except Exception:
+            log.exception("The button %s failed", custom_id)
+            await tell_privately(interaction, "⚠️ Something went wrong; please try again.")
 
     async def _press_stop(self, interaction: discord.Interaction, key: str) -> None:
-        sentence = self.chat.stop(
+        result = self.chat.stop(
             key,
             user_id=interaction.user.id,
             can_manage=_can_manage_messages(interaction),
             by=interaction.user.display_name,
         )
-        if sentence == "Stopped.":
+        if result is StopResult.STOPPED:
             await interaction.response.defer()
         else:
-            await interaction.response.send_message(sentence, ephemeral=True)
+            await interaction.response.send_message(_STOP_REFUSALS[result], ephemeral=True)
 
     async def _press_regenerate(self, interaction: discord.Interaction, turn: str) -> None:
-        try:
-            ask = await self.chat.regeneration(
-                int(turn), user_id=interaction.user.id, can_manage=_can_manage_messages(interaction)
-            )
-        except (UserError, ValueError) as exc:
-            await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
-            return
+        channel = interaction.channel
+        if not turn.isdigit() or not isinstance(channel, discord.abc.Messageable):
+            raise UserError("This button no longer works.")
+        ask = await self.chat.regeneration(
+            int(turn),
+            channel_id=interaction.channel_id or 0,
+            user_id=interaction.user.id,
+            can_manage=_can_manage_messages(interaction),
+        )
         # The old answer leaves the history, so its button goes too.
         await interaction.response.edit_message(view=None)
-        channel = interaction.channel
-        if not isinstance(channel, discord.abc.Messageable) or interaction.channel_id is None:
-            return
-        sink = ChannelSink(
-            channel, interaction.channel_id, self.budget, reference=interaction.message
-        )
+        sink = ChannelSink(channel, channel.id, self.budget, reference=interaction.message)
         await self.chat.ask(ask, sink)
 
     # Helpers.
 
-    def _check_model(self, model: str | None) -> None:
-        if model is not None and model not in self.models:
+    def _check_model(self, model: str | None, *, images: int = 0) -> None:
+        if model is not None and model not in self.settings.models:
             raise UserError(f"I don't know the model {model!r}; pick one from the list.")
+        chosen = model or self.settings.default_model
+        if images and chosen not in self.settings.vision_models:
+            raise UserError(f"{chosen} can't look at images; pick a model that can.")
 
     async def _read_images(
-        self,
-        attachments: list[discord.Attachment],
-        source: discord.Message | discord.Interaction,
+        self, attachments: list[discord.Attachment], message: discord.Message | None
     ) -> tuple[list[str], list[ImageRef]]:
-        """Images become data: URLs (nothing for the API to fetch, nothing that expires)."""
+        """Images become data: URLs: nothing for the API to fetch, nothing that expires."""
         urls: list[str] = []
         refs: list[ImageRef] = []
+        limit = self.settings.max_image_bytes
         for attachment in attachments:
             content_type = (attachment.content_type or "").split(";")[0]
             if content_type not in _IMAGE_TYPES:
                 raise UserError(f"{attachment.filename} is not an image I can look at.")
-            if attachment.size > _MAX_VISION_IMAGE:
-                raise UserError(f"{attachment.filename} is larger than 20 MB.")
+            if attachment.size > limit:
+                raise UserError(
+                    f"{attachment.filename} is {attachment.size / 2**20:.1f} MB; "
+                    f"the limit is {limit / 2**20:.0f} MB."
+                )
             data = await attachment.read()
             urls.append(f"data:{content_type};base64,{base64.b64encode(data).decode()}")
-            if isinstance(source, discord.Message):
+            if message is not None:
                 refs.append(
                     ImageRef(
-                        source.channel.id,
-                        source.id,
+                        message.channel.id,
+                        message.id,
                         attachment.id,
                         attachment.filename,
                         content_type,
@@ -323,5 +380,4 @@ def _thread_name(prompt: str) -> str:
 
 
 def _can_manage_messages(interaction: discord.Interaction) -> bool:
-    permissions = interaction.permissions
-    return bool(permissions.manage_messages)
+    return bool(interaction.permissions.manage_messages)

@@ -14,12 +14,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.db.repository import ImageRef
-from bot.errors import UserError
+from bot.errors import UserError, sentence_for
 from bot.images.files import CheckedImage, check_image, check_mask, check_size, fit_for_upload
 from bot.images.models import ImageModel, image_model
 from bot.images.service import ImageRequest, ImageService, MadeImage
 from cogs.chat import place_of
-from cogs.sinks import NO_MENTIONS
+from cogs.sinks import NO_MENTIONS, tell_privately
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,17 @@ AGAIN_PREFIX = "image:again:"
 
 
 class ImagesCog(commands.Cog):
-    def __init__(self, images: ImageService, *, progress_interval: float) -> None:
+    def __init__(
+        self, images: ImageService, *, progress_interval: float, allow_direct_messages: bool
+    ) -> None:
         self.images = images
+        self.allow_direct_messages = allow_direct_messages
         # How often the progress message shows the time waited so far.
         self.progress_interval = progress_interval
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Direct messages are a setting: off, the commands work in servers only."""
+        return interaction.guild is not None or self.allow_direct_messages
 
     @app_commands.command(name="image", description="Make images from a description.")
     @app_commands.describe(
@@ -128,7 +135,7 @@ class ImagesCog(commands.Cog):
                 )
                 await self._make(interaction, request)
             except UserError as exc:
-                await _tell(interaction, f"⚠️ {exc}")
+                await tell_privately(interaction, f"⚠️ {exc}")
 
     # The work.
 
@@ -234,6 +241,11 @@ class ImagesCog(commands.Cog):
         ticker = asyncio.create_task(tick())
         try:
             yield
+        except Exception as exc:
+            # The progress message becomes the sentence, so nobody is left watching a clock.
+            ticker.cancel()
+            sentence = sentence_for(exc, doing=f"Making images ({request.model.name})", log=log)
+            await interaction.edit_original_response(content=f"⚠️ {sentence}", attachments=[])
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -281,10 +293,3 @@ def _caption(user: discord.abc.User, request: ImageRequest, revised: str | None)
     if revised and revised != request.prompt:
         caption += f"\n-# Revised prompt: {revised[:300]}"
     return caption[:2000]
-
-
-async def _tell(interaction: discord.Interaction, text: str) -> None:
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True)
-    else:
-        await interaction.response.send_message(text, ephemeral=True)

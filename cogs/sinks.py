@@ -111,7 +111,10 @@ class ChannelSink:
         self._channel = channel
         self._windows = (budget.channel(channel_id), budget.bot)
         self._reference = reference
-        self._messages: list[discord.Message | discord.PartialMessage] = list(existing)
+        # By position in the answer: a send that failed must not shift the ones after it.
+        self._messages: dict[int, discord.Message | discord.PartialMessage] = dict(
+            enumerate(existing)
+        )
 
     def windows(self) -> Sequence[Window]:
         return self._windows
@@ -120,12 +123,12 @@ class ChannelSink:
         return None
 
     def message_ids(self) -> list[int]:
-        return [message.id for message in self._messages]
+        return [self._messages[index].id for index in sorted(self._messages)]
 
     async def show(self, index: int, shown: Shown) -> None:
         view = controls_view(shown.controls)
         try:
-            if index < len(self._messages):
+            if index in self._messages:
                 await self._messages[index].edit(content=shown.content, view=view)
                 return
             options: dict[str, Any] = {}
@@ -134,18 +137,21 @@ class ChannelSink:
             if index == 0 and self._reference is not None:
                 # Only the first message replies to the question; continuations follow it.
                 options["reference"] = self._reference
-            message = await self._channel.send(
+            self._messages[index] = await self._channel.send(
                 shown.content, allowed_mentions=NO_MENTIONS, mention_author=False, **options
             )
-            self._messages.append(message)
         except discord.NotFound as exc:
             raise MessageGone from exc
         except discord.HTTPException as exc:
-            if exc.code == 50035 and index == 0 and self._reference is not None:
-                # The question was deleted before the answer began: answer without replying.
+            if index == 0 and self._reference is not None and exc.code in (50013, 50035, 160002):
+                # The question was deleted, or replying needs a permission we lack: answer
+                # without replying.
                 self._reference = None
                 await self.show(index, shown)
                 return
+            if isinstance(exc, discord.Forbidden):
+                log.warning("Missing permissions to write the answer: %s", exc.text)
+                raise MessageGone from exc
             raise
 
 
@@ -220,7 +226,7 @@ class InteractionSink:
                     wait=True,
                 )
                 self._messages.append(followup)
-        except discord.NotFound as exc:
+        except (discord.NotFound, discord.Forbidden) as exc:
             raise MessageGone from exc
 
     def _channel_sink(self) -> ChannelSink:
@@ -230,3 +236,17 @@ class InteractionSink:
             raise MessageGone
         existing = [channel.get_partial_message(message.id) for message in self._messages]  # type: ignore[union-attr]
         return ChannelSink(channel, channel.id, self._budget, existing=existing)
+
+
+async def tell_privately(interaction: discord.Interaction[Any], text: str) -> None:
+    """One sentence only the person who acted sees (after a public deferral, the first
+    followup takes the deferred message's place instead)."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        else:
+            await interaction.response.send_message(
+                text, ephemeral=True, allowed_mentions=NO_MENTIONS
+            )
+    except discord.HTTPException as exc:
+        log.warning("Could not tell the user: %s", exc)

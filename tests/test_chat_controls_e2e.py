@@ -12,7 +12,7 @@ from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.models import ConversationKind, TurnStatus
 from bot.db.repository import ConversationStore, NewTurn
 from tests.fakes.api import Reply
-from tests.fakes.discord import FakeDiscordConfig, MessageRecord
+from tests.fakes.discord import FakeDiscordConfig, MessageRecord, Perm
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
 SLOW = Reply(text="word " * 60, chunk_size=5, chunk_interval=0.05)  # about three seconds
@@ -207,3 +207,49 @@ async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) ->
         assert [
             m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
         ][1:] == ["alice: hello again"]
+
+
+async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(harness: Harness) -> None:
+    harness.api.script(SLOW, Reply(text="never asked"))
+    first = await harness.mention("first question")
+    await streaming_answer(harness, first)
+    second = await harness.mention("second question", author=harness.bob)
+    await harness.discord.wait_for(
+        lambda: any(
+            m.versions[-1].content.startswith("⏳ Waiting") for m in harness.bot_messages()
+        ),
+        timeout=5,
+    )
+    waiting = next(m for m in harness.bot_messages() if m.versions[-1].content.startswith("⏳"))
+    await harness.discord.click_button(waiting, button(waiting, "answer:stop:"), harness.bob)
+    stopped = await harness.answer_to(second, within=2)  # long before the first answer ends
+    assert stopped.versions[-1].content == "Stopped by bob."
+    await harness.answer_to(first)
+    assert len(harness.api.requests_to("/chat/completions")) == 1
+    await harness.answer_to(await harness.mention("third question"))
+    history = [
+        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
+    ]
+    assert "bob: second question" not in history
+
+
+async def test_an_empty_answer_gets_a_sentence(harness: Harness) -> None:
+    harness.api.script(Reply(text=""))
+    answer = await harness.answer_to(await harness.mention("say nothing"))
+    assert answer.versions[-1].content == "⚠️ The model returned an empty answer; please try again."
+
+
+async def test_a_channel_where_the_bot_cannot_write_is_explained_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reading_only = Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY
+    config = FakeDiscordConfig(bot_permissions=reading_only, everyone_permissions=reading_only)
+    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+        await harness.start_bot()
+        question = await harness.mention("hello?")
+        await harness.discord.wait_for(
+            lambda: "missing the permission(s) Send Messages" in caplog.text, timeout=5
+        )
+        assert harness.api.requests_to("/chat/completions") == []
+        assert harness.bot_messages() == []
+        assert question.id

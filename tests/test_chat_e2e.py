@@ -208,7 +208,14 @@ async def test_history_is_per_channel_and_survives_a_restart(harness: Harness) -
 
 async def test_reset_forgets_the_conversation(harness: Harness) -> None:
     await harness.answer_to(await harness.mention("Remember the number 7."))
-    interaction = await harness.discord.invoke_command("reset", channel=harness.general)
+    refused = await harness.discord.invoke_command("reset", channel=harness.general)
+    await harness.discord.wait_for(lambda: refused.original is not None, timeout=5)
+    assert refused.original is not None
+    assert "takes the Manage Messages permission" in refused.original.versions[-1].content
+
+    interaction = await harness.discord.invoke_command(
+        "reset", channel=harness.general, user=harness.moderator
+    )
     await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
     assert interaction.original is not None
     assert "Forgot" in interaction.original.versions[-1].content

@@ -55,7 +55,6 @@ def test_env_file_lists_and_urls(tmp_path: Path) -> None:
     assert settings.database_url == "postgresql+asyncpg://bot:pw@db/bot"
     assert settings.acedatacloud_api_base_url == "http://x"
     assert settings.log_level == "DEBUG"
-    assert settings.sqlite_path is None
 
 
 def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,3 +90,13 @@ def test_python_m_bot_without_token_prints_one_sentence(tmp_path: Path) -> None:
         "Cannot start: DISCORD_TOKEN is not set: add it to the environment or to .env "
         "(see .env.example)."
     ]
+
+
+def test_shard_ids_need_a_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SHARD_IDS", "0,1")
+    with pytest.raises(SettingsError, match="SHARD_IDS needs SHARD_COUNT"):
+        load_settings()
+    monkeypatch.setenv("SHARD_COUNT", "4")
+    assert load_settings().shard_ids == [0, 1]

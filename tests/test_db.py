@@ -212,3 +212,13 @@ async def test_state_values(sessions: async_sessionmaker[AsyncSession]) -> None:
     await state.set("k", "one")
     await state.set("k", "two")
     assert await state.get("k") == "two"
+
+
+async def test_turn_ids_are_never_reused(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Buttons carry turn ids: after a delete, a new turn must not take an old id."""
+    store = ConversationStore(sessions)
+    conversation = await store.open(6, guild_id=None, kind=ConversationKind.CHANNEL)
+    first = await store.append_turn(conversation.id, _turn(1))
+    await store.delete_turns([first])
+    second = await store.append_turn(conversation.id, _turn(2))
+    assert second > first

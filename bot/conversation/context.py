@@ -46,7 +46,12 @@ def build_messages(
     system_prompt: str, history: Sequence[StoredTurn], question: Question
 ) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
-    for turn in history:
+    turns = [turn for turn in history if turn.content]
+    # History starts with a question: an answer whose question fell out of the budget would
+    # be half an exchange.
+    while turns and turns[0].role == "assistant":
+        turns.pop(0)
+    for turn in turns:
         # Images from earlier turns are not sent again: they cost many tokens each time.
         messages.append({"role": turn.role, "content": turn.content})
     if question.image_urls:

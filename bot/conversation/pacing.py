@@ -172,6 +172,7 @@ class WriteScheduler:
         finally:
             for task in self._tasks:
                 task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _start_ready_writes(self, now: float) -> float | None:
         """Start every write allowed now; return how long until the next one may be."""

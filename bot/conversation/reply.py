@@ -84,6 +84,7 @@ class StreamingReply:
         self._messages: list[PacedMessage] = []
         self._shown: list[Shown | None] = []
         self.gone = False
+        self.finished = False
 
     # What the caller says.
 
@@ -115,6 +116,7 @@ class StreamingReply:
         await asyncio.gather(*(message.settled() for message in self._messages))
         for message in self._messages:
             self._scheduler.discard(message)
+        self.finished = True
 
     @property
     def message_count(self) -> int:

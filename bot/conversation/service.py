@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -19,12 +20,16 @@ from bot.conversation.reply import Controls, ReplySink, StreamingReply
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
-from bot.errors import UserError
+from bot.errors import UserError, sentence_for
 
 log = logging.getLogger(__name__)
 
 QUEUED = "⏳ Queued: many questions are being answered; yours is next in line."
 WAITING = "⏳ Waiting for the answer before this one to finish."
+
+# Why an answer stopped, besides the name of the person who pressed Stop.
+SHUTDOWN = "\x00shutdown"
+DELETED = "\x00deleted"
 
 INTERRUPTED = "The bot restarted before this answer finished."
 UNEXPECTED = "Something went wrong while answering; please try again."
@@ -84,14 +89,28 @@ class Outcome:
     model: str
 
 
+class StopResult(enum.Enum):
+    STOPPED = "stopped"
+    NOT_RUNNING = "not running"
+    NOT_ALLOWED = "not allowed"
+
+
 @dataclass
 class _Running:
     key: str
     author_id: int
     stop_reason: str | None = None
+    # The task waiting for its turn, then the task streaming the answer: Stop cancels either.
     task: asyncio.Task[Any] | None = None
     text: str = ""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Result:
+    status: TurnStatus
+    notice: str | None = None
+    usage: Usage | None = None
 
 
 class ChatService:
@@ -117,40 +136,63 @@ class ChatService:
 
     # Asking.
 
+    def check(self, *, author_id: int, prompt_chars: int) -> None:
+        """Refuse, before anything is shown, what would be refused anyway."""
+        limit = self.options.max_prompt_chars
+        if prompt_chars > limit:
+            raise UserError(
+                f"Your message is {prompt_chars} characters long; the limit is {limit}."
+            )
+        waiting = sum(running.author_id == author_id for running in self._running.values())
+        if waiting >= _MAX_QUESTIONS_PER_PERSON:
+            raise UserError(
+                "You already have questions waiting for answers; wait for them or press Stop."
+            )
+
     async def ask(self, ask: Ask, sink: ReplySink) -> Outcome:
         """Answer a question into `sink`: after the asker's previous question, and after the
-        earlier questions of the same conversation."""
-        self._check(ask)
+        earlier questions of the same conversation. Whatever happens, the reply is finished."""
+        self.check(author_id=ask.author_id, prompt_chars=ask.prompt_chars)
         running = _Running(uuid.uuid4().hex, ask.author_id)
         self._running[running.key] = running
         reply = StreamingReply(
             sink,
             self._scheduler,
             stop_key=running.key,
-            on_gone=lambda: self._cancel(running, "deleted"),
+            on_gone=lambda: self._cancel(running, DELETED),
         )
+        model = ask.model or self.options.default_model
         try:
-            person = self._person_locks.setdefault(ask.author_id, asyncio.Lock())
-            conversation = self._locks.setdefault(ask.place.channel_id, asyncio.Lock())
-            if person.locked() or conversation.locked():
-                reply.status(WAITING)
-            async with person, conversation:
-                return await self._answer(ask, sink, reply, running)
+            queued = asyncio.create_task(self._in_turn(ask, sink, reply, running))
+            running.task = queued
+            try:
+                await asyncio.wait({queued})
+            except asyncio.CancelledError:
+                queued.cancel()
+                raise
+            if queued.cancelled():  # stopped while it waited for its turn
+                await reply.finish("", notice=self._stop_notice(running) or "Stopped.")
+                return Outcome("", TurnStatus.STOPPED, None, model)
+            return queued.result()
+        except Exception as exc:
+            doing = f"Answering in channel {ask.place.channel_id}"
+            sentence = sentence_for(exc, doing=doing, log=log)
+            if not reply.finished:  # an answer already shown stays as it is
+                await reply.finish(f"⚠️ {sentence}")
+            return Outcome("", TurnStatus.FAILED, None, model)
         finally:
             del self._running[running.key]
             running.done.set()
 
-    def _check(self, ask: Ask) -> None:
-        limit = self.options.max_prompt_chars
-        if ask.prompt_chars > limit:
-            raise UserError(
-                f"Your message is {ask.prompt_chars} characters long; the limit is {limit}."
-            )
-        waiting = sum(running.author_id == ask.author_id for running in self._running.values())
-        if waiting >= _MAX_QUESTIONS_PER_PERSON:
-            raise UserError(
-                "You already have questions waiting for answers; wait for them or press Stop."
-            )
+    async def _in_turn(
+        self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
+    ) -> Outcome:
+        person = self._person_locks.setdefault(ask.author_id, asyncio.Lock())
+        conversation = self._locks.setdefault(ask.place.channel_id, asyncio.Lock())
+        if person.locked() or conversation.locked():
+            reply.status(WAITING)
+        async with person, conversation:
+            return await self._answer(ask, sink, reply, running)
 
     async def _answer(
         self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
@@ -172,56 +214,59 @@ class ChatService:
         stored = [] if ask.private else await self._store_question(conversation.id, ask, model)
         answer_turn = stored[-1] if stored else None
 
+        # From here on Stop cancels the stream, never the bookkeeping around it.
         stream = asyncio.create_task(
             self._stream(messages, model, ask, reply, running, sink.deadline())
         )
         running.task = stream
-        if running.stop_reason is not None:  # Stop was pressed while it waited its turn
+        if running.stop_reason is not None:
             stream.cancel()
         try:
             await asyncio.wait({stream})
         except asyncio.CancelledError:
-            self._cancel(running, "shutdown")
+            self._cancel(running, SHUTDOWN)
             with contextlib.suppress(asyncio.CancelledError):
                 await stream
             raise
-        status, notice, usage = self._result_of(stream, running)
+        result = self._result_of(stream, running)
+        text = running.text
 
-        if status is TurnStatus.FAILED and not running.text:
-            await reply.finish(f"⚠️ {notice}")
+        if not text:
             # Nothing was answered: the question leaves no trace in the history.
+            if result.status is TurnStatus.COMPLETE:
+                result.notice = "The model returned an empty answer; please try again."
+            await reply.finish(f"⚠️ {result.notice}" if result.notice else "")
             new_turns = stored if ask.question_turn is None else stored[-1:]
             await self._conversations.delete_turns(new_turns)
+            answer_turn = None
         else:
             controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
-            await reply.finish(running.text, notice=notice, controls=controls)
+            await reply.finish(text, notice=result.notice, controls=controls)
             if answer_turn is not None:
                 await self._conversations.finish_turn(
                     answer_turn,
-                    content=running.text,
-                    token_estimate=estimate_tokens(running.text),
-                    status=status,
+                    content=text,
+                    token_estimate=estimate_tokens(text),
+                    status=result.status,
                     message_ids=sink.message_ids(),
                     model=model,
-                    prompt_tokens=usage.prompt_tokens if usage else None,
-                    completion_tokens=usage.completion_tokens if usage else None,
+                    prompt_tokens=result.usage.prompt_tokens if result.usage else None,
+                    completion_tokens=result.usage.completion_tokens if result.usage else None,
                 )
-        if usage is not None:
-            await self._usage.record(
-                user_id=ask.author_id,
-                guild_id=ask.place.guild_id,
-                channel_id=ask.place.channel_id,
-                kind=UsageKind.CHAT,
-                model=model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-            )
-        return Outcome(running.text, status, answer_turn, model)
+        await self._record_usage(ask, model, messages, text, result.usage)
+        return Outcome(text, result.status, answer_turn, model)
 
     async def _store_question(self, conversation_id: int, ask: Ask, model: str) -> list[int]:
         """Store the question (unless it is stored already) and an answer in progress."""
         turns: list[int] = []
         if ask.replacing_turn is not None:
+            # Checked again here, in the conversation's turn: two presses of Regenerate, or a
+            # question asked meanwhile, must not both replace it.
+            newest = await self._conversations.newest_turns(
+                conversation_id, token_budget=2**62, max_turns=1
+            )
+            if [turn.id for turn in newest] != [ask.replacing_turn]:
+                raise UserError("That answer was replaced meanwhile; only the newest can be.")
             await self._conversations.delete_turns([ask.replacing_turn])
         if ask.question_turn is None:
             question = NewTurn(
@@ -278,38 +323,68 @@ class ChatService:
 
     def _result_of(
         self, stream: asyncio.Task[tuple[str | None, Usage | None]], running: _Running
-    ) -> tuple[TurnStatus, str | None, Usage | None]:
+    ) -> _Result:
         if stream.cancelled():
-            reason = running.stop_reason
-            if reason == "shutdown":
-                return (
-                    TurnStatus.INTERRUPTED,
-                    "The bot restarted before this answer finished.",
-                    None,
-                )
-            if reason == "deleted":
-                return TurnStatus.STOPPED, None, None
-            return TurnStatus.STOPPED, f"Stopped{f' by {reason}' if reason else ''}.", None
+            status = (
+                TurnStatus.INTERRUPTED if running.stop_reason == SHUTDOWN else TurnStatus.STOPPED
+            )
+            return _Result(status, self._stop_notice(running))
         error = stream.exception()
         if isinstance(error, TimeoutError):
-            return TurnStatus.STOPPED, PRIVATE_TIME_LIMIT, None
+            return _Result(TurnStatus.STOPPED, PRIVATE_TIME_LIMIT)
         if isinstance(error, ApiError):
             log.warning("Answer failed: %s", error)
-            return TurnStatus.FAILED, error.user_message, None
+            return _Result(TurnStatus.FAILED, error.user_message)
         if error is not None:
             log.error("Answer failed unexpectedly", exc_info=error)
-            return (
-                TurnStatus.FAILED,
-                "Something went wrong while answering; please try again.",
-                None,
-            )
+            return _Result(TurnStatus.FAILED, UNEXPECTED)
         finish_reason, usage = stream.result()
-        return TurnStatus.COMPLETE, _FINISH_NOTICES.get(finish_reason or ""), usage
+        return _Result(TurnStatus.COMPLETE, _FINISH_NOTICES.get(finish_reason or ""), usage)
 
-    async def regeneration(self, turn_id: int, *, user_id: int, can_manage: bool) -> Ask:
+    @staticmethod
+    def _stop_notice(running: _Running) -> str | None:
+        reason = running.stop_reason
+        if reason == SHUTDOWN:
+            return INTERRUPTED
+        if reason == DELETED:
+            return None
+        return f"Stopped by {reason}." if reason else "Stopped."
+
+    async def _record_usage(
+        self,
+        ask: Ask,
+        model: str,
+        messages: list[dict[str, Any]],
+        text: str,
+        usage: Usage | None,
+    ) -> None:
+        """What the API reported; for an answer cut short it reports nothing, so estimate."""
+        if usage is not None:
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        elif text:
+            prompt = sum(estimate_tokens(str(message["content"])) for message in messages)
+            completion = estimate_tokens(text)
+        else:
+            return
+        await self._usage.record(
+            user_id=ask.author_id,
+            guild_id=ask.place.guild_id,
+            channel_id=ask.place.channel_id,
+            kind=UsageKind.CHAT,
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+
+    async def regeneration(
+        self, turn_id: int, *, channel_id: int, user_id: int, can_manage: bool
+    ) -> Ask:
         """The question to ask again so that its new answer replaces answer `turn_id`."""
         answer = await self._conversations.get_turn(turn_id)
-        if answer is None:
+        conversation = (
+            await self._conversations.get_conversation(answer.conversation_id) if answer else None
+        )
+        if answer is None or conversation is None or conversation.channel_id != channel_id:
             raise UserError("That answer is no longer in this conversation's history.")
         newest = await self._conversations.newest_turns(
             answer.conversation_id, token_budget=2**62, max_turns=2
@@ -321,7 +396,6 @@ class ChatService:
             raise UserError(
                 "Only the person who asked, or someone who can manage messages, can regenerate."
             )
-        conversation = await self._conversations.get_conversation(answer.conversation_id)
         return Ask(
             place=Place(
                 conversation.channel_id,
@@ -338,17 +412,21 @@ class ChatService:
             question_turn=question.id,
         )
 
+    async def is_chat_thread(self, channel_id: int) -> bool:
+        """Whether this thread was opened by /chat, so that it is answered without mentions."""
+        conversation = await self._conversations.find(channel_id)
+        return bool(conversation and conversation.opened_by_chat)
+
     # Stopping.
 
-    def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> str:
-        """Stop a running answer; returns a sentence for the person who pressed Stop."""
+    def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> StopResult:
         running = self._running.get(key)
         if running is None:
-            return "This answer is no longer being written."
+            return StopResult.NOT_RUNNING
         if running.author_id != user_id and not can_manage:
-            return "Only the person who asked, or someone who can manage messages, can stop it."
+            return StopResult.NOT_ALLOWED
         self._cancel(running, by)
-        return "Stopped."
+        return StopResult.STOPPED
 
     def _cancel(self, running: _Running, reason: str) -> None:
         if running.stop_reason is None:
@@ -360,11 +438,12 @@ class ChatService:
         """End every answer in progress with a notice, waiting at most `grace` seconds."""
         running = list(self._running.values())
         for answer in running:
-            self._cancel(answer, "shutdown")
-        if running:
-            await asyncio.wait(
-                [asyncio.ensure_future(a.done.wait()) for a in running], timeout=grace
-            )
+            self._cancel(answer, SHUTDOWN)
+        waiters = [asyncio.create_task(answer.done.wait()) for answer in running]
+        if waiters:
+            await asyncio.wait(waiters, timeout=grace)
+            for waiter in waiters:
+                waiter.cancel()
 
     # Forgetting.
 

@@ -67,6 +67,7 @@ class Conversation(Base):
     """One channel, thread or direct-message channel, keyed by its Discord id."""
 
     __tablename__ = "conversations"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     channel_id: Mapped[int] = mapped_column(BigInteger, unique=True)
@@ -85,8 +86,12 @@ class Turn(Base):
     """One message in a conversation: a person's question or the bot's answer."""
 
     __tablename__ = "turns"
-    # The newest turns of a conversation are read by walking this index backwards.
-    __table_args__ = (Index("ix_turns_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        # The newest turns of a conversation are read by walking this index backwards.
+        Index("ix_turns_conversation_id_id", "conversation_id", "id"),
+        # Buttons carry turn ids: an id must never come back for another turn after a delete.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
@@ -122,6 +127,7 @@ class TurnImage(Base):
     let us fetch the message again and read a fresh URL."""
 
     __tablename__ = "turn_images"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
@@ -185,6 +191,7 @@ class UsageRecord(Base):
     __table_args__ = (
         Index("ix_usage_records_guild_id_created_at", "guild_id", "created_at"),
         Index("ix_usage_records_user_id_created_at", "user_id", "created_at"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -373,5 +373,10 @@ class StateStore:
             return row.value if row else None
 
     async def set(self, key: str, value: str) -> None:
-        async with self._sessions.begin() as session:
-            await session.merge(BotState(key=key, value=value))
+        try:
+            async with self._sessions.begin() as session:
+                await session.merge(BotState(key=key, value=value))
+        except IntegrityError:
+            # Another process inserted the key at the same moment: write over theirs.
+            async with self._sessions.begin() as session:
+                await session.merge(BotState(key=key, value=value))

@@ -20,6 +20,8 @@ from typing import Literal
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin
 
+from bot.errors import UserError
+
 log = logging.getLogger(__name__)
 
 ImageFormat = Literal["png", "jpeg", "webp"]
@@ -41,7 +43,7 @@ _OPAQUE = (0, 0, 0, 255)
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
-class ImageProblem(Exception):
+class ImageProblem(UserError):
     """A file the bot can't use. ``str()`` is one sentence to show the person as it is."""
 
 

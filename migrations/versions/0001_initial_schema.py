@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_conversations")),
         sa.UniqueConstraint("channel_id", name=op.f("uq_conversations_channel_id")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "guild_settings",
@@ -85,6 +86,7 @@ def upgrade() -> None:
         sa.Column("images", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_records")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
         batch_op.create_index(
@@ -131,6 +133,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_turns")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("turns", schema=None) as batch_op:
         batch_op.create_index(
@@ -151,6 +154,7 @@ def upgrade() -> None:
             ["turn_id"], ["turns.id"], name=op.f("fk_turn_images_turn_id_turns"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_turn_images")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("turn_images", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_turn_images_message_id"), ["message_id"], unique=False)
