@@ -19,8 +19,6 @@ log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()
 STOP_PREFIX = "answer:stop:"
 REGENERATE_PREFIX = "answer:regenerate:"
-# Interaction tokens live 15 minutes; stop using one a little before it dies.
-_TOKEN_LIFETIME = datetime.timedelta(minutes=15) - datetime.timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,9 @@ class DiscordLimits:
     margin: float = 0.05
     # Seconds between edits of a progress message (an image being made).
     progress_interval: float = 5.0
+    # An interaction token lives 15 minutes; stop using one this long before it dies.
+    token_lifetime: float = 15 * 60.0
+    token_margin: float = 30.0
 
 
 class DiscordBudget:
@@ -173,7 +174,9 @@ class InteractionSink:
         self._budget = budget
         self._private = private
         self.token_window = budget.token()
-        self._expires = interaction.created_at + _TOKEN_LIFETIME
+        limits = budget.limits
+        usable = limits.token_lifetime - limits.token_margin
+        self._expires = interaction.created_at + datetime.timedelta(seconds=usable)
         self._messages: list[discord.Message | discord.WebhookMessage] = []
         self._after_expiry: ChannelSink | None = None
 

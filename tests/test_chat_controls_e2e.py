@@ -11,6 +11,7 @@ import pytest
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.models import ConversationKind, TurnStatus
 from bot.db.repository import ConversationStore, NewTurn
+from cogs.sinks import DiscordLimits
 from tests.fakes.api import Reply
 from tests.fakes.discord import FakeDiscordConfig, MessageRecord, Perm
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
@@ -253,3 +254,34 @@ async def test_a_channel_where_the_bot_cannot_write_is_explained_in_the_log(
         assert harness.api.requests_to("/chat/completions") == []
         assert harness.bot_messages() == []
         assert question.id
+
+
+async def test_answers_that_outlive_the_interaction_token(tmp_path: Path) -> None:
+    """A public answer goes on as channel messages; a private one ends with a notice."""
+    config = FakeDiscordConfig(interaction_token_lifetime=2.0)
+    limits = DiscordLimits(token_lifetime=2.0, token_margin=0.8)
+    async with running_harness(sqlite_url(tmp_path), config=config, limits=limits) as harness:
+        await harness.start_bot()
+        text = "word " * 60
+        harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
+        public = await harness.discord.invoke_command("ask", {"prompt": "long, public"})
+        await harness.discord.wait_for(
+            lambda: (
+                public.original is not None and public.original.versions[-1].content == text.strip()
+            ),
+            timeout=10,
+        )
+        assert public.errors == []  # nothing was sent with the dead token
+
+        harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
+        private = await harness.discord.invoke_command(
+            "ask", {"prompt": "long, private", "private": True}
+        )
+        await harness.discord.wait_for(
+            lambda: (
+                private.original is not None
+                and "15 minutes" in private.original.versions[-1].content
+            ),
+            timeout=10,
+        )
+        assert private.errors == []

@@ -352,3 +352,16 @@ async def test_a_timeout_is_a_sentence(tmp_path: Path) -> None:
         harness.api.script(Hang(2), Hang(2), Hang(2))
         answer = await harness.answer_to(await harness.mention("slow?"), within=15)
         assert "took too long" in answer.versions[-1].content
+
+
+async def test_commands_are_registered_only_when_they_change(harness: Harness) -> None:
+    def registrations() -> int:
+        return len(harness.discord.requests_for("commands", method="PUT"))
+
+    assert registrations() == 1
+    await harness.stop_bot()
+    await harness.start_bot()
+    assert registrations() == 1
+    await harness.stop_bot()
+    await harness.start_bot(dev_guild_id=harness.guild.id)  # another scope: registered there
+    assert harness.discord.registered_commands(harness.guild)
