@@ -163,11 +163,7 @@ class Bot(commands.AutoShardedBot):
             ),
         )
         await self.add_cog(
-            ImagesCog(
-                images,
-                progress_interval=self.limits.progress_interval,
-                allow_direct_messages=settings.allow_direct_messages,
-            )
+            ImagesCog(images, self.limits, allow_direct_messages=settings.allow_direct_messages)
         )
         await self._sync_commands(StateStore(sessions))
 

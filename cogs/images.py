@@ -8,6 +8,7 @@ import io
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -19,7 +20,7 @@ from bot.images.files import CheckedImage, check_image, check_mask, check_size, 
 from bot.images.models import ImageModel, image_model
 from bot.images.service import ImageRequest, ImageService, MadeImage
 from cogs.chat import place_of
-from cogs.sinks import NO_MENTIONS, tell_privately
+from cogs.sinks import NO_MENTIONS, DiscordLimits, tell_privately, token_expiry
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,11 @@ AGAIN_PREFIX = "image:again:"
 
 class ImagesCog(commands.Cog):
     def __init__(
-        self, images: ImageService, *, progress_interval: float, allow_direct_messages: bool
+        self, images: ImageService, limits: DiscordLimits, *, allow_direct_messages: bool
     ) -> None:
         self.images = images
+        self.limits = limits
         self.allow_direct_messages = allow_direct_messages
-        # How often the progress message shows the time waited so far.
-        self.progress_interval = progress_interval
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Direct messages are a setting: off, the commands work in servers only."""
@@ -83,7 +83,10 @@ class ImagesCog(commands.Cog):
         for attachment in (image, mask):
             if attachment is not None:
                 check_size(attachment.size, max_bytes=limit)
-        async with self._progress(interaction, request), self.images.job_of(interaction.user.id):
+        async with (
+            self._progress(interaction, request) as progress,
+            self.images.job_of(interaction.user.id),
+        ):
             source = await self._source_image(interaction, image)
             checked_mask = None
             if mask is not None:
@@ -97,7 +100,7 @@ class ImagesCog(commands.Cog):
                 user_id=interaction.user.id,
                 place=place_of(interaction.channel, interaction.guild_id),
             )
-            await self._deliver(interaction, request, made, command="edit")
+            await self._deliver(interaction, progress, request, made, command="edit")
 
     @image.autocomplete("model")
     @edit.autocomplete("model")
@@ -140,13 +143,16 @@ class ImagesCog(commands.Cog):
     # The work.
 
     async def _make(self, interaction: discord.Interaction, request: ImageRequest) -> None:
-        async with self._progress(interaction, request), self.images.job_of(interaction.user.id):
+        async with (
+            self._progress(interaction, request) as progress,
+            self.images.job_of(interaction.user.id),
+        ):
             made = await self.images.generate(
                 request,
                 user_id=interaction.user.id,
                 place=place_of(interaction.channel, interaction.guild_id),
             )
-            await self._deliver(interaction, request, made, command="image")
+            await self._deliver(interaction, progress, request, made, command="image")
 
     async def _source_image(
         self, interaction: discord.Interaction, attachment: discord.Attachment | None
@@ -176,6 +182,7 @@ class ImagesCog(commands.Cog):
     async def _deliver(
         self,
         interaction: discord.Interaction,
+        progress: _Progress,
         request: ImageRequest,
         made: Sequence[MadeImage],
         *,
@@ -188,16 +195,7 @@ class ImagesCog(commands.Cog):
             files.append(discord.File(io.BytesIO(data), filename=f"image-{number}.{extension}"))
         revised = next((image.revised_prompt for image in made if image.revised_prompt), None)
         content = _caption(interaction.user, request, revised)
-        message: discord.Message
-        if interaction.is_expired():
-            # The token is gone after 15 minutes: the images arrive as an ordinary message.
-            channel = interaction.channel
-            assert isinstance(channel, discord.abc.Messageable)
-            message = await channel.send(content, files=files, allowed_mentions=NO_MENTIONS)
-        else:
-            message = await interaction.edit_original_response(
-                content=content, attachments=files, allowed_mentions=NO_MENTIONS
-            )
+        message = await progress.show(content=content, attachments=files)
         shown = [
             ImageRef(
                 message.channel.id,
@@ -220,32 +218,32 @@ class ImagesCog(commands.Cog):
         )
         if command == "image":
             # The button comes once the images are remembered, so it works when it shows.
-            await message.edit(view=_again_view(request))
+            await progress.show(view=_again_view(request))
 
     @contextlib.asynccontextmanager
     async def _progress(
         self, interaction: discord.Interaction, request: ImageRequest
-    ) -> AsyncIterator[None]:
-        """A message that counts the seconds while the model works (often 30 to 120)."""
+    ) -> AsyncIterator[_Progress]:
+        """A message that counts the seconds while the model works (often 30 to 120), and
+        becomes the result, or the sentence saying why there is none."""
         started = time.monotonic()
         what = f"🎨 Making {_images(request.count)} with {request.model.name}…"
-        await interaction.response.send_message(what, allowed_mentions=NO_MENTIONS)
+        progress = await _Progress.open(interaction, self.limits, what)
 
         async def tick() -> None:
             while True:
-                await asyncio.sleep(self.progress_interval)
+                await asyncio.sleep(self.limits.progress_interval)
                 elapsed = int(time.monotonic() - started)
                 with contextlib.suppress(discord.HTTPException):
-                    await interaction.edit_original_response(content=f"{what} {elapsed} s")
+                    await progress.show(content=f"{what} {elapsed} s")
 
         ticker = asyncio.create_task(tick())
         try:
-            yield
+            yield progress
         except Exception as exc:
-            # The progress message becomes the sentence, so nobody is left watching a clock.
             ticker.cancel()
             sentence = sentence_for(exc, doing=f"Making images ({request.model.name})", log=log)
-            await interaction.edit_original_response(content=f"⚠️ {sentence}", attachments=[])
+            await progress.show(content=f"⚠️ {sentence}", attachments=[])
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -262,6 +260,37 @@ class ImagesCog(commands.Cog):
         return self.images.request(
             prompt, model=model, size=size or None, quality=quality or None, count=int(count)
         )
+
+
+class _Progress:
+    """The public message of an image job. It is written through the interaction's token
+    while that lives (15 minutes), then as the bot's own message in the channel."""
+
+    def __init__(
+        self, interaction: discord.Interaction, limits: DiscordLimits, message_id: int
+    ) -> None:
+        self._interaction = interaction
+        self._expires = token_expiry(interaction, limits)
+        self._message_id = message_id
+
+    @classmethod
+    async def open(
+        cls, interaction: discord.Interaction, limits: DiscordLimits, text: str
+    ) -> _Progress:
+        callback = await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS)
+        if callback.message_id is None:
+            raise RuntimeError("Discord did not say which message answers the interaction")
+        return cls(interaction, limits, callback.message_id)
+
+    async def show(self, **fields: Any) -> discord.Message:
+        if discord.utils.utcnow() < self._expires:
+            return await self._interaction.edit_original_response(**fields)
+        channel = self._interaction.channel
+        if isinstance(channel, discord.GroupChannel) or not isinstance(
+            channel, discord.abc.Messageable
+        ):
+            raise UserError("I can no longer write in this channel.")
+        return await channel.get_partial_message(self._message_id).edit(**fields)
 
 
 def _choices(values: Sequence[str], current: str) -> list[app_commands.Choice[str]]:

@@ -68,6 +68,12 @@ class DiscordBudget:
         return Window(self.limits.token_writes, self.limits.token_period + self.limits.margin)
 
 
+def token_expiry(interaction: discord.Interaction[Any], limits: DiscordLimits) -> datetime.datetime:
+    """When to stop using an interaction's token: a little before Discord stops taking it."""
+    usable = limits.token_lifetime - limits.token_margin
+    return interaction.created_at + datetime.timedelta(seconds=usable)
+
+
 def controls_view(controls: Controls) -> discord.ui.View | None:
     """Buttons whose clicks the chat cog handles by their custom ids, also after a restart."""
     if controls.stop_key is None and controls.regenerate_turn is None:
@@ -174,9 +180,7 @@ class InteractionSink:
         self._budget = budget
         self._private = private
         self.token_window = budget.token()
-        limits = budget.limits
-        usable = limits.token_lifetime - limits.token_margin
-        self._expires = interaction.created_at + datetime.timedelta(seconds=usable)
+        self._expires = token_expiry(interaction, budget.limits)
         self._messages: list[discord.Message | discord.WebhookMessage] = []
         self._after_expiry: ChannelSink | None = None
 

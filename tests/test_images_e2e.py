@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from bot.db.engine import create_engine, create_sessionmaker
+from bot.db.repository import ConversationStore, UsageStore
 from cogs.sinks import DiscordLimits
-from tests.fakes.api import Hang, ImageReply
+from tests.fakes.api import Hang, ImageReply, tiny_png
 from tests.fakes.discord import FakeDiscordConfig, InteractionRecord, MessageRecord, UploadFile
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
@@ -245,3 +248,46 @@ async def test_an_image_over_the_upload_limit_arrives_recompressed(tmp_path: Pat
         assert len(data) <= 40 * 1024
         with Image.open(io.BytesIO(data)) as image:
             assert image.format in ("JPEG", "WEBP")
+
+
+async def test_an_image_that_outlives_the_token_arrives_all_the_same(tmp_path: Path) -> None:
+    config = FakeDiscordConfig(interaction_token_lifetime=1.5)
+    limits = DiscordLimits(progress_interval=0.2, token_lifetime=1.5, token_margin=0.5)
+    async with running_harness(sqlite_url(tmp_path), config=config, limits=limits) as harness:
+        await harness.start_bot()
+        harness.api.script(Hang(2.0))  # then the fake's own first image
+        interaction = await harness.discord.invoke_command("image", {"prompt": "patience"})
+        message = await delivered(harness, interaction)
+        assert attached(message) == [tiny_png(0)]
+        assert await again_button(harness, message)
+        assert interaction.errors == []  # nothing was sent with the dead token
+
+
+async def test_images_are_remembered_in_the_conversation_and_the_usage(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command("image", {"prompt": "two owls", "count": 2})
+    message = await delivered(harness, interaction)
+    await again_button(harness, message)  # shown once the images are remembered
+
+    engine = create_engine(harness.database_url)
+    try:
+        sessions = create_sessionmaker(engine)
+        totals = await UsageStore(sessions).totals(
+            since=datetime.now(UTC) - timedelta(hours=1), user_id=harness.alice.id
+        )
+        assert totals.images == 2
+        store = ConversationStore(sessions)
+        conversation = await store.find(harness.general.id)
+        assert conversation is not None
+        newest = await store.newest_image(conversation.id)
+        assert newest is not None and newest.prompt == "two owls"
+        assert newest.message_id == message.id
+    finally:
+        await engine.dispose()
+
+    # The chat knows what was drawn.
+    await harness.answer_to(await harness.mention("What did you draw?"))
+    history = [
+        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
+    ]
+    assert history[1] == "alice: /image two owls"
+    assert history[2].startswith("[2 image(s) made with gpt-image-1")
