@@ -118,11 +118,6 @@ class Bot(commands.AutoShardedBot):
 
         conversations = ConversationStore(sessions)
         usage = UsageStore(sessions)
-        interrupted = await conversations.interrupt_unfinished()
-        if interrupted:
-            log.info(
-                "Marked %d answers left unfinished by the last run as interrupted", len(interrupted)
-            )
         self.chat = ChatService(
             api,
             conversations,
@@ -138,6 +133,7 @@ class Bot(commands.AutoShardedBot):
                 max_concurrent_requests=settings.max_concurrent_requests,
             ),
         )
+        interrupted = await self.chat.recover()
         await self.add_cog(
             ChatCog(
                 self,
@@ -150,6 +146,7 @@ class Bot(commands.AutoShardedBot):
                     max_image_bytes=settings.max_image_bytes,
                     allow_direct_messages=settings.allow_direct_messages,
                 ),
+                interrupted=interrupted,
             )
         )
         images = ImageService(

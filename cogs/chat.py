@@ -12,7 +12,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.conversation.context import Question, question_text
-from bot.conversation.service import Ask, ChatService, Place, StopResult
+from bot.conversation.reply import interrupted
+from bot.conversation.service import (
+    INTERRUPTED,
+    Ask,
+    ChatService,
+    Interrupted,
+    Place,
+    StopResult,
+)
 from bot.db.models import ConversationKind
 from bot.db.repository import ImageRef
 from bot.errors import UserError
@@ -56,6 +64,8 @@ class ChatCog(commands.Cog):
         chat: ChatService,
         budget: DiscordBudget,
         settings: ChatSettings,
+        *,
+        interrupted: Sequence[Interrupted] = (),
     ) -> None:
         self.bot = bot
         self.chat = chat
@@ -64,6 +74,8 @@ class ChatCog(commands.Cog):
         # Threads known to be opened by /chat (or not), to spare a lookup per message.
         self._chat_threads: dict[int, bool] = {}
         self._warned_channels: set[int] = set()
+        # Answers the last run left half written, marked as such once connected.
+        self._interrupted = list(interrupted)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Direct messages are a setting: off, the commands work in servers only."""
@@ -174,6 +186,21 @@ class ChatCog(commands.Cog):
             else "There was nothing to forget here.",
             allowed_mentions=NO_MENTIONS,
         )
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        pending, self._interrupted = self._interrupted, []
+        for answer in pending:
+            try:
+                channel = self.bot.get_channel(answer.channel_id) or await self.bot.fetch_channel(
+                    answer.channel_id
+                )
+                if not isinstance(channel, discord.abc.Messageable):
+                    continue
+                message = await channel.fetch_message(answer.message_id)
+                await message.edit(content=interrupted(message.content, INTERRUPTED), view=None)
+            except discord.HTTPException as exc:
+                log.info("Could not mark an interrupted answer in %s: %s", answer.channel_id, exc)
 
     # Messages.
 

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.db.engine import create_engine, create_sessionmaker
-from bot.db.models import ConversationKind, TurnStatus
-from bot.db.repository import ConversationStore, NewTurn
 from cogs.sinks import DiscordLimits
 from tests.fakes.api import Reply
 from tests.fakes.discord import FakeDiscordConfig, MessageRecord, Perm
@@ -165,7 +162,7 @@ async def test_discord_429s_and_a_gateway_reconnect_do_not_lose_the_answer(
         await harness.answer_to(await harness.mention("And now?"), within=10)
 
 
-async def test_shutdown_ends_answers_with_a_notice_and_crashes_are_marked(
+async def test_shutdown_ends_answers_with_a_notice(
     harness: Harness,
 ) -> None:
     harness.api.script(SLOW)
@@ -174,21 +171,6 @@ async def test_shutdown_ends_answers_with_a_notice_and_crashes_are_marked(
     await harness.stop_bot()
     answer = await harness.answer_to(question)
     assert answer.versions[-1].content.endswith("-# The bot restarted before this answer finished.")
-
-    # An answer a crash left in progress is marked interrupted at the next start.
-    engine = create_engine(harness.database_url)
-    store = ConversationStore(create_sessionmaker(engine))
-    conversation = await store.open(
-        harness.general.id, guild_id=None, kind=ConversationKind.CHANNEL
-    )
-    crashed = await store.append_turn(
-        conversation.id,
-        NewTurn(role="assistant", content="half", token_estimate=2, status=TurnStatus.IN_PROGRESS),
-    )
-    await harness.start_bot()
-    turn = await store.get_turn(crashed)
-    assert turn is not None and turn.status is TurnStatus.INTERRUPTED
-    await engine.dispose()
 
 
 async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) -> None:

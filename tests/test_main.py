@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.api import FakeApi
+from tests.fakes.api import FakeApi, Reply
 from tests.fakes.discord import FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +117,67 @@ async def test_check_reports_each_part(fakes: tuple[FakeDiscord, FakeApi], tmp_p
     assert code == 1
     assert "token is missing, invalid or expired" in report
     assert "wrong-token" not in report
+
+
+async def test_an_answer_left_half_written_by_a_crash_is_marked_at_the_next_start(
+    fakes: tuple[FakeDiscord, FakeApi], tmp_path: Path
+) -> None:
+    discord, api = fakes
+    guild = next(iter(discord.guilds.values()))
+    general = discord.channels[guild.channel_ids[0]]
+    alice = discord.add_user("alice")
+    discord.add_member(guild, alice)
+    database = tmp_path / "bot.db"
+
+    async def start() -> asyncio.subprocess.Process:
+        identified = discord.identify_count
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=tmp_path,
+            env=environment(discord, api, database),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await discord.wait_for(lambda: discord.identify_count > identified, timeout=30)
+        return process
+
+    crashing = await start()
+    try:
+        api.script(Reply(text="word " * 200, chunk_size=5, chunk_interval=0.05))
+        question = await discord.post_message(
+            general, alice, "a long story, please", mentions=[discord.bot_user]
+        )
+        await discord.wait_for(lambda: len(discord.messages_in(general)) == 2, timeout=10)
+        answer = discord.messages_in(general)[1]
+        await discord.wait_for(lambda: _stored_in_progress(database, answer.id), timeout=10)
+    finally:
+        crashing.kill()  # no goodbye: the answer stays half written
+        await crashing.wait()
+    assert answer.versions[-1].content.endswith("▌")
+    assert question.id
+
+    restarted = await start()
+    try:
+        await discord.wait_for(
+            lambda: answer.versions[-1].content.endswith(
+                "-# The bot restarted before this answer finished."
+            ),
+            timeout=15,
+        )
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(restarted.wait(), 30)
+    assert "▌" not in answer.versions[-1].content
+    assert answer.versions[-1].components == []
+    with sqlite3.connect(database) as connection:
+        statuses = {row[0] for row in connection.execute("SELECT status FROM turns")}
+    assert "in_progress" not in statuses and "interrupted" in statuses
+
+
+def _stored_in_progress(database: Path, message_id: int) -> bool:
+    """Whether the database knows which message shows the answer being written."""
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT message_ids FROM turns WHERE status = 'in_progress'")
+        return any(str(message_id) in row[0] for row in rows)

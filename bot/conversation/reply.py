@@ -38,6 +38,11 @@ class Shown:
     controls: Controls = NO_CONTROLS
 
 
+def interrupted(content: str, notice: str) -> str:
+    """What a message left mid-answer by a crash should show: its text, and why it ends."""
+    return f"{content.removesuffix(CURSOR)}\n\n-# {notice}"
+
+
 class MessageGone(Exception):
     """The message being written was deleted: the answer should stop."""
 
@@ -73,11 +78,13 @@ class StreamingReply:
         *,
         stop_key: str | None = None,
         on_gone: Callable[[], None] = lambda: None,
+        on_new_message: Callable[[], None] = lambda: None,
     ) -> None:
         self._sink = sink
         self._scheduler = scheduler
         self._stop_key = stop_key
         self._on_gone = on_gone
+        self._on_new_message = on_new_message
         self._text = ""
         self._status = ""
         self._final: tuple[str, Controls] | None = None
@@ -179,4 +186,7 @@ class StreamingReply:
             self.gone = True
             self._on_gone()
             return
+        new = self._shown[index] is None
         self._shown[index] = shown
+        if new:
+            self._on_new_message()

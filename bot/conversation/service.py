@@ -103,7 +103,16 @@ class _Running:
     # The task waiting for its turn, then the task streaming the answer: Stop cancels either.
     task: asyncio.Task[Any] | None = None
     text: str = ""
+    answer_turn: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """An answer a crash left half written: where its last message is."""
+
+    channel_id: int
+    message_id: int
 
 
 @dataclass
@@ -133,6 +142,7 @@ class ChatService:
         self._locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._person_locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._running: dict[str, _Running] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # Asking.
 
@@ -160,6 +170,7 @@ class ChatService:
             self._scheduler,
             stop_key=running.key,
             on_gone=lambda: self._cancel(running, DELETED),
+            on_new_message=lambda: self._note_messages(running, sink),
         )
         model = ask.model or self.options.default_model
         try:
@@ -212,7 +223,8 @@ class ChatService:
         )
         messages = build_messages(self.options.system_prompt, history, ask.question)
         stored = [] if ask.private else await self._store_question(conversation.id, ask, model)
-        answer_turn = stored[-1] if stored else None
+        answer_turn = running.answer_turn = stored[-1] if stored else None
+        self._note_messages(running, sink)  # a status line may already be showing
 
         # From here on Stop cancels the stream, never the bookkeeping around it.
         stream = asyncio.create_task(
@@ -416,6 +428,36 @@ class ChatService:
         """Whether this thread was opened by /chat, so that it is answered without mentions."""
         conversation = await self._conversations.find(channel_id)
         return bool(conversation and conversation.opened_by_chat)
+
+    def _note_messages(self, running: _Running, sink: ReplySink) -> None:
+        """Store where an answer is shown while it is written, so that after a crash its
+        messages can be found and marked. Done aside: it must not slow the writing."""
+        message_ids = sink.message_ids()
+        if running.answer_turn is None or not message_ids:
+            return
+        task = asyncio.create_task(
+            self._conversations.set_message_ids(running.answer_turn, message_ids)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("Storing an answer's message ids failed", exc_info=task.exception())
+
+    async def recover(self) -> list[Interrupted]:
+        """At start: answers a crash left in progress are marked interrupted; returns where
+        their last messages are, so that they can show it too."""
+        turns = await self._conversations.interrupt_unfinished()
+        found: list[Interrupted] = []
+        for turn in turns:
+            if turn.message_ids:
+                conversation = await self._conversations.get_conversation(turn.conversation_id)
+                found.append(Interrupted(conversation.channel_id, turn.message_ids[-1]))
+        if turns:
+            log.info("Marked %d answers left unfinished as interrupted", len(turns))
+        return found
 
     # Stopping.
 

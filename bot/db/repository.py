@@ -208,6 +208,12 @@ class ConversationStore:
                 )
             )
 
+    async def set_message_ids(self, turn_id: int, message_ids: Sequence[int]) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Turn).where(Turn.id == turn_id).values(message_ids=list(message_ids))
+            )
+
     async def get_turn(self, turn_id: int) -> StoredTurn | None:
         async with self._sessions() as session:
             row = await session.get(Turn, turn_id)
