@@ -365,3 +365,38 @@ async def test_commands_are_registered_only_when_they_change(harness: Harness) -
     await harness.stop_bot()
     await harness.start_bot(dev_guild_id=harness.guild.id)  # another scope: registered there
     assert harness.discord.registered_commands(harness.guild)
+
+
+async def test_a_prompt_over_the_limit_gets_a_sentence_and_no_request(harness: Harness) -> None:
+    interaction = await harness.discord.invoke_command("ask", {"prompt": "x" * 4500})
+    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
+    assert interaction.original is not None
+    assert interaction.original.versions[-1].content == (
+        "⚠️ Your message is 4500 characters long; the limit is 4000."
+    )
+    question = await harness.mention("y" * 4100)
+    await harness.discord.wait_for(
+        lambda: any("the limit is 4000" in m.versions[-1].content for m in harness.bot_messages()),
+        timeout=5,
+    )
+    assert question.id and harness.api.requests_to("/chat/completions") == []
+
+
+async def test_without_the_message_content_intent_mentions_still_work(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(message_content_intent=False)
+        assert "The message content intent is off" in caplog.text
+        answer = await harness.answer_to(await harness.mention("still hear me?"))
+        # A reply without a mention arrives empty without the intent: it is left alone.
+        await harness.discord.post_message(
+            harness.general, harness.bob, "and this?", reference=answer, mention_author=False
+        )
+        await harness.answer_to(await harness.mention("and a mention again"))
+        assert [
+            r.json["messages"][-1]["content"] for r in harness.api.requests_to("/chat/completions")
+        ] == [
+            "alice: still hear me?",
+            "alice: and a mention again",
+        ]
