@@ -133,7 +133,7 @@ class Bot(commands.AutoShardedBot):
                 max_concurrent_requests=settings.max_concurrent_requests,
             ),
         )
-        interrupted = await self.chat.recover()
+        interrupted = await self.chat.recover(self._owns)
         await self.add_cog(
             ChatCog(
                 self,
@@ -163,6 +163,14 @@ class Bot(commands.AutoShardedBot):
             ImagesCog(images, self.limits, allow_direct_messages=settings.allow_direct_messages)
         )
         await self._sync_commands(StateStore(sessions))
+
+    def _owns(self, guild_id: int | None) -> bool:
+        """Whether this process serves the server (None: direct messages, which Discord sends
+        to shard 0). Without SHARD_IDS one process serves everything."""
+        shard_ids, count = self.settings.shard_ids, self.settings.shard_count
+        if shard_ids is None or count is None:
+            return True
+        return ((guild_id or 0) >> 22) % count in shard_ids
 
     async def _sync_commands(self, state: StateStore) -> None:
         """Register slash commands with Discord only when their definitions changed."""

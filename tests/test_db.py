@@ -152,11 +152,19 @@ async def test_crashed_answers_are_marked_interrupted(
         conversation.id,
         NewTurn(role="assistant", content="half", token_estimate=2, status=TurnStatus.IN_PROGRESS),
     )
-    interrupted = await store.interrupt_unfinished()
-    assert [t.id for t in interrupted] == [turn]
+    other = await store.open(4, guild_id=77, kind=ConversationKind.CHANNEL)
+    theirs = await store.append_turn(
+        other.id,
+        NewTurn(role="assistant", content="", token_estimate=0, status=TurnStatus.IN_PROGRESS),
+    )
+    # Another process serves server 77: its answer may still be running.
+    interrupted = await store.interrupt_unfinished(lambda guild_id: guild_id != 77)
+    assert [(t.id, channel_id) for t, channel_id in interrupted] == [(turn, 3)]
     stored = await store.get_turn(turn)
     assert stored is not None and stored.status is TurnStatus.INTERRUPTED
-    assert await store.interrupt_unfinished() == []
+    running = await store.get_turn(theirs)
+    assert running is not None and running.status is TurnStatus.IN_PROGRESS
+    assert await store.interrupt_unfinished(lambda guild_id: guild_id != 77) == []
 
 
 async def test_reset_forgets_turns_and_their_images(

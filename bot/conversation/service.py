@@ -7,7 +7,7 @@ import contextlib
 import enum
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -446,18 +446,18 @@ class ChatService:
         if not task.cancelled() and task.exception() is not None:
             log.warning("Storing an answer's message ids failed", exc_info=task.exception())
 
-    async def recover(self) -> list[Interrupted]:
-        """At start: answers a crash left in progress are marked interrupted; returns where
-        their last messages are, so that they can show it too."""
-        turns = await self._conversations.interrupt_unfinished()
-        found: list[Interrupted] = []
-        for turn in turns:
-            if turn.message_ids:
-                conversation = await self._conversations.get_conversation(turn.conversation_id)
-                found.append(Interrupted(conversation.channel_id, turn.message_ids[-1]))
+    async def recover(self, owns: Callable[[int | None], bool]) -> list[Interrupted]:
+        """At start: answers a crash left in progress in the servers this process `owns` are
+        marked interrupted; returns where their last messages are, to show it there too.
+        (Other processes' answers may still be running.)"""
+        turns = await self._conversations.interrupt_unfinished(owns)
         if turns:
             log.info("Marked %d answers left unfinished as interrupted", len(turns))
-        return found
+        return [
+            Interrupted(channel_id, turn.message_ids[-1])
+            for turn, channel_id in turns
+            if turn.message_ids
+        ]
 
     # Stopping.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -300,15 +300,25 @@ class ConversationStore:
             )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def interrupt_unfinished(self) -> list[StoredTurn]:
-        """Mark answers left in progress by a crash as interrupted; returns them."""
+    async def interrupt_unfinished(
+        self, owns: Callable[[int | None], bool] = lambda _guild_id: True
+    ) -> list[tuple[StoredTurn, int]]:
+        """Mark answers left in progress by a crash as interrupted, in the servers (by id,
+        None for direct messages) this process `owns`; returns them with their channel ids."""
         async with self._sessions.begin() as session:
             rows = (
-                await session.scalars(select(Turn).where(Turn.status == TurnStatus.IN_PROGRESS))
+                await session.execute(
+                    select(Turn, Conversation.channel_id, Conversation.guild_id)
+                    .join(Conversation)
+                    .where(Turn.status == TurnStatus.IN_PROGRESS)
+                )
             ).all()
-            for row in rows:
-                row.status = TurnStatus.INTERRUPTED
-            return [_stored_turn(row) for row in rows]
+            found = []
+            for turn, channel_id, guild_id in rows:
+                if owns(guild_id):
+                    turn.status = TurnStatus.INTERRUPTED
+                    found.append((_stored_turn(turn), channel_id))
+            return found
 
 
 @dataclass(frozen=True)
