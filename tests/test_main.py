@@ -39,20 +39,21 @@ def environment(discord: FakeDiscord, api: FakeApi, database: Path, **extra: str
     }
 
 
+async def python_m_bot(
+    *args: str, env: dict[str, str], cwd: Path, output: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`python -m bot ARGS` as an admin would start it, in its own folder."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=cwd, env=env, stdout=output, stderr=output
+    )
+
+
 async def test_run_migrates_a_new_database_connects_and_stops_cleanly(
     fakes: tuple[FakeDiscord, FakeApi], tmp_path: Path
 ) -> None:
     discord, api = fakes
     database = tmp_path / "data" / "bot.db"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        cwd=tmp_path,
-        env=environment(discord, api, database),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await python_m_bot(env=environment(discord, api, database), cwd=tmp_path)
     try:
         await discord.wait_for(lambda: discord.identify_count == 1, timeout=30)
         await discord.wait_for(lambda: bool(discord.registered_commands()), timeout=10)
@@ -76,15 +77,8 @@ async def test_check_reports_each_part(fakes: tuple[FakeDiscord, FakeApi], tmp_p
     database = tmp_path / "bot.db"
 
     async def check(**extra: str) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "check",
-            cwd=tmp_path,
-            env=environment(discord, api, database, **extra),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        process = await python_m_bot(
+            "check", env=environment(discord, api, database, **extra), cwd=tmp_path
         )
         stdout, _ = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode is not None
@@ -96,16 +90,7 @@ async def test_check_reports_each_part(fakes: tuple[FakeDiscord, FakeApi], tmp_p
     assert "run `python -m bot migrate`" in report
     assert "accepts the token" in report
 
-    migrate = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "migrate",
-        cwd=tmp_path,
-        env=environment(discord, api, database),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    migrate = await python_m_bot("migrate", env=environment(discord, api, database), cwd=tmp_path)
     await asyncio.wait_for(migrate.communicate(), 60)
     assert migrate.returncode == 0
 
@@ -131,14 +116,8 @@ async def test_an_answer_left_half_written_by_a_crash_is_marked_at_the_next_star
 
     async def start() -> asyncio.subprocess.Process:
         identified = discord.identify_count
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            cwd=tmp_path,
-            env=environment(discord, api, database),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+        process = await python_m_bot(
+            env=environment(discord, api, database), cwd=tmp_path, output=asyncio.subprocess.DEVNULL
         )
         await discord.wait_for(lambda: discord.identify_count > identified, timeout=30)
         return process
