@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     chat_timeout: float = Field(default=120, gt=0)
     stream_idle_timeout: float = Field(default=60, gt=0)
     image_timeout: float = Field(default=300, gt=0)
+    # Ask for images as tasks and poll for them, rather than holding a request open.
+    image_async_tasks: bool = False
+    image_task_poll_seconds: float = Field(default=3.0, gt=0)
 
     # Discord behaviour.
     message_content_intent: bool = True

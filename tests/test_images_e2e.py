@@ -291,3 +291,19 @@ async def test_images_are_remembered_in_the_conversation_and_the_usage(harness: 
     ]
     assert history[1] == "alice: /image two owls"
     assert history[2].startswith("[2 image(s) made with gpt-image-1")
+
+
+async def test_images_as_polled_tasks(tmp_path: Path) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(image_async_tasks=True, image_task_poll_seconds=0.1)
+        made = picture(seed=12)
+        harness.api.script(ImageReply(data=made, task_seconds=0.5))
+        interaction = await harness.discord.invoke_command("image", {"prompt": "patient fox"})
+        message = await delivered(harness, interaction)
+        assert attached(message) == [made]
+        assert harness.api.requests_to("/images/generations")[-1].json["async"] is True
+        assert len(harness.api.requests_to("/tasks")) >= 3  # polled until the task finished
+
+        harness.api.script(ImageReply(task_error="forbidden"))
+        refused = await harness.discord.invoke_command("image", {"prompt": "something banned"})
+        assert "content policy" in await sentence(harness, refused)

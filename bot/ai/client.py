@@ -207,6 +207,13 @@ def _image_result(data: Mapping[str, Any]) -> ImageResult:
     return ImageResult(images=images, usage=_usage(data.get("usage")))
 
 
+def _task_id(data: Mapping[str, Any]) -> str:
+    task_id = _str(data.get("task_id"))
+    if task_id is None:
+        raise ApiError("the API did not start an image task", trace_id=_str(data.get("trace_id")))
+    return task_id
+
+
 def _embedding_result(data: Mapping[str, Any]) -> EmbeddingResult:
     items = data.get("data")
     rows = sorted(
@@ -341,7 +348,10 @@ class ApiClient:
         quality: str | None = None,
         response_format: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        background: bool = False,
+        poll_every: float = 3.0,
     ) -> ImageResult:
+        """Generate images; with `background`, as a task polled every `poll_every` seconds."""
         fields = {
             "model": model,
             "prompt": prompt,
@@ -351,7 +361,32 @@ class ApiClient:
             "response_format": response_format,
         }
         payload = _without_none(fields, extra)
-        return await self._post("images/generations", payload, self._timeouts.images, _image_result)
+        if not background:
+            return await self._post(
+                "images/generations", payload, self._timeouts.images, _image_result
+            )
+        # Ace Data Cloud's task mode: the request returns at once with a task id, and the
+        # result is polled for, so no connection has to stay open for minutes.
+        payload["async"] = True
+        task_id = await self._post("images/generations", payload, self._timeouts.other, _task_id)
+        return await self._finished_task(task_id, poll_every)
+
+    async def _finished_task(self, task_id: str, poll_every: float) -> ImageResult:
+        deadline = asyncio.get_running_loop().time() + self._timeouts.images
+        query = {"action": "retrieve", "id": task_id}
+        while True:
+            task = await self._post("tasks", query, self._timeouts.other, lambda data: data)
+            if task.get("finished_at"):
+                response = task.get("response")
+                response = response if isinstance(response, Mapping) else {}
+                if response.get("error") or response.get("success") is False:
+                    raise error_from_response(None, response, secrets=self._secrets)
+                return _image_result(response)
+            if asyncio.get_running_loop().time() + poll_every > deadline:
+                raise ApiTimeout(
+                    f"image task {task_id} unfinished after {self._timeouts.images:g} s"
+                )
+            await asyncio.sleep(poll_every)
 
     async def edit_images(
         self,

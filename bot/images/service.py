@@ -31,6 +31,8 @@ class ImageOptions:
     default_model: str
     models: Sequence[str]
     max_image_bytes: int
+    # Generations as tasks polled this often (None: one request held open until done).
+    task_poll_every: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class ImageService:
                     quality=request.quality,
                     response_format="b64_json" if spec.response_format else None,
                     extra={"user": str(user_id)},
+                    background=self.options.task_poll_every is not None,
+                    poll_every=self.options.task_poll_every or 0,
                 )
                 for n in batches
             )

@@ -136,6 +136,8 @@ class ImageReply:
     response_format: str | None = None
     data: bytes | None = None
     revised_prompt: str | None = None
+    task_seconds: float = 0.0  # with `async`: how long the task takes to finish
+    task_error: str | None = None  # with `async`: the task fails with this error code
 
 
 Behaviour = Reply | Fail | MidStreamError | DropConnection | Hang | ImageReply
@@ -676,10 +678,16 @@ class FakeApi:
         }
         if fields_.get("async") in (True, "true"):
             task_id = str(uuid.uuid4())
+            if image.task_error is not None:
+                payload = {
+                    "success": False,
+                    "error": {"code": image.task_error, "message": "the task failed"},
+                    "trace_id": trace_id,
+                }
             self._tasks[task_id] = {
                 "id": task_id,
                 "created_at": time.time(),
-                "finished_at": time.time(),
+                "ready_at": time.time() + image.task_seconds,
                 "response": payload,
             }
             return web.json_response({"task_id": task_id, "trace_id": trace_id})
@@ -690,7 +698,10 @@ class FakeApi:
         task = self._tasks.get(str(body.get("id")))
         if body.get("action") != "retrieve" or task is None:
             return self._error(404, "no_api", "no such task")
-        return web.json_response(task, headers=self._headers())
+        if time.time() < task["ready_at"]:
+            return web.json_response({"id": task["id"], "created_at": task["created_at"]})
+        finished = {k: v for k, v in task.items() if k != "ready_at"}
+        return web.json_response({**finished, "finished_at": task["ready_at"]})
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         data = self._files.get(request.match_info["name"])
