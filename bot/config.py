@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.db.engine import async_url
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant in a Discord server. Answer concisely and use Discord "
     "Markdown. Several people may speak in one conversation; their names precede their words."
@@ -21,13 +23,6 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
-
-
-_ASYNC_DRIVERS = {
-    "sqlite:///": "sqlite+aiosqlite:///",
-    "postgresql://": "postgresql+asyncpg://",
-    "postgres://": "postgresql+asyncpg://",
-}
 
 
 class Settings(BaseSettings):
@@ -113,12 +108,7 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         """Accept the usual URL forms and pick the async driver for them."""
-        for plain, driver in _ASYNC_DRIVERS.items():
-            if value.startswith(plain):
-                return driver + value.removeprefix(plain)
-        if not value.startswith(tuple(_ASYNC_DRIVERS.values())):
-            raise ValueError("use a sqlite:/// or postgresql:// URL")
-        return value
+        return async_url(value)
 
     @model_validator(mode="after")
     def _shards_need_a_count(self) -> Settings:

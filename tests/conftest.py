@@ -34,9 +34,8 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     assert POSTGRES_URL is not None
-    url = POSTGRES_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
-    await _empty_postgres(url)
-    return url
+    await _empty_postgres(POSTGRES_URL)
+    return POSTGRES_URL
 
 
 @pytest.fixture

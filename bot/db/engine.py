@@ -9,8 +9,25 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
+_ASYNC_DRIVERS = {
+    "sqlite:///": "sqlite+aiosqlite:///",
+    "postgresql://": "postgresql+asyncpg://",
+    "postgres://": "postgresql+asyncpg://",
+}
+
+
+def async_url(url: str) -> str:
+    """The usual URL forms, with the async driver picked for them."""
+    for plain, driver in _ASYNC_DRIVERS.items():
+        if url.startswith(plain):
+            return driver + url.removeprefix(plain)
+    if not url.startswith(tuple(_ASYNC_DRIVERS.values())):
+        raise ValueError("use a sqlite:/// or postgresql:// URL")
+    return url
+
 
 def create_engine(url: str) -> AsyncEngine:
+    url = async_url(url)
     if url.startswith("sqlite"):
         _make_parent_folder(url)
         # One connection per task is fine for SQLite; the busy timeout covers writers that
