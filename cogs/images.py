@@ -14,11 +14,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.db.repository import ImageRef
 from bot.errors import UserError, sentence_for
 from bot.images.files import CheckedImage, check_image, check_mask, check_size, fit_for_upload
 from bot.images.models import ImageModel, image_model
-from bot.images.service import ImageRequest, ImageService, MadeImage
+from bot.images.service import ImageRequest, ImageService, MadeImage, ShownImage
 from cogs.chat import place_of
 from cogs.sinks import NO_MENTIONS, DiscordLimits, tell_privately, token_expiry
 
@@ -34,6 +33,8 @@ class ImagesCog(commands.Cog):
         self.images = images
         self.limits = limits
         self.allow_direct_messages = allow_direct_messages
+        # The image jobs running now, ended with a sentence when the bot stops.
+        self._jobs: set[asyncio.Task[Any]] = set()
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         """Direct messages are a setting: off, the commands work in servers only."""
@@ -90,7 +91,7 @@ class ImagesCog(commands.Cog):
             source = await self._source_image(interaction, image)
             checked_mask = None
             if mask is not None:
-                checked_mask = await asyncio.to_thread(
+                checked_mask = await self.images.in_worker(
                     check_mask, await mask.read(), source, max_bytes=limit
                 )
             made = await self.images.edit(
@@ -131,14 +132,14 @@ class ImagesCog(commands.Cog):
         if interaction.type is not discord.InteractionType.component or interaction.data is None:
             return
         custom_id = str(interaction.data.get("custom_id", ""))
-        if custom_id.startswith(AGAIN_PREFIX):
-            try:
-                request = await self._request_again(
-                    interaction, custom_id.removeprefix(AGAIN_PREFIX)
-                )
-                await self._make(interaction, request)
-            except UserError as exc:
-                await tell_privately(interaction, f"⚠️ {exc}")
+        if not custom_id.startswith(AGAIN_PREFIX) or not await self.interaction_check(interaction):
+            return
+        try:
+            request = await self._request_again(interaction, custom_id.removeprefix(AGAIN_PREFIX))
+        except UserError as exc:
+            await tell_privately(interaction, f"⚠️ {exc}")
+            return
+        await self._make(interaction, request)
 
     # The work.
 
@@ -161,7 +162,7 @@ class ImagesCog(commands.Cog):
         if attachment is None:
             attachment = await self._newest_image(interaction)
         data = await attachment.read()
-        return await asyncio.to_thread(check_image, data, max_bytes=limit)
+        return await self.images.in_worker(check_image, data, max_bytes=limit)
 
     async def _newest_image(self, interaction: discord.Interaction) -> discord.Attachment:
         """The newest image of this conversation, found again through its message, since
@@ -188,22 +189,27 @@ class ImagesCog(commands.Cog):
         *,
         command: str,
     ) -> None:
-        limit = interaction.filesize_limit
-        files = []
-        for number, image in enumerate(made, start=1):
-            data, extension = await asyncio.to_thread(fit_for_upload, image.data, limit=limit)
-            files.append(discord.File(io.BytesIO(data), filename=f"image-{number}.{extension}"))
         revised = next((image.revised_prompt for image in made if image.revised_prompt), None)
         content = _caption(interaction.user, request, revised)
-        message = await progress.show(content=content, attachments=files)
+        await progress.stop_clock()
+        limit = interaction.filesize_limit
+        while True:
+            files = await self._files(made, limit)
+            try:
+                message = await progress.show(content=content, attachments=files)
+                break
+            except discord.HTTPException as exc:
+                if exc.status != 413 or limit < 64 * 1024:
+                    raise
+                limit //= 2  # Discord counts the upload differently than we did: smaller
+        progress.delivered = True
         shown = [
-            ImageRef(
+            ShownImage(
                 message.channel.id,
                 message.id,
                 attachment.id,
                 attachment.filename,
                 attachment.content_type,
-                prompt=request.prompt,
             )
             for attachment in message.attachments
         ]
@@ -220,34 +226,55 @@ class ImagesCog(commands.Cog):
             # The button comes once the images are remembered, so it works when it shows.
             await progress.show(view=_again_view(request))
 
+    async def _files(self, made: Sequence[MadeImage], limit: int) -> list[discord.File]:
+        """The images as files Discord takes: recompressed when over its upload limit."""
+        files = []
+        for number, image in enumerate(made, start=1):
+            data, extension = await self.images.in_worker(fit_for_upload, image.data, limit=limit)
+            files.append(discord.File(io.BytesIO(data), filename=f"image-{number}.{extension}"))
+        return files
+
     @contextlib.asynccontextmanager
     async def _progress(
         self, interaction: discord.Interaction, request: ImageRequest
     ) -> AsyncIterator[_Progress]:
         """A message that counts the seconds while the model works (often 30 to 120), and
         becomes the result, or the sentence saying why there is none."""
-        started = time.monotonic()
         what = f"🎨 Making {_images(request.count)} with {request.model.name}…"
         progress = await _Progress.open(interaction, self.limits, what)
-
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(self.limits.progress_interval)
-                elapsed = int(time.monotonic() - started)
-                with contextlib.suppress(discord.HTTPException):
-                    await progress.show(content=f"{what} {elapsed} s")
-
-        ticker = asyncio.create_task(tick())
+        job = asyncio.current_task()
+        if job is not None:
+            self._jobs.add(job)
         try:
             yield progress
-        except Exception as exc:
-            ticker.cancel()
-            sentence = sentence_for(exc, doing=f"Making images ({request.model.name})", log=log)
-            await progress.show(content=f"⚠️ {sentence}", attachments=[])
+        except (Exception, asyncio.CancelledError) as exc:
+            await progress.stop_clock()
+            stopping = isinstance(exc, asyncio.CancelledError)
+            if stopping:
+                sentence = "The bot restarted before this was done; please ask again."
+            else:
+                doing = f"Making images ({request.model.name})"
+                sentence = sentence_for(exc, doing=doing, log=log)
+            if progress.delivered:
+                # The images are there: they stay, whatever failed after them.
+                log.warning("After delivering images: %s", sentence)
+            else:
+                with contextlib.suppress(discord.HTTPException):
+                    await progress.show(content=f"⚠️ {sentence}", attachments=[])
+            if stopping:
+                raise
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await progress.stop_clock()
+            if job is not None:
+                self._jobs.discard(job)
+
+    async def cog_unload(self) -> None:
+        """Jobs still running end with a sentence while Discord is still reachable."""
+        jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
+        if jobs:
+            await asyncio.wait(jobs, timeout=5)
 
     async def _request_again(self, interaction: discord.Interaction, encoded: str) -> ImageRequest:
         """The same request as the images under the button; the prompt is found through them."""
@@ -256,15 +283,22 @@ class ImagesCog(commands.Cog):
         source = await self.images.source_of(message.id) if message else None
         if source is None:
             raise UserError("I no longer know how these images were made.")
-        prompt, model = source
+        # Images cost money: only the asker, or someone who can manage messages, repeats them.
+        if source.author_id != interaction.user.id and not interaction.permissions.manage_messages:
+            raise UserError("Only the person who asked, or a moderator, can make these again.")
         return self.images.request(
-            prompt, model=model, size=size or None, quality=quality or None, count=int(count)
+            source.prompt,
+            model=source.model,
+            size=size or None,
+            quality=quality or None,
+            count=int(count),
         )
 
 
 class _Progress:
-    """The public message of an image job. It is written through the interaction's token
-    while that lives (15 minutes), then as the bot's own message in the channel."""
+    """The public message of an image job: a clock while the model works, then the result.
+    It is written through the interaction's token while that lives (15 minutes), then as the
+    bot's own message in the channel."""
 
     def __init__(
         self, interaction: discord.Interaction, limits: DiscordLimits, message_id: int
@@ -272,6 +306,8 @@ class _Progress:
         self._interaction = interaction
         self._expires = token_expiry(interaction, limits)
         self._message_id = message_id
+        self._clock: asyncio.Task[None] | None = None
+        self.delivered = False
 
     @classmethod
     async def open(
@@ -280,7 +316,24 @@ class _Progress:
         callback = await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS)
         if callback.message_id is None:
             raise RuntimeError("Discord did not say which message answers the interaction")
-        return cls(interaction, limits, callback.message_id)
+        progress = cls(interaction, limits, callback.message_id)
+        progress._clock = asyncio.create_task(progress._tick(text, limits.progress_interval))
+        return progress
+
+    async def _tick(self, text: str, interval: float) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(discord.HTTPException):
+                await self.show(content=f"{text} {int(time.monotonic() - started)} s")
+
+    async def stop_clock(self) -> None:
+        """No tick may land after this: the next write is the result."""
+        clock, self._clock = self._clock, None
+        if clock is not None:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
 
     async def show(self, **fields: Any) -> discord.Message:
         if discord.utils.utcnow() < self._expires:

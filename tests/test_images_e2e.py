@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from PIL import Image
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.repository import ConversationStore, UsageStore
 from cogs.sinks import DiscordLimits
-from tests.fakes.api import Hang, ImageReply, tiny_png
+from tests.fakes.api import Fail, Hang, ImageReply, tiny_png
 from tests.fakes.discord import FakeDiscordConfig, InteractionRecord, MessageRecord, UploadFile
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
@@ -100,17 +101,23 @@ async def test_image_attaches_exactly_what_the_api_made(
     assert (await again_button(harness, message)).startswith("image:again:")
     request = harness.api.requests_to("/images/generations")[-1]
     assert request.json["prompt"] == "a fox" and request.json["model"] == "gpt-image-1"
+    assert "response_format" not in request.json
 
 
 async def test_count_three_with_a_one_image_model_makes_three_requests(harness: Harness) -> None:
+    made = [picture(seed=n) for n in (21, 22, 23)]
+    harness.api.script(*(ImageReply(data=data) for data in made))
     interaction = await harness.discord.invoke_command(
         "image", {"prompt": "three cats", "model": "dall-e-3", "count": 3, "quality": "hd"}
     )
     message = await delivered(harness, interaction)
-    assert len(attached(message)) == 3
+    # Each image once (the requests run side by side, so their order may vary).
+    assert sorted(attached(message)) == sorted(made)
     requests = harness.api.requests_to("/images/generations")
     assert [r.json["n"] for r in requests] == [1, 1, 1]
     assert {r.json["quality"] for r in requests} == {"hd"}
+    # dall-e models are asked for base64; gpt-image models refuse the field.
+    assert {r.json["response_format"] for r in requests} == {"b64_json"}
 
 
 async def test_a_size_the_model_does_not_take_is_refused_before_any_request(
@@ -144,19 +151,39 @@ async def test_progress_shows_the_time_waited(harness: Harness) -> None:
     contents = [version.content for version in message.versions]
     assert contents[0].startswith("🎨 Making an image with gpt-image-1")
     assert any(content.endswith(" s") for content in contents[1:-1])
+    # No tick lands after the result: the caption stays.
+    await again_button(harness, message)
+    assert message.versions[-1].content.startswith("**alice**: slow")
 
 
-async def test_regenerate_makes_the_same_request_again(harness: Harness) -> None:
-    interaction = await harness.discord.invoke_command(
-        "image", {"prompt": "a boat", "model": "dall-e-2", "size": "512x512", "count": 2}
-    )
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"model": "dall-e-2", "size": "512x512", "count": 2},
+        {"model": "dall-e-3", "size": "1792x1024", "quality": "hd"},
+    ],
+    ids=["dall-e-2", "dall-e-3"],
+)
+async def test_regenerate_makes_the_same_request_again(
+    harness: Harness, options: dict[str, object]
+) -> None:
+    interaction = await harness.discord.invoke_command("image", {"prompt": "a boat", **options})
     message = await delivered(harness, interaction)
     again = await again_button(harness, message)
+
+    refused = await harness.discord.click_button(message, again, harness.bob)
+    await harness.discord.wait_for(lambda: refused.acknowledged, timeout=5)
+    assert refused.original is not None and "Only the person who asked" in (
+        refused.original.versions[-1].content
+    )
+    before = len(harness.api.requests_to("/images/generations"))
+
     click = await harness.discord.click_button(message, again, harness.alice)
     await delivered(harness, click)
-    first, second = harness.api.requests_to("/images/generations")
-    for field in ("prompt", "model", "size", "n"):
-        assert first.json[field] == second.json[field]
+    requests = harness.api.requests_to("/images/generations")
+    first, second = requests[0], requests[before]
+    for field in ("prompt", "model", "size", "n", "quality"):
+        assert first.json.get(field) == second.json.get(field)
 
 
 async def test_edit_sends_the_image_and_mask_and_then_refines_the_result(
@@ -307,3 +334,45 @@ async def test_images_as_polled_tasks(tmp_path: Path) -> None:
         harness.api.script(ImageReply(task_error="forbidden"))
         refused = await harness.discord.invoke_command("image", {"prompt": "something banned"})
         assert "content policy" in await sentence(harness, refused)
+
+
+async def test_edit_without_an_image_takes_this_conversations_newest(harness: Harness) -> None:
+    mine, theirs = picture(seed=31), picture(seed=32)
+    harness.api.script(ImageReply(data=mine))
+    await delivered(harness, await harness.discord.invoke_command("image", {"prompt": "here"}))
+    harness.api.script(ImageReply(data=theirs))
+    elsewhere = await harness.discord.invoke_command(
+        "image", {"prompt": "there"}, channel=harness.random
+    )
+    await delivered(harness, elsewhere)
+
+    edit = await harness.discord.invoke_command(
+        "edit", {"prompt": "refine"}, channel=harness.general
+    )
+    await delivered(harness, edit)
+    assert harness.api.requests_to("/images/edits")[-1].parts_named("image")[0].data == mine
+
+
+async def test_one_failed_request_cancels_the_others(harness: Harness) -> None:
+    harness.api.script(Hang(5), Fail(403, "forbidden"), Hang(5))
+    interaction = await harness.discord.invoke_command(
+        "image", {"prompt": "three", "model": "dall-e-3", "count": 3}
+    )
+    assert "content policy" in await sentence(harness, interaction)
+    slow = [r for r in harness.api.requests_to("/images/generations") if not r.completed]
+    for request in slow:
+        await asyncio.wait_for(request.disconnected.wait(), 5)
+    assert len(slow) == 2
+
+
+async def test_a_job_running_at_shutdown_ends_with_a_sentence(harness: Harness) -> None:
+    harness.api.script(Hang(10))
+    interaction = await harness.discord.invoke_command("image", {"prompt": "slow"})
+    await harness.discord.wait_for(
+        lambda: bool(harness.api.requests_to("/images/generations")), timeout=5
+    )
+    await harness.stop_bot()
+    assert interaction.original is not None
+    assert interaction.original.versions[-1].content == (
+        "⚠️ The bot restarted before this was done; please ask again."
+    )

@@ -93,17 +93,18 @@ def _without_none(fields: Mapping[str, Any], extra: Mapping[str, Any] | None) ->
 
 
 @contextlib.contextmanager
-def _translate(what: str, timeout_message: str) -> Iterator[None]:
-    """Turn aiohttp and socket failures into the matching ApiError."""
+def _translate(what: str, timeout_message: str, *, detail: bool = True) -> Iterator[None]:
+    """Turn aiohttp and socket failures into the matching ApiError. Without `detail` the
+    failure's own text (which names the URL) is left out."""
     try:
         yield
     except TimeoutError as exc:  # before OSError: TimeoutError is one
         raise ApiTimeout(f"{what}: {timeout_message}") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        detail = str(exc)
+        text = str(exc) if detail else ""
         raise ServiceUnavailable(
-            f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
-        ) from exc
+            f"{what}: {type(exc).__name__}" + (f": {text}" if text else "")
+        ) from (exc if detail else None)
 
 
 # --- reply parsers, shared by whole and streamed calls -------------------------------------------
@@ -442,7 +443,7 @@ class ApiClient:
             total=self._timeouts.other, sock_connect=self._timeouts.connect
         )
         what = "GET image"
-        with _translate(what, f"no image within {self._timeouts.other:g} s"):
+        with _translate(what, f"no image within {self._timeouts.other:g} s", detail=False):
             async with self._session.get(url, timeout=timeout, raise_for_status=False) as resp:
                 request_id = resp.headers.get("x-request-id")
                 if resp.status >= 400:

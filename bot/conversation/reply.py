@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from bot.conversation.pacing import PacedMessage, Window, WriteScheduler
-from bot.conversation.splitting import split_message
+from bot.conversation.splitting import MESSAGE_LIMIT, split_message
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,11 @@ class Shown:
 
 
 def interrupted(content: str, notice: str) -> str:
-    """What a message left mid-answer by a crash should show: its text, and why it ends."""
-    return f"{content.removesuffix(CURSOR)}\n\n-# {notice}"
+    """What a message left mid-answer by a crash should show: its text, and why it ends
+    (the text shortened if both would not fit in one message)."""
+    ending = f"\n\n-# {notice}"
+    text = content.removesuffix(CURSOR)[: MESSAGE_LIMIT - len(ending) - 1]
+    return text + ending
 
 
 class MessageGone(Exception):

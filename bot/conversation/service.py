@@ -104,6 +104,7 @@ class _Running:
     task: asyncio.Task[Any] | None = None
     text: str = ""
     answer_turn: int | None = None
+    ids_stored: asyncio.Task[None] | None = None  # the newest write of its message ids
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -435,11 +436,20 @@ class ChatService:
         message_ids = sink.message_ids()
         if running.answer_turn is None or not message_ids:
             return
+        # Each write waits for the one before, so an older list never lands last.
         task = asyncio.create_task(
-            self._conversations.set_message_ids(running.answer_turn, message_ids)
+            self._store_message_ids(running.ids_stored, running.answer_turn, message_ids)
         )
+        running.ids_stored = task
         self._background.add(task)
         task.add_done_callback(self._background_done)
+
+    async def _store_message_ids(
+        self, before: asyncio.Task[None] | None, turn_id: int, message_ids: list[int]
+    ) -> None:
+        if before is not None:
+            await asyncio.wait({before})
+        await self._conversations.set_message_ids(turn_id, message_ids)
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
@@ -486,6 +496,8 @@ class ChatService:
             await asyncio.wait(waiters, timeout=grace)
             for waiter in waiters:
                 waiter.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=grace)
 
     # Forgetting.
 

@@ -273,19 +273,20 @@ class ConversationStore:
             )
             return _image_ref(row) if row else None
 
-    async def image_of_message(self, message_id: int) -> tuple[ImageRef, str | None] | None:
-        """The first image a message shows, with the model of the turn that made it."""
+    async def image_of_message(self, message_id: int) -> tuple[ImageRef, StoredTurn] | None:
+        """The first image a message shows, with the turn that showed it."""
         async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(TurnImage, Turn.model)
-                    .join(Turn)
-                    .where(TurnImage.message_id == message_id)
-                    .order_by(TurnImage.id)
-                    .limit(1)
-                )
-            ).first()
-            return (_image_ref(row[0]), row[1]) if row else None
+            image = await session.scalar(
+                select(TurnImage)
+                .where(TurnImage.message_id == message_id)
+                .order_by(TurnImage.id)
+                .limit(1)
+            )
+            if image is None:
+                return None
+            turn = await session.get(Turn, image.turn_id)
+            assert turn is not None
+            return _image_ref(image), _stored_turn(turn)
 
     async def reset(self, channel_id: int) -> int:
         """Forget a conversation's turns. Returns how many were forgotten."""

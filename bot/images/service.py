@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from weakref import WeakValueDictionary
 
 from bot.ai import ApiClient, GeneratedImage, ImageFile, ImageResult
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # Image jobs one person may have running or waiting.
 _JOBS_PER_PERSON = 2
+_PILLOW_AT_ONCE = 2
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,26 @@ class MadeImage:
     revised_prompt: str | None
 
 
+@dataclass(frozen=True)
+class ShownImage:
+    """Where an image was attached on Discord."""
+
+    channel_id: int
+    message_id: int
+    attachment_id: int
+    filename: str
+    content_type: str | None
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """How the images of a message were made, to make them again."""
+
+    prompt: str
+    model: str | None
+    author_id: int | None
+
+
 class ImageService:
     def __init__(
         self,
@@ -66,6 +89,13 @@ class ImageService:
         self.options = options
         self._jobs: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._queued: Counter[int] = Counter()
+        # Decoding a large image takes hundreds of MB: only a few at once, off the event loop.
+        self._pillow = asyncio.Semaphore(_PILLOW_AT_ONCE)
+
+    async def in_worker(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run Pillow work in a thread, a few at a time."""
+        async with self._pillow:
+            return await asyncio.to_thread(work, *args, **kwargs)
 
     def request(
         self,
@@ -124,8 +154,8 @@ class ImageService:
         spec = request.model
         # Models that make one image per request are asked several times, side by side.
         batches = _batches(request.count, spec.per_request)
-        results = await asyncio.gather(
-            *(
+        results = await _all_or_none(
+            [
                 self._api.generate_images(
                     request.prompt,
                     model=spec.name,
@@ -138,7 +168,7 @@ class ImageService:
                     poll_every=self.options.task_poll_every or 0,
                 )
                 for n in batches
-            )
+            ]
         )
         images = await self._fetch(results)
         await self._record_usage(UsageKind.IMAGE, spec.name, len(images), user_id, place)
@@ -154,7 +184,8 @@ class ImageService:
         place: Place,
     ) -> list[MadeImage]:
         spec = request.model
-        image, mask = prepare_for_model(
+        image, mask = await self.in_worker(
+            prepare_for_model,
             image,
             mask,
             square_png_max_bytes=spec.edit_square_png_bytes,
@@ -180,12 +211,13 @@ class ImageService:
             return None
         return await self._conversations.newest_image(conversation.id)
 
-    async def source_of(self, message_id: int) -> tuple[str, str | None] | None:
-        """The prompt and model of the images a message shows, if the bot made them."""
+    async def source_of(self, message_id: int) -> ImageSource | None:
+        """How the images a message shows were made, if the bot made them."""
         found = await self._conversations.image_of_message(message_id)
         if found is None or found[0].prompt is None:
             return None
-        return found[0].prompt, found[1]
+        image, turn = found
+        return ImageSource(image.prompt or "", turn.model, turn.author_id)
 
     async def remember(
         self,
@@ -196,7 +228,7 @@ class ImageService:
         asked: str,
         request: ImageRequest,
         made: Sequence[MadeImage],
-        shown: Sequence[ImageRef],
+        shown: Sequence[ShownImage],
     ) -> None:
         """Record the request and its images, so chat knows of them and /edit can refine them."""
         conversation = await self._conversations.open(
@@ -217,25 +249,40 @@ class ImageService:
         answer = (
             f"[{len(shown)} image(s) made with {request.model.name}: {revised or request.prompt}]"
         )
+        refs = [
+            ImageRef(
+                image.channel_id,
+                image.message_id,
+                image.attachment_id,
+                image.filename,
+                image.content_type,
+                prompt=request.prompt,
+            )
+            for image in shown
+        ]
         await self._conversations.append_turn(
             conversation.id,
             NewTurn(
                 role="assistant",
                 content=answer,
                 token_estimate=estimate_tokens(answer),
-                message_ids=sorted({ref.message_id for ref in shown}),
-                images=shown,
+                # The asker, so that only they (or a moderator) may make them again.
+                author_id=author_id,
+                message_ids=sorted({ref.message_id for ref in refs}),
+                images=refs,
                 model=request.model.name,
             ),
         )
 
     async def _fetch(self, results: Sequence[ImageResult]) -> list[MadeImage]:
         made: list[GeneratedImage] = [image for result in results for image in result.images]
-        datas = await asyncio.gather(
-            *(
+        if not made:
+            raise UserError("The model returned no image; try again, or change the prompt.")
+        datas = await _all_or_none(
+            [
                 self._api.fetch_image_bytes(image, max_bytes=self.options.max_image_bytes)
                 for image in made
-            )
+            ]
         )
         return [
             MadeImage(data, image.revised_prompt) for data, image in zip(datas, made, strict=True)
@@ -252,6 +299,19 @@ class ImageService:
             model=model,
             images=images,
         )
+
+
+async def _all_or_none(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run side by side; if one fails, the others are cancelled rather than left to finish
+    (and be paid for) unseen."""
+    tasks = [asyncio.create_task(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _batches(count: int, per_request: int) -> list[int]:
