@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
@@ -74,6 +75,14 @@ def token_expiry(interaction: discord.Interaction[Any], limits: DiscordLimits) -
     return interaction.created_at + datetime.timedelta(seconds=usable)
 
 
+async def clear_controls(channel: discord.abc.Messageable, message_id: int) -> None:
+    """Remove a message's buttons; a message deleted meanwhile needs nothing."""
+    if isinstance(channel, discord.GroupChannel) or not hasattr(channel, "get_partial_message"):
+        return
+    with contextlib.suppress(discord.NotFound):
+        await channel.get_partial_message(message_id).edit(view=None)
+
+
 def controls_view(controls: Controls) -> discord.ui.View | None:
     """Buttons whose clicks the chat cog handles by their custom ids, also after a restart."""
     if controls.stop_key is None and controls.regenerate_turn is None:
@@ -131,6 +140,9 @@ class ChannelSink:
 
     def message_ids(self) -> list[int]:
         return [self._messages[index].id for index in sorted(self._messages)]
+
+    async def clear_controls(self, message_id: int) -> None:
+        await clear_controls(self._channel, message_id)
 
     async def show(self, index: int, shown: Shown) -> None:
         view = controls_view(shown.controls)
@@ -235,6 +247,11 @@ class InteractionSink:
                 self._messages.append(followup)
         except (discord.NotFound, discord.Forbidden) as exc:
             raise MessageGone from exc
+
+    async def clear_controls(self, message_id: int) -> None:
+        channel = self._interaction.channel
+        if isinstance(channel, discord.abc.Messageable):
+            await clear_controls(channel, message_id)
 
     def _channel_sink(self) -> ChannelSink:
         """The token is gone, but a public response is an ordinary message of the bot's."""

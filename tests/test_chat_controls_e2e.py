@@ -267,3 +267,13 @@ async def test_answers_that_outlive_the_interaction_token(tmp_path: Path) -> Non
             timeout=10,
         )
         assert private.errors == []
+
+
+async def test_only_the_newest_answer_keeps_its_regenerate_button(harness: Harness) -> None:
+    first = await harness.answer_to(await harness.mention("one"))
+    assert any(cid.startswith("answer:regenerate:") for cid in custom_ids(first))
+    second = await harness.answer_to(await harness.mention("two"))
+    assert any(cid.startswith("answer:regenerate:") for cid in custom_ids(second))
+    # A routine write: it waits its turn in the channel's 5 writes per 5 s.
+    await harness.discord.wait_for(lambda: custom_ids(first) == [], timeout=10)
+    assert harness.discord.rate_limited_count == 0

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 _GOLDEN = 0.6180339887498949
+# Slots an idle write leaves free in each window it counts against.
+_IDLE_SPARE = 2
 
 
 class Window:
@@ -53,11 +55,16 @@ class Window:
         """The even spacing at which routine writes never exhaust the window."""
         return self.period / (self.limit - self.reserve)
 
-    def free_at(self, now: float, *, urgent: bool, urgent_waiting: bool = True) -> float:
+    def free_at(
+        self, now: float, *, urgent: bool, urgent_waiting: bool = True, spare: int = 0
+    ) -> float:
+        """When a write may start. `spare`: slots to leave free besides the reserve, for
+        writes that may wait for a quiet moment."""
         while self._starts and self._starts[0] <= now - self.period:
             self._starts.popleft()
         lent = self.lend_reserve and not urgent_waiting
         allowed = self.limit if urgent or lent else self.limit - self.reserve
+        allowed = max(allowed - spare, 1)
         if len(self._starts) < allowed:
             return now
         return self._starts[len(self._starts) - allowed] + self.period
@@ -80,11 +87,15 @@ class PacedMessage:
         windows: Callable[[], Sequence[Window]],
         *,
         after: PacedMessage | None = None,
+        idle: bool = False,
     ) -> None:
         self._scheduler = scheduler
         self._write = write
         self.windows = windows
         self._after = after  # a continuation waits until the message above it exists
+        # An idle write (tidying up, not new text) is never urgent and waits for a quiet
+        # moment, so that it never delays anyone's answer.
+        self.idle = idle
         self.dirty = False
         self.urgent = False
         self.dirty_since = 0.0
@@ -115,7 +126,8 @@ class PacedMessage:
     @property
     def urgent_now(self) -> bool:
         """A message's first text is as urgent as its last."""
-        return self.urgent or (self.writes == 0 and not self.in_flight)
+        first = not self.idle and self.writes == 0 and not self.in_flight
+        return self.urgent or first
 
     async def settled(self) -> None:
         """Wait until everything marked so far has been written."""
@@ -205,7 +217,13 @@ class WriteScheduler:
             start_at = message.last_start + pace * stretch
         for window in windows:
             start_at = max(
-                start_at, window.free_at(now, urgent=urgent, urgent_waiting=urgent_waiting)
+                start_at,
+                window.free_at(
+                    now,
+                    urgent=urgent,
+                    urgent_waiting=urgent_waiting,
+                    spare=_IDLE_SPARE if message.idle else 0,
+                ),
             )
         return start_at
 

@@ -68,6 +68,10 @@ class ReplySink(Protocol):
         """The Discord ids of the messages shown so far."""
         ...
 
+    async def clear_controls(self, message_id: int) -> None:
+        """Remove the buttons of an earlier message in the same place."""
+        ...
+
     def deadline(self) -> datetime | None:
         """When the answer must be finished by, if the place it is shown in expires."""
         ...

@@ -15,11 +15,11 @@ from weakref import WeakValueDictionary
 
 from bot.ai import ApiClient, ApiError, Usage
 from bot.conversation.context import Question, build_messages, history_budget
-from bot.conversation.pacing import WriteScheduler
+from bot.conversation.pacing import PacedMessage, WriteScheduler
 from bot.conversation.reply import Controls, ReplySink, StreamingReply
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
-from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
+from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn, UsageStore
 from bot.errors import UserError, sentence_for
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class ChatService:
         self._person_locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._running: dict[str, _Running] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     # Asking.
 
@@ -266,8 +267,34 @@ class ChatService:
                     prompt_tokens=result.usage.prompt_tokens if result.usage else None,
                     completion_tokens=result.usage.completion_tokens if result.usage else None,
                 )
+                if ask.question_turn is None:  # a regenerated answer's forerunner has none
+                    self._retire_previous(history, sink)
         await self._record_usage(ask, model, messages, text, result.usage)
         return Outcome(text, result.status, answer_turn, model)
+
+    def _retire_previous(self, history: Sequence[StoredTurn], sink: ReplySink) -> None:
+        """Only the newest answer can be regenerated, so only it keeps the button: the one
+        before loses it, at the pace of routine writes."""
+        previous = history[-1] if history else None
+        if previous is None or previous.role != "assistant" or not previous.message_ids:
+            return
+        if previous.images:  # images have a Regenerate of their own
+            return
+        message_id = previous.message_ids[-1]
+        edit = PacedMessage(self._scheduler, lambda: sink.clear_controls(message_id), sink.windows)
+        self._scheduler.add(edit)
+        edit.mark()
+
+        async def forget() -> None:
+            try:
+                await edit.settled()
+            finally:
+                self._scheduler.discard(edit)
+
+        # Cosmetic: not waited for at shutdown, unlike the writes in _background.
+        task = asyncio.create_task(forget())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _store_question(self, conversation_id: int, ask: Ask, model: str) -> list[int]:
         """Store the question (unless it is stored already) and an answer in progress."""
@@ -498,6 +525,8 @@ class ChatService:
                 waiter.cancel()
         if self._background:
             await asyncio.wait(self._background, timeout=grace)
+        for task in self._retiring:
+            task.cancel()
 
     # Forgetting.
 
