@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import SettingsError, load_settings
+from bot.config import Settings, SettingsError, load_settings
 
 REQUIRED = {"DISCORD_TOKEN": "discord-secret-token", "ACEDATACLOUD_API_TOKEN": "api-secret-token"}
 
@@ -100,3 +100,13 @@ def test_shard_ids_need_a_count(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
     monkeypatch.setenv("SHARD_COUNT", "4")
     assert load_settings().shard_ids == [0, 1]
+
+
+def test_every_setting_is_documented() -> None:
+    """.env.example and the README's table list every setting an admin can set."""
+    root = Path(__file__).resolve().parents[1]
+    example = (root / ".env.example").read_text()
+    readme = (root / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"{name.upper()}=" in example, name
+        assert f"`{name.upper()}`" in readme, name
