@@ -20,7 +20,6 @@ from bot.images.files import (
     check_mask,
     check_size,
     fit_for_upload,
-    image_dimensions,
     prepare_for_model,
 )
 
@@ -183,12 +182,6 @@ def test_exif_rotated_photo_is_made_upright() -> None:
     # The left (red) half of the stored picture is at the top once rotated clockwise.
     assert upright.getpixel((20, 5))[0] > 200  # type: ignore[index]
     assert upright.getpixel((20, 75))[2] > 200  # type: ignore[index]
-
-
-def test_dimensions_from_the_header() -> None:
-    assert image_dimensions(header_only_png(300, 200)) == (300, 200)
-    with pytest.raises(ImageProblem):
-        image_dimensions(b"not an image")
 
 
 async def test_functions_run_in_a_thread() -> None:

@@ -172,14 +172,6 @@ def fit_for_upload(data: bytes, *, limit: int) -> tuple[bytes, ImageFormat]:
     return fitted.data, fitted.format
 
 
-def image_dimensions(data: bytes) -> tuple[int, int]:
-    """Width and height from the header alone, without decoding the pixels."""
-    fmt = _sniff(data)
-    if fmt is None:
-        raise ImageProblem(f"That file is not an image: {_SEND}.")
-    return _open(data, fmt, "That image").size
-
-
 # --- checking ---------------------------------------------------------------------------------
 
 _LANCZOS = Image.Resampling.LANCZOS
