@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakValueDictionary
 
-from bot.ai import ApiClient, ApiError, Usage
+from bot.ai import ApiClient, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.pacing import PacedMessage, WriteScheduler
 from bot.conversation.reply import Controls, ReplySink, StreamingReply
@@ -32,7 +32,6 @@ SHUTDOWN = "\x00shutdown"
 DELETED = "\x00deleted"
 
 INTERRUPTED = "The bot restarted before this answer finished."
-UNEXPECTED = "Something went wrong while answering; please try again."
 PRIVATE_TIME_LIMIT = "Discord gives a private answer 15 minutes; this one was cut short."
 
 # Questions one person may have waiting or being answered at once.
@@ -372,12 +371,8 @@ class ChatService:
         error = stream.exception()
         if isinstance(error, TimeoutError):
             return _Result(TurnStatus.STOPPED, PRIVATE_TIME_LIMIT)
-        if isinstance(error, ApiError):
-            log.warning("Answer failed: %s", error)
-            return _Result(TurnStatus.FAILED, error.user_message)
         if error is not None:
-            log.error("Answer failed unexpectedly", exc_info=error)
-            return _Result(TurnStatus.FAILED, UNEXPECTED)
+            return _Result(TurnStatus.FAILED, sentence_for(error, doing="An answer", log=log))
         finish_reason, usage = stream.result()
         return _Result(TurnStatus.COMPLETE, _FINISH_NOTICES.get(finish_reason or ""), usage)
 
