@@ -286,11 +286,23 @@ def test_dall_e_2_gets_a_padded_square_png_with_its_mask_aligned() -> None:
         assert (colour(x, y), marked(x, y)) == ("clear", False)
 
 
+def test_dall_e_2_without_a_mask_may_change_the_whole_picture_but_not_the_padding() -> None:
+    image = checked(halves((600, 400)), "JPEG")
+    _square, mask = prepare_for_model(image, square_png_max_bytes=4 * MB, max_bytes=LIMIT)
+    assert mask is not None
+    out_mask = Image.open(io.BytesIO(mask.data))
+    # Rows 170 to 853 hold the picture: transparent (may change); the padding is opaque.
+    assert out_mask.getpixel((512, 512))[3] == 0  # type: ignore[index]
+    assert out_mask.getpixel((20, 200))[3] == 0  # type: ignore[index]
+    assert out_mask.getpixel((512, 5))[3] == 255  # type: ignore[index]
+    assert out_mask.getpixel((512, 1018))[3] == 255  # type: ignore[index]
+
+
 def test_dall_e_2_square_steps_down_until_it_fits() -> None:
     image = checked(noise((600, 600)), "PNG")  # about 3 MB as a 1024 px RGBA PNG
     square, mask = prepare_for_model(image, square_png_max_bytes=1 * MB, max_bytes=LIMIT)
-    assert mask is None
     assert (square.width, square.height) == (512, 512)
+    assert mask is not None and (mask.width, mask.height) == (512, 512)
     assert len(square.data) <= 1 * MB
     assert Image.open(io.BytesIO(square.data)).size == (512, 512)
 

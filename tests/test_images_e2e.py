@@ -221,10 +221,14 @@ async def test_dall_e_2_gets_a_square_png(harness: Harness) -> None:
         attachments={"image": UploadFile("photo.jpg", picture(96, 48, fmt="JPEG"), "image/jpeg")},
     )
     await delivered(harness, interaction)
-    sent = harness.api.requests_to("/images/edits")[-1].parts_named("image")[0].data
+    request = harness.api.requests_to("/images/edits")[-1]
+    sent = request.parts_named("image")[0].data
     with Image.open(io.BytesIO(sent)) as image:
         assert image.format == "PNG" and image.mode == "RGBA"
         assert image.width == image.height
+    # A mask that lets the picture change goes along, or dall-e-2 would change only padding.
+    with Image.open(io.BytesIO(request.parts_named("mask")[0].data)) as mask:
+        assert mask.size == (image.width, image.height)
 
 
 BAD_FILES = [

@@ -126,8 +126,7 @@ def prepare_for_model(
     to a square with transparency rather than cropped, so none of it is lost; the smallest of
     1024, 512 and 256 that holds it without shrinking is used (1024 at most), then smaller ones
     until both files fit. The mask's padding is opaque, so only what the person marked changes.
-    Note that without a mask dall-e-2 edits only transparent pixels: for an opaque picture that is
-    just the padding, so callers may want to send a mask.
+    Without a mask, one is made that lets the whole picture (not the padding) change.
 
     Otherwise the bytes are kept untouched when within `max_bytes`, else shrunk to fit (the mask
     is then resized to match). Returns the image and the mask (None if none was given).
@@ -356,14 +355,20 @@ def _square_pngs(
     image: CheckedImage, mask: CheckedImage | None, limit: int
 ) -> tuple[CheckedImage, CheckedImage | None]:
     picture = _decode(image, "That image").convert("RGBA")
-    marks = None if mask is None else _decode(mask, "The mask").convert("RGBA")
+    # Without a mask dall-e-2 would change only transparent pixels: for an opaque picture,
+    # nothing but the padding. The whole picture may change unless the person marked a part.
+    marks = (
+        Image.new("RGBA", picture.size, (0, 0, 0, 0))
+        if mask is None
+        else _decode(mask, "The mask").convert("RGBA")
+    )
     longest = max(image.width, image.height)
     start = next((side for side in reversed(DALL_E_2_SIDES) if side >= longest), DALL_E_2_SIDES[0])
     for side in (side for side in DALL_E_2_SIDES if side <= start):
         square = _png_image(_pad_to_square(picture, side, (0, 0, 0, 0)))
         # Opaque padding in the mask: the model may change only what the person marked.
-        square_mask = None if marks is None else _png_image(_pad_to_square(marks, side, _OPAQUE))
-        largest = max(len(square.data), 0 if square_mask is None else len(square_mask.data))
+        square_mask = _png_image(_pad_to_square(marks, side, _OPAQUE))
+        largest = max(len(square.data), len(square_mask.data))
         if largest <= limit:
             return square, square_mask
         log.debug("A %d px square PNG is %d bytes, over %d: trying smaller", side, largest, limit)
