@@ -772,3 +772,15 @@ async def test_image_task_that_never_finishes_times_out(
     with pytest.raises(ApiTimeout, match=r"unfinished after 0\.3 s"):
         await client.generate_images("slow", model="gpt-image-1", background=True, poll_every=0.05)
     assert 2 <= len(api.requests_to("/tasks")) <= 8  # polled, and gave up in time
+
+
+async def test_a_reply_too_large_to_hold_is_refused(
+    api: FakeApi, client: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.ai.client as client_module
+
+    monkeypatch.setattr(client_module, "_MAX_REPLY", 10_000)
+    api.script(ImageReply(data=bytes(20_000)))
+    with pytest.raises(ApiError, match="larger than 10000 bytes"):
+        await client.generate_images("big", model="gpt-image-1")
+    assert len(api.requests_to("/images/generations")) == 1  # not retried

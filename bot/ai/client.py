@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _ERROR_BODY_LIMIT = 64 * 1024
+# No reply the bot expects comes near this: four 20 MB images in base64 are about 107 MB.
+_MAX_REPLY = 128 * 1024 * 1024
 _DOWNLOAD_CHUNK = 64 * 1024
 
 DEFAULT_TIMEOUTS = Timeouts()
@@ -206,6 +208,17 @@ def _image_result(data: Mapping[str, Any]) -> ImageResult:
         if isinstance(item, Mapping) and (item.get("b64_json") or item.get("url"))
     ]
     return ImageResult(images=images, usage=_usage(data.get("usage")))
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The whole body, refused once it passes `limit` (a base64 image reply can be large)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(_DOWNLOAD_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            # Not worth retrying: the same request would bring the same reply.
+            raise ApiError(f"{what}: the reply is larger than {limit} bytes")
+    return bytes(body)
 
 
 def _task_id(data: Mapping[str, Any]) -> str:
@@ -506,7 +519,7 @@ class ApiClient:
                 ) as resp:
                     if resp.status >= 400:
                         raise await self._error_from(resp)
-                    raw = await resp.read()
+                    raw = await _read_bounded(resp, _MAX_REPLY, what)
             try:
                 data = json.loads(raw)
             except ValueError:
