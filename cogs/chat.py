@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,9 +106,7 @@ class ChatCog(commands.Cog):
         await interaction.response.defer(thinking=True, ephemeral=private)
         sink.acknowledged()
         image_urls, _ = await self._read_images([image] if image else [], None)
-        text = question_text(author.display_name, prompt)
-        if image:
-            text += f"\n[attached image: {image.filename}]"
+        text = question_text(author.display_name, prompt) + _image_note([image] if image else [])
         await self.chat.ask(
             Ask(
                 place=place_of(interaction.channel, interaction.guild_id),
@@ -282,12 +281,13 @@ class ChatCog(commands.Cog):
             if replied.author.id != me.id:
                 quoted = (replied.author.display_name, replied.clean_content[:2000])
         author = message.author
+        said = question_text(author.display_name, text, quoted) + _image_note(images)
         await self.chat.ask(
             Ask(
                 place=place_of(message.channel, message.guild.id if message.guild else None),
                 author_id=author.id,
                 author_name=author.display_name,
-                question=Question(question_text(author.display_name, text, quoted), image_urls),
+                question=Question(said, image_urls),
                 prompt_chars=len(text),
                 message_id=message.id,
                 images=image_refs,
@@ -335,12 +335,32 @@ class ChatCog(commands.Cog):
             user_id=interaction.user.id,
             can_manage=_can_manage_messages(interaction),
         )
+        if ask.images:
+            urls = await self._read_stored_images(channel, ask.images)
+            ask = dataclasses.replace(ask, question=Question(ask.question.content, urls))
         # The old answer leaves the history, so its button goes too.
         await interaction.response.edit_message(view=None)
         sink = ChannelSink(channel, channel.id, self.budget, reference=interaction.message)
         await self.chat.ask(ask, sink)
 
     # Helpers.
+
+    async def _read_stored_images(
+        self, channel: discord.abc.Messageable, refs: Sequence[ImageRef]
+    ) -> list[str]:
+        """The images of an earlier question, read again through their messages (attachment
+        URLs expire); those deleted meanwhile are left out."""
+        urls: list[str] = []
+        for ref in refs:
+            try:
+                message = await channel.fetch_message(ref.message_id)
+            except discord.HTTPException:
+                continue
+            attachments = [a for a in message.attachments if a.id == ref.attachment_id]
+            if attachments:
+                found, _ = await self._read_images(attachments, None)
+                urls += found
+        return urls
 
     def _check_model(self, model: str | None, *, images: int = 0) -> None:
         if model is not None and model not in self.settings.models:
@@ -399,6 +419,11 @@ def _without_mention(message: discord.Message, me: discord.ClientUser) -> str:
     for name in names:
         text = text.replace(f"@{name}", "")
     return text.strip()
+
+
+def _image_note(images: Sequence[discord.Attachment]) -> str:
+    """History keeps text only: a note says which images the model was shown."""
+    return "".join(f"\n[attached image: {image.filename}]" for image in images)
 
 
 def _thread_name(prompt: str) -> str:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from cogs.sinks import DiscordLimits
-from tests.fakes.api import Reply
-from tests.fakes.discord import FakeDiscordConfig, MessageRecord, Perm
+from tests.fakes.api import Reply, tiny_png
+from tests.fakes.discord import FakeDiscordConfig, MessageRecord, Perm, UploadFile
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
 SLOW = Reply(text="word " * 60, chunk_size=5, chunk_interval=0.05)  # about three seconds
@@ -277,3 +278,24 @@ async def test_only_the_newest_answer_keeps_its_regenerate_button(harness: Harne
     # A routine write: it waits its turn in the channel's 5 writes per 5 s.
     await harness.discord.wait_for(lambda: custom_ids(first) == [], timeout=10)
     assert harness.discord.rate_limited_count == 0
+
+
+async def test_regenerate_shows_the_model_the_questions_image_again(harness: Harness) -> None:
+    png = tiny_png(5)
+    question = await harness.discord.post_message(
+        harness.general,
+        harness.alice,
+        "what is this?",
+        mentions=[harness.discord.bot_user],
+        attachments=[UploadFile("dot.png", png, "image/png")],
+    )
+    first = await harness.answer_to(question)
+    await harness.discord.click_button(first, button(first, "answer:regenerate:"), harness.alice)
+    await harness.discord.wait_for(
+        lambda: len(harness.api.requests_to("/chat/completions")) == 2, timeout=10
+    )
+    for request in harness.api.requests_to("/chat/completions"):
+        parts = request.json["messages"][-1]["content"]
+        assert parts[0]["text"] == "alice: what is this?\n[attached image: dot.png]"
+        url = parts[1]["image_url"]["url"]
+        assert base64.b64decode(url.split(",", 1)[1]) == png

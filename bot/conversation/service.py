@@ -443,6 +443,8 @@ class ChatService:
             question=Question(question.content),
             prompt_chars=0,
             model=answer.model,
+            # Where the question's images are, for the caller to read again.
+            images=question.images,
             replacing_turn=answer.id,
             question_turn=question.id,
         )
