@@ -80,14 +80,6 @@ class Ask:
     question_turn: int | None = None
 
 
-@dataclass(frozen=True)
-class Outcome:
-    text: str
-    status: TurnStatus
-    turn_id: int | None
-    model: str
-
-
 class StopResult(enum.Enum):
     STOPPED = "stopped"
     NOT_RUNNING = "not running"
@@ -160,7 +152,7 @@ class ChatService:
                 "You already have questions waiting for answers; wait for them or press Stop."
             )
 
-    async def ask(self, ask: Ask, sink: ReplySink) -> Outcome:
+    async def ask(self, ask: Ask, sink: ReplySink) -> None:
         """Answer a question into `sink`: after the asker's previous question, and after the
         earlier questions of the same conversation. Whatever happens, the reply is finished."""
         self.check(author_id=ask.author_id, prompt_chars=ask.prompt_chars)
@@ -173,7 +165,6 @@ class ChatService:
             on_gone=lambda: self._cancel(running, DELETED),
             on_new_message=lambda: self._note_messages(running, sink),
         )
-        model = ask.model or self.options.default_model
         try:
             queued = asyncio.create_task(self._in_turn(ask, sink, reply, running))
             running.task = queued
@@ -184,31 +175,30 @@ class ChatService:
                 raise
             if queued.cancelled():  # stopped while it waited for its turn
                 await reply.finish("", notice=self._stop_notice(running) or "Stopped.")
-                return Outcome("", TurnStatus.STOPPED, None, model)
-            return queued.result()
+            else:
+                queued.result()  # raises what went wrong
         except Exception as exc:
             doing = f"Answering in channel {ask.place.channel_id}"
             sentence = sentence_for(exc, doing=doing, log=log)
             if not reply.finished:  # an answer already shown stays as it is
                 await reply.finish(f"⚠️ {sentence}")
-            return Outcome("", TurnStatus.FAILED, None, model)
         finally:
             del self._running[running.key]
             running.done.set()
 
     async def _in_turn(
         self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
-    ) -> Outcome:
+    ) -> None:
         person = self._person_locks.setdefault(ask.author_id, asyncio.Lock())
         conversation = self._locks.setdefault(ask.place.channel_id, asyncio.Lock())
         if person.locked() or conversation.locked():
             reply.status(WAITING)
         async with person, conversation:
-            return await self._answer(ask, sink, reply, running)
+            await self._answer(ask, sink, reply, running)
 
     async def _answer(
         self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
-    ) -> Outcome:
+    ) -> None:
         model = ask.model or self.options.default_model
         conversation = await self._conversations.open(
             ask.place.channel_id,
@@ -251,7 +241,6 @@ class ChatService:
             await reply.finish(f"⚠️ {result.notice}" if result.notice else "")
             new_turns = stored if ask.question_turn is None else stored[-1:]
             await self._conversations.delete_turns(new_turns)
-            answer_turn = None
         else:
             controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
             await reply.finish(text, notice=result.notice, controls=controls)
@@ -269,7 +258,6 @@ class ChatService:
                 if ask.question_turn is None:  # a regenerated answer's forerunner has none
                     self._retire_previous(history, sink)
         await self._record_usage(ask, model, messages, text, result.usage)
-        return Outcome(text, result.status, answer_turn, model)
 
     def _retire_previous(self, history: Sequence[StoredTurn], sink: ReplySink) -> None:
         """Only the newest answer can be regenerated, so only it keeps the button: the one
