@@ -329,6 +329,8 @@ class ChatCog(commands.Cog):
         channel = interaction.channel
         if not turn.isdigit() or not isinstance(channel, discord.abc.Messageable):
             raise UserError("This button no longer works.")
+        # Reading the question's images again may outlast Discord's three seconds.
+        await interaction.response.defer()
         ask = await self.chat.regeneration(
             int(turn),
             channel_id=interaction.channel_id or 0,
@@ -339,7 +341,7 @@ class ChatCog(commands.Cog):
             urls = await self._read_stored_images(channel, ask.images)
             ask = dataclasses.replace(ask, question=Question(ask.question.content, urls))
         # The old answer leaves the history, so its button goes too.
-        await interaction.response.edit_message(view=None)
+        await interaction.edit_original_response(view=None)
         sink = ChannelSink(channel, channel.id, self.budget, reference=interaction.message)
         await self.chat.ask(ask, sink)
 

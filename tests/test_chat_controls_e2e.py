@@ -102,6 +102,24 @@ async def test_regenerate_replaces_the_answer_in_the_history_also_after_a_restar
     assert history[1:] == ["alice: Name a colour", "Second try.", "alice: Why that one?"]
 
 
+async def test_regenerate_pressed_as_soon_as_it_shows_works(tmp_path: Path) -> None:
+    # The button shows before Discord's reply to that write reaches the bot, so the press
+    # arrives while the answer is still being stored.
+    config = FakeDiscordConfig(bot_reply_delay=0.3)
+    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+        await harness.start_bot()
+        harness.api.script(Reply(text="First try."), Reply(text="Second try."))
+        first = await harness.answer_to(await harness.mention("Name a colour"))
+        press = await harness.discord.click_button(
+            first, button(first, "answer:regenerate:"), harness.alice
+        )
+        await harness.discord.wait_for(
+            lambda: any(m.versions[-1].content == "Second try." for m in harness.bot_messages()),
+            timeout=10,
+        )
+        assert press.followups == []  # no refusal
+
+
 async def test_deleting_the_answer_stops_its_upstream_request(harness: Harness) -> None:
     harness.api.script(SLOW)
     question = await harness.mention("Tell me a long story")

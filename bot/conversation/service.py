@@ -403,6 +403,11 @@ class ChatService:
         self, turn_id: int, *, channel_id: int, user_id: int, can_manage: bool
     ) -> Ask:
         """The question to ask again so that its new answer replaces answer `turn_id`."""
+        # The button shows with the answer's last write, a moment before the answer is stored
+        # as finished: a quick press waits for that.
+        for running in list(self._running.values()):
+            if running.answer_turn == turn_id:
+                await running.done.wait()
         answer = await self._conversations.get_turn(turn_id)
         conversation = (
             await self._conversations.get_conversation(answer.conversation_id) if answer else None

@@ -57,6 +57,9 @@ class FakeDiscordConfig:
 
     # Network behaviour.
     latency: float = 0.0
+    # Between applying a bot-token request and answering it: everyone sees the change while
+    # the bot still waits for its reply (interaction routes answer at once).
+    bot_reply_delay: float = 0.0
     heartbeat_interval_ms: int = 41250
     shards: int = 1
     max_recorded_events: int = 10000

@@ -1682,6 +1682,8 @@ class FakeDiscord:
                 response: web.StreamResponse = limited
             else:
                 response = await handler(request)
+                if kind == "bot" and self.config.bot_reply_delay > 0:
+                    await asyncio.sleep(self.config.bot_reply_delay)
         except DiscordError as err:
             response = json_reply(err.body(), err.status)
             self._note_interaction_error(request, record, err)
