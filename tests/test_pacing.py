@@ -27,6 +27,16 @@ def test_window_counts_a_sliding_period() -> None:
 def test_window_needs_a_routine_slot() -> None:
     with pytest.raises(ValueError):
         Window(1, 1.0, reserve=1)
+    with pytest.raises(ValueError):
+        Window(2, 1.0, reserve=1, slack=1.0)
+
+
+def test_slack_slows_the_routine_pace_but_keeps_every_slot() -> None:
+    window = Window(5, 5.0, reserve=0, slack=0.6)
+    assert window.routine_interval == pytest.approx(5.0 / 4.4)
+    for start in (0.0, 1.0, 2.0, 3.0):
+        window.take(start)
+    assert window.free_at(3.5, urgent=False) == 3.5  # the fifth slot is not held back
 
 
 @pytest.fixture

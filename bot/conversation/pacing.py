@@ -34,17 +34,26 @@ class Window:
     """At most `limit` writes starting in any `period` seconds (a sliding window).
 
     A sliding window is stricter than the fixed windows servers usually count with, so keeping
-    to it keeps to theirs. `reserve` slots are left to urgent writes.
+    to it keeps to theirs. `reserve` slots are left to urgent writes. `slack` (a fraction of a
+    slot) slows the routine pace without keeping a whole slot empty: an urgent write then seldom
+    finds the window full, and never waits long.
     """
 
     def __init__(
-        self, limit: int, period: float, *, reserve: int = 1, lend_reserve: bool = False
+        self,
+        limit: int,
+        period: float,
+        *,
+        reserve: int = 1,
+        slack: float = 0.0,
+        lend_reserve: bool = False,
     ) -> None:
-        if not 0 <= reserve < limit:
-            raise ValueError("reserve must leave at least one slot for routine writes")
+        if not 0 <= reserve < limit or not 0 <= slack < limit - reserve:
+            raise ValueError("reserve and slack must leave room for routine writes")
         self.limit = limit
         self.period = period
         self.reserve = reserve
+        self.slack = slack
         # A busy shared window lends its reserve to routine writes while no urgent one waits:
         # a slot kept empty helps nobody, and an urgent write gets the next slot that frees.
         self.lend_reserve = lend_reserve
@@ -53,7 +62,7 @@ class Window:
     @property
     def routine_interval(self) -> float:
         """The even spacing at which routine writes never exhaust the window."""
-        return self.period / (self.limit - self.reserve)
+        return self.period / (self.limit - self.reserve - self.slack)
 
     def free_at(
         self, now: float, *, urgent: bool, urgent_waiting: bool = True, spare: int = 0
