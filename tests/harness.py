@@ -104,7 +104,10 @@ class Harness:
         ]
 
     async def answer_to(self, question: MessageRecord, *, within: float = 10) -> MessageRecord:
-        """Wait until the bot's reply to `question` is finished (no Stop button), and return it."""
+        """Wait until the bot's reply to `question` is finished (no Stop button), and return it.
+
+        That is the answer's first message: one that continues in more messages loses its Stop
+        button there as soon as the next one starts, so wait for the last one instead."""
 
         def finished() -> MessageRecord | None:
             for message in self.discord.messages_in(question.channel_id):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.db.repository import ConversationStore, NewTurn
 from cogs.sinks import DiscordLimits
 from tests.fakes.api import Reply, tiny_png
 from tests.fakes.discord import FakeDiscordConfig, MessageRecord, Perm, UploadFile
@@ -78,7 +79,9 @@ async def test_regenerate_replaces_the_answer_in_the_history_also_after_a_restar
     refused = await harness.discord.click_button(
         first, button(first, "answer:regenerate:"), harness.bob
     )
-    await harness.discord.wait_for(lambda: refused.acknowledged, timeout=5)
+    await harness.discord.wait_for(lambda: refused.followups, timeout=5)
+    assert "Only the person who asked" in refused.followups[0].versions[-1].content
+    assert refused.followups[0].visible_to == harness.bob.id
     assert len(harness.api.requests_to("/chat/completions")) == 1
 
     await harness.discord.click_button(first, button(first, "answer:regenerate:"), harness.alice)
@@ -233,6 +236,46 @@ async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(harness: Ha
         m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
     ]
     assert "bob: second question" not in history
+
+
+async def test_stop_as_its_turn_comes_stores_nothing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold the second question just after it is stored, before its answer is: that is where
+    # a Stop once left a question behind without an answer.
+    stored, release = asyncio.Event(), asyncio.Event()
+    append_turn = ConversationStore.append_turn
+
+    async def held_append_turn(
+        store: ConversationStore, conversation_id: int, turn: NewTurn
+    ) -> int:
+        turn_id = await append_turn(store, conversation_id, turn)
+        if turn.content == "bob: second question":
+            stored.set()
+            await release.wait()
+        return turn_id
+
+    monkeypatch.setattr(ConversationStore, "append_turn", held_append_turn)
+    harness.api.script(Reply(text="One.", chunk_interval=0.3), Reply(text="never asked"))
+    first = await harness.mention("first question")
+    await streaming_answer(harness, first)
+    second = await harness.mention("second question", author=harness.bob)
+    await harness.answer_to(first)
+    await asyncio.wait_for(stored.wait(), 10)
+    waiting = next(m for m in harness.bot_messages() if m.versions[-1].content.startswith("⏳"))
+    press = await harness.discord.click_button(
+        waiting, button(waiting, "answer:stop:"), harness.bob
+    )
+    await harness.discord.wait_for(lambda: press.acknowledged, timeout=5)
+    release.set()
+
+    stopped = await harness.answer_to(second)
+    assert stopped.versions[-1].content == "Stopped by bob."
+    await harness.answer_to(await harness.mention("third question"))
+    history = [
+        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
+    ]
+    assert history[1:] == ["alice: first question", "One.", "alice: third question"]
 
 
 async def test_an_empty_answer_gets_a_sentence(harness: Harness) -> None:

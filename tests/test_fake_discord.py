@@ -368,7 +368,8 @@ def _commands_setup(
             try:
                 await interaction.response.defer()
             except discord.HTTPException as exc:
-                results["slow"].set_result(exc)
+                if not results["slow"].done():
+                    results["slow"].set_result(exc)
 
         top_level: list[app_commands.Command[Any, ..., Any]] = [ask, quick, look, pick, slow]
         for command in top_level:
@@ -483,12 +484,14 @@ async def test_late_ack_and_interaction_errors(make_env: EnvFactory) -> None:
         url = f"{fake.api_base}/interactions/{ask.id}/{ask.token}/callback"
         async with session.post(url, json={"type": 5}) as resp:
             assert resp.status == 400 and (await resp.json())["code"] == 40060
-        fresh = await fake.invoke_command("slow", user=env.alice)
+        gate = results["slow_gate"] = asyncio.get_running_loop().create_future()
+        fresh = await fake.invoke_command("slow", user=env.alice)  # held until the gate opens
         original = (
             f"{fake.api_base}/webhooks/{fake.application_id}/{fresh.token}/messages/@original"
         )
         async with session.patch(original, json={"content": "x"}) as resp:
             assert resp.status == 404 and (await resp.json())["code"] == 10008
+        gate.set_result(None)
         await fake.wait_for(lambda: ask.token_expired, what="token expired")
         followup = f"{fake.api_base}/webhooks/{fake.application_id}/{ask.token}?wait=1"
         async with session.post(followup, json={"content": "late"}) as resp:

@@ -363,10 +363,12 @@ async def test_one_failed_request_cancels_the_others(harness: Harness) -> None:
         "image", {"prompt": "three", "model": "dall-e-3", "count": 3}
     )
     assert "content policy" in await sentence(harness, interaction)
-    slow = [r for r in harness.api.requests_to("/images/generations") if not r.completed]
+    requests = harness.api.requests_to("/images/generations")
+    slow = [r for r in requests if not r.completed]
     for request in slow:
         await asyncio.wait_for(request.disconnected.wait(), 5)
-    assert len(slow) == 2
+    # The third request may be cancelled before it is even sent.
+    assert len(requests) - len(slow) == 1 and 1 <= len(slow) <= 2
 
 
 async def test_a_job_running_at_shutdown_ends_with_a_sentence(harness: Harness) -> None:

@@ -194,6 +194,9 @@ class ChatService:
         if person.locked() or conversation.locked():
             reply.status(WAITING)
         async with person, conversation:
+            # Its turn has come: from here on Stop cancels only the stream (see _answer), never
+            # the bookkeeping around it, or a question could be stored without its answer.
+            running.task = None
             await self._answer(ask, sink, reply, running)
 
     async def _answer(
@@ -217,7 +220,6 @@ class ChatService:
         answer_turn = running.answer_turn = stored[-1] if stored else None
         self._note_messages(running, sink)  # a status line may already be showing
 
-        # From here on Stop cancels the stream, never the bookkeeping around it.
         stream = asyncio.create_task(
             self._stream(messages, model, ask, reply, running, sink.deadline())
         )
@@ -238,7 +240,10 @@ class ChatService:
             # Nothing was answered: the question leaves no trace in the history.
             if result.status is TurnStatus.COMPLETE:
                 result.notice = "The model returned an empty answer; please try again."
-            await reply.finish(f"⚠️ {result.notice}" if result.notice else "")
+            if running.stop_reason not in (None, SHUTDOWN):  # someone pressed Stop: no warning
+                await reply.finish("", notice=result.notice)
+            else:
+                await reply.finish(f"⚠️ {result.notice}" if result.notice else "")
             new_turns = stored if ask.question_turn is None else stored[-1:]
             await self._conversations.delete_turns(new_turns)
         else:
