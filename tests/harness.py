@@ -103,6 +103,11 @@ class Harness:
             if message.author.id == self.discord.bot_user.id
         ]
 
+    def sent_history(self, index: int = -1) -> list[str]:
+        """What the model was sent in chat request `index`, message by message."""
+        messages = self.api.requests_to("/chat/completions")[index].json["messages"]
+        return [str(message["content"]) for message in messages]
+
     async def answer_to(self, question: MessageRecord, *, within: float = 10) -> MessageRecord:
         """Wait until the bot's reply to `question` is finished (no Stop button), and return it.
 

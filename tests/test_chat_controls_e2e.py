@@ -93,15 +93,11 @@ async def test_regenerate_replaces_the_answer_in_the_history_also_after_a_restar
         timeout=10,
     )
     assert custom_ids(harness.discord.message(first.id)) == []  # the old answer's button is gone
-    regenerated = [
-        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
-    ]
+    regenerated = harness.sent_history()
     assert regenerated[1:] == ["alice: Name a colour"]
 
     await harness.answer_to(await harness.mention("Why that one?"))
-    history = [
-        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
-    ]
+    history = harness.sent_history()
     assert history[1:] == ["alice: Name a colour", "Second try.", "alice: Why that one?"]
 
 
@@ -140,9 +136,7 @@ async def test_questions_in_one_conversation_are_answered_in_order(harness: Harn
     second = await harness.mention("second question", author=harness.bob)
     await harness.answer_to(first)
     await harness.answer_to(second)
-    messages = [
-        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
-    ]
+    messages = harness.sent_history()
     assert messages[1:] == ["alice: first question", "One.", "bob: second question"]
 
 
@@ -209,9 +203,7 @@ async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) ->
         question = await harness.discord.post_message(dm, harness.alice, "hello again")
         answer = await harness.answer_to(question)
         assert answer.versions[-1].content
-        assert [
-            m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
-        ][1:] == ["alice: hello again"]
+        assert harness.sent_history()[1:] == ["alice: hello again"]
 
 
 async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(harness: Harness) -> None:
@@ -233,9 +225,7 @@ async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(harness: Ha
     assert stopped.versions[-1].mono < answered.versions[-1].mono  # it did not wait its turn
     assert len(harness.api.requests_to("/chat/completions")) == 1
     await harness.answer_to(await harness.mention("third question"))
-    history = [
-        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
-    ]
+    history = harness.sent_history()
     assert "bob: second question" not in history
 
 
@@ -273,9 +263,7 @@ async def test_stop_as_its_turn_comes_stores_nothing(
     stopped = await harness.answer_to(second)
     assert stopped.versions[-1].content == "Stopped by bob."
     await harness.answer_to(await harness.mention("third question"))
-    history = [
-        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
-    ]
+    history = harness.sent_history()
     assert history[1:] == ["alice: first question", "One.", "alice: third question"]
 
 

@@ -31,10 +31,6 @@ def sent_messages(harness: Harness, index: int = -1) -> list[dict[str, Any]]:
     return messages
 
 
-def contents(messages: list[dict[str, Any]]) -> list[str]:
-    return [str(message["content"]) for message in messages]
-
-
 async def finished_interaction(
     harness: Harness, interaction: InteractionRecord, within: float = 10
 ) -> MessageRecord:
@@ -190,7 +186,7 @@ async def test_history_is_per_channel_and_survives_a_restart(harness: Harness) -
     await harness.answer_to(await harness.mention("My name is Alice."))
 
     await harness.answer_to(await harness.mention("What is my name?"))
-    second = contents(sent_messages(harness))
+    second = harness.sent_history()
     assert second[1:] == [
         "alice: My name is Alice.",
         "Nice to meet you, Alice.",
@@ -198,12 +194,12 @@ async def test_history_is_per_channel_and_survives_a_restart(harness: Harness) -
     ]
 
     await harness.answer_to(await harness.mention("Who am I?", channel=harness.random))
-    assert "alice: My name is Alice." not in contents(sent_messages(harness))
+    assert "alice: My name is Alice." not in harness.sent_history()
 
     await harness.stop_bot()
     await harness.start_bot()
     await harness.answer_to(await harness.mention("Still there?"))
-    assert "alice: My name is Alice." in contents(sent_messages(harness))
+    assert "alice: My name is Alice." in harness.sent_history()
 
 
 async def test_reset_forgets_the_conversation(harness: Harness) -> None:
@@ -220,7 +216,7 @@ async def test_reset_forgets_the_conversation(harness: Harness) -> None:
     assert interaction.original is not None
     assert "Forgot" in interaction.original.versions[-1].content
     await harness.answer_to(await harness.mention("Which number?"))
-    assert contents(sent_messages(harness))[1:] == ["alice: Which number?"]
+    assert harness.sent_history()[1:] == ["alice: Which number?"]
 
 
 async def test_chat_opens_a_thread_that_is_answered_without_mentions(harness: Harness) -> None:
@@ -244,7 +240,7 @@ async def test_chat_opens_a_thread_that_is_answered_without_mentions(harness: Ha
     assert first is not None
     question = await harness.discord.post_message(thread, harness.bob, "Somewhere warm, please")
     second = await harness.answer_to(question)
-    assert contents(sent_messages(harness))[1:] == [
+    assert harness.sent_history()[1:] == [
         "alice: Let us plan a trip",
         first.versions[-1].content,
         "bob: Somewhere warm, please",
@@ -256,14 +252,14 @@ async def test_chat_opens_a_thread_that_is_answered_without_mentions(harness: Ha
     await harness.answer_to(
         await harness.discord.post_message(thread, harness.alice, "And after that?")
     )
-    assert contents(sent_messages(harness))[3:] == [
+    assert harness.sent_history()[3:] == [
         "bob: Somewhere warm, please",
         second.versions[-1].content,
         "alice: And after that?",
     ]
     # The channel the thread was opened from has its own, empty history.
     await harness.answer_to(await harness.mention("Anything here?"))
-    assert contents(sent_messages(harness))[1:] == ["alice: Anything here?"]
+    assert harness.sent_history()[1:] == ["alice: Anything here?"]
 
 
 async def test_replies_continue_and_bring_another_persons_message(harness: Harness) -> None:
@@ -273,8 +269,8 @@ async def test_replies_continue_and_bring_another_persons_message(harness: Harne
         harness.general, harness.bob, "And times 3?", reference=answer, mention_author=False
     )
     await harness.answer_to(reply)
-    assert contents(sent_messages(harness))[-1] == "bob: And times 3?"
-    assert "The answer is 4." in contents(sent_messages(harness))
+    assert harness.sent_history()[-1] == "bob: And times 3?"
+    assert "The answer is 4." in harness.sent_history()
 
     said = await harness.discord.post_message(harness.general, harness.bob, "Cats are liquid.")
     asking = await harness.discord.post_message(
@@ -286,7 +282,7 @@ async def test_replies_continue_and_bring_another_persons_message(harness: Harne
         mention_author=False,
     )
     await harness.answer_to(asking)
-    assert contents(sent_messages(harness))[-1] == (
+    assert harness.sent_history()[-1] == (
         "(In reply to bob: Cats are liquid.)\nalice: is that true?"
     )
 
@@ -321,7 +317,7 @@ async def test_api_failures_become_one_sentence(
     assert harness.api.token not in answer.versions[-1].content
     # The next question works, and the failed one left nothing in the history.
     await harness.answer_to(await harness.mention("hello again"))
-    assert contents(sent_messages(harness))[1:] == ["alice: hello again"]
+    assert harness.sent_history()[1:] == ["alice: hello again"]
 
 
 async def test_rate_limited_then_success_is_retried(harness: Harness) -> None:

@@ -317,9 +317,7 @@ async def test_images_are_remembered_in_the_conversation_and_the_usage(harness: 
 
     # The chat knows what was drawn.
     await harness.answer_to(await harness.mention("What did you draw?"))
-    history = [
-        m["content"] for m in harness.api.requests_to("/chat/completions")[-1].json["messages"]
-    ]
+    history = harness.sent_history()
     assert history[1] == "alice: /image two owls"
     assert history[2].startswith("[2 image(s) made with gpt-image-1")
 
