@@ -131,6 +131,7 @@ class Bot(commands.AutoShardedBot):
                 max_answer_tokens=settings.max_answer_tokens,
                 max_prompt_chars=settings.max_prompt_chars,
                 max_concurrent_requests=settings.max_concurrent_requests,
+                answer_timeout=settings.answer_timeout,
             ),
         )
         interrupted = await self.chat.recover(self._owns)

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     # Timeouts, in seconds.
     chat_timeout: float = Field(default=120, gt=0)
     stream_idle_timeout: float = Field(default=60, gt=0)
+    answer_timeout: float = Field(default=600, gt=0)
     image_timeout: float = Field(default=300, gt=0)
     # Ask for images as tasks and poll for them, rather than holding a request open.
     image_async_tasks: bool = False

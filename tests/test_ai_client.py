@@ -43,6 +43,7 @@ from tests.fakes.api import (
     MidStreamError,
     RecordedRequest,
     Reply,
+    Trickle,
     make_text,
     tiny_png,
 )
@@ -784,3 +785,38 @@ async def test_a_reply_too_large_to_hold_is_refused(
     with pytest.raises(ApiError, match="larger than 10000 bytes"):
         await client.generate_images("big", model="gpt-image-1")
     assert len(api.requests_to("/images/generations")) == 1  # not retried
+
+
+@pytest.mark.parametrize("kind", ["comment", "whitespace", "empty"])
+async def test_bytes_without_text_do_not_keep_a_stream_alive(
+    api: FakeApi, session: aiohttp.ClientSession, kind: str
+) -> None:
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3))
+    api.script(Trickle(seconds=30, after_chunks=2, every=0.02, kind=kind))
+    deltas: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(ApiTimeout, match="no new text"):
+        async with client.stream_chat(MESSAGES, model="m") as stream:
+            async for delta in stream:
+                deltas.append(delta)
+    assert time.monotonic() - started < WAIT
+    assert deltas == ["Echo", ": he"]
+    await wait_disconnected(api.requests[0])
+
+
+async def test_keepalives_before_the_first_text_count_as_silence(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3))
+    api.script(Trickle(seconds=30, every=0.02))
+    with pytest.raises(ApiTimeout):
+        await stream_text(client)
+    assert len(api.requests) == 1  # a silent upstream is not asked again
+
+
+async def test_text_resets_the_idle_clock(api: FakeApi, session: aiohttp.ClientSession) -> None:
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3))
+    # Ten chunks 0.1 s apart take a second in all, but none is 0.3 s after the one before.
+    api.script(Reply(text="abcdefghij", chunk_size=1, chunk_interval=0.1, keepalive=True))
+    deltas, _ = await stream_text(client)
+    assert "".join(deltas) == "abcdefghij"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.api import DropConnection, Fail, Hang, MidStreamError, Reply, tiny_png
+from tests.fakes.api import (
+    DropConnection,
+    Fail,
+    Hang,
+    MidStreamError,
+    Reply,
+    Trickle,
+    tiny_png,
+)
 from tests.fakes.discord import InteractionRecord, MessageRecord, UploadFile
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
@@ -352,6 +361,41 @@ async def test_a_timeout_is_a_sentence(tmp_path: Path) -> None:
         harness.api.script(Hang(2), Hang(2), Hang(2))
         answer = await harness.answer_to(await harness.mention("slow?"), within=15)
         assert "took too long" in answer.versions[-1].content
+
+
+@pytest.mark.parametrize("kind", ["comment", "whitespace", "empty"])
+async def test_an_upstream_sending_only_keepalives_ends_the_answer(
+    tmp_path: Path, kind: str
+) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(stream_idle_timeout=0.5)
+        harness.api.script(Trickle(seconds=60, after_chunks=3, every=0.05, kind=kind))
+        answer = await harness.answer_to(await harness.mention("tell me a story"))
+        partial, notice = answer.versions[-1].content.split("\n\n-# ")
+        assert partial == "Echo: alice:"
+        assert "took too long" in notice
+        request = harness.api.requests_to("/chat/completions")[0]
+        await asyncio.wait_for(request.disconnected.wait(), 5)  # the upstream was let go
+        # The channel and the person's queue are free again.
+        next_answer = await harness.answer_to(await harness.mention("and now?"))
+        assert next_answer.versions[-1].content == "Echo: alice: and now?"
+
+
+async def test_an_answer_that_runs_past_answer_timeout_ends_with_its_text(
+    tmp_path: Path,
+) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(answer_timeout=1.5)
+        harness.api.script(Reply(text="word " * 400, chunk_size=5, chunk_interval=0.05))
+        answer = await harness.answer_to(await harness.mention("go on forever"), within=10)
+        partial, notice = answer.versions[-1].content.split("\n\n-# ")
+        assert partial.startswith("word word")
+        assert notice == "The answer took longer than 1.5 seconds and was cut short."
+        request = harness.api.requests_to("/chat/completions")[0]
+        await asyncio.wait_for(request.disconnected.wait(), 5)
+        # What was shown is what the history keeps.
+        await harness.answer_to(await harness.mention("next"))
+        assert partial.strip() in harness.sent_history()[-2]
 
 
 async def test_commands_are_registered_only_when_they_change(harness: Harness) -> None:

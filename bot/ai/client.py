@@ -627,6 +627,9 @@ class _EventStream:
         self._pending: deque[str] = deque()  # the delta read while opening
         self._eof = False
         self._state = "new"  # new -> open -> done (read to the end) | closed (dropped)
+        # Keep-alive comments, blank lines and empty deltas keep bytes flowing but are no
+        # progress: the idle timeout runs from the last text, not from the last byte.
+        self._quiet_deadline = 0.0
         self.request_id: str | None = None
 
     @property
@@ -721,6 +724,7 @@ class _EventStream:
         self._reset()
         client = self._client
         idle = client._timeouts.stream_idle
+        self._quiet_deadline = asyncio.get_running_loop().time() + idle
         client_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=client._timeouts.connect, sock_read=idle
         )
@@ -798,6 +802,9 @@ class _EventStream:
                     self._finish()
                     return delta or None
                 if delta:
+                    if not delta.isspace():
+                        idle = self._client._timeouts.stream_idle
+                        self._quiet_deadline = asyncio.get_running_loop().time() + idle
                     return delta
             if self._eof:
                 problem = self._parser.incomplete()
@@ -820,8 +827,11 @@ class _EventStream:
         if self._resp is None:  # closed meanwhile
             return b""
         idle = self._client._timeouts.stream_idle
-        with _translate(self._what, f"no data for {idle:g} s"):
-            async with asyncio.timeout(idle):
+        with _translate(self._what, f"no new text for {idle:g} s"):
+            # Checked here too: a read that finds bytes buffered never waits, so never times out.
+            if asyncio.get_running_loop().time() >= self._quiet_deadline:
+                raise TimeoutError
+            async with asyncio.timeout_at(self._quiet_deadline):
                 return await self._resp.content.readany()
 
     def _finish(self) -> None:

@@ -52,6 +52,8 @@ class ChatOptions:
     max_answer_tokens: int | None
     max_prompt_chars: int
     max_concurrent_requests: int
+    # The longest an answer may be written for, from the request on.
+    answer_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ class Interrupted:
 
     channel_id: int
     message_id: int
+
+
+class _AnswerTimeLimit(Exception):
+    """The answer ran past the deployment's ANSWER_TIMEOUT."""
 
 
 @dataclass
@@ -333,16 +339,24 @@ class ChatService:
     ) -> tuple[str | None, Usage | None]:
         seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
         async with asyncio.timeout(seconds_left), self._slot(reply):
-            async with self._api.stream_chat(
-                messages,
-                model=model,
-                temperature=self.options.temperature,
-                max_tokens=self.options.max_answer_tokens,
-                user=str(ask.author_id),
-            ) as stream:
-                async for delta in stream:
-                    running.text += delta
-                    reply.update(running.text)
+            try:
+                async with (
+                    asyncio.timeout(self.options.answer_timeout) as answer_limit,
+                    self._api.stream_chat(
+                        messages,
+                        model=model,
+                        temperature=self.options.temperature,
+                        max_tokens=self.options.max_answer_tokens,
+                        user=str(ask.author_id),
+                    ) as stream,
+                ):
+                    async for delta in stream:
+                        running.text += delta
+                        reply.update(running.text)
+            except TimeoutError:
+                if answer_limit.expired():
+                    raise _AnswerTimeLimit from None
+                raise
             return stream.finish_reason, stream.usage
 
     @contextlib.asynccontextmanager
@@ -362,6 +376,10 @@ class ChatService:
             )
             return _Result(status, self._stop_notice(running))
         error = stream.exception()
+        if isinstance(error, _AnswerTimeLimit):
+            took = _duration(self.options.answer_timeout)
+            notice = f"The answer took longer than {took} and was cut short."
+            return _Result(TurnStatus.STOPPED, notice)
         if isinstance(error, TimeoutError):
             return _Result(TurnStatus.STOPPED, PRIVATE_TIME_LIMIT)
         if error is not None:
@@ -527,3 +545,8 @@ class ChatService:
 
     async def reset(self, channel_id: int) -> int:
         return await self._conversations.reset(channel_id)
+
+
+def _duration(seconds: float) -> str:
+    value, unit = (seconds / 60, "minute") if seconds >= 60 else (seconds, "second")
+    return f"{value:g} {unit}" + ("" if value == 1 else "s")

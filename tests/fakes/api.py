@@ -130,6 +130,18 @@ class Hang:
 
 
 @dataclass
+class Trickle:
+    """After `after_chunks` content chunks, send bytes that carry no text every `every` seconds
+    for `seconds`, then go on: `comment` (`: ping`), `whitespace` (blank lines), or `empty`
+    (deltas with empty content, as role-only chunks are)."""
+
+    seconds: float
+    after_chunks: int = 0
+    every: float = 0.05
+    kind: str = "comment"
+
+
+@dataclass
 class ImageReply:
     """An images answer: `response_format` overrides the request's; `data` the image bytes."""
 
@@ -140,8 +152,8 @@ class ImageReply:
     task_error: str | None = None  # with `async`: the task fails with this error code
 
 
-Behaviour = Reply | Fail | MidStreamError | DropConnection | Hang | ImageReply
-Fault = MidStreamError | DropConnection | Hang
+Behaviour = Reply | Fail | MidStreamError | DropConnection | Hang | Trickle | ImageReply
+Fault = MidStreamError | DropConnection | Hang | Trickle
 
 _KINDS: dict[str, type[Behaviour]] = {
     "reply": Reply,
@@ -149,6 +161,7 @@ _KINDS: dict[str, type[Behaviour]] = {
     "mid_stream_error": MidStreamError,
     "drop_connection": DropConnection,
     "hang": Hang,
+    "trickle": Trickle,
     "image_reply": ImageReply,
 }
 
@@ -366,7 +379,7 @@ class FakeApi:
     def _reply_for(self, behaviour: Behaviour) -> tuple[Reply, Fault | None]:
         if isinstance(behaviour, Reply):
             return behaviour, None
-        if isinstance(behaviour, MidStreamError | DropConnection | Hang):
+        if isinstance(behaviour, MidStreamError | DropConnection | Hang | Trickle):
             return self.default, behaviour
         return self.default, None
 
@@ -792,7 +805,7 @@ class _SseWriter:
         try:
             for index in range(len(pieces) + 1):
                 if index == fault_at and fault is not None:
-                    await self._fault(fault, on_fault)
+                    await self._fault(fault, on_fault, make)
                 if index == len(pieces):
                     break
                 if self._reply.chunk_interval and index:
@@ -806,9 +819,23 @@ class _SseWriter:
             return False
         return True
 
-    async def _fault(self, fault: Fault, on_fault: Callable[[Fault], Awaitable[None]]) -> None:
+    async def _fault(
+        self,
+        fault: Fault,
+        on_fault: Callable[[Fault], Awaitable[None]],
+        make: Callable[[str], Mapping[str, Any]],
+    ) -> None:
         if isinstance(fault, Hang):
             await asyncio.sleep(fault.seconds)
+        elif isinstance(fault, Trickle):
+            loop = asyncio.get_running_loop()
+            until = loop.time() + fault.seconds
+            while loop.time() < until:
+                if fault.kind == "empty":
+                    await self.event(make(""))
+                else:
+                    await self._resp.write(b": ping\n\n" if fault.kind == "comment" else b"\n\n")
+                await asyncio.sleep(fault.every)
         elif isinstance(fault, DropConnection):
             FakeApi._drop(self._request, self._rec)
         else:
