@@ -132,6 +132,7 @@ class Bot(commands.AutoShardedBot):
                 max_prompt_chars=settings.max_prompt_chars,
                 max_concurrent_requests=settings.max_concurrent_requests,
                 answer_timeout=settings.answer_timeout,
+                max_answer_messages=settings.max_answer_messages,
             ),
         )
         interrupted = await self.chat.recover(self._owns)

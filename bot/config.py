@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=4000, ge=1, le=6000)
     max_concurrent_requests: int = Field(default=16, ge=1)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_answer_messages: int = Field(default=6, ge=1, le=50)
 
     # Timeouts, in seconds.
     chat_timeout: float = Field(default=120, gt=0)

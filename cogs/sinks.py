@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 import discord
 
 from bot.conversation.pacing import Window
-from bot.conversation.reply import Controls, MessageGone, Shown
+from bot.conversation.reply import AttachedFile, Controls, MessageGone, Shown
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,15 @@ class ChannelSink:
         view = controls_view(shown.controls)
         try:
             if index in self._messages:
-                await self._messages[index].edit(content=shown.content, view=view)
+                await self._messages[index].edit(
+                    content=shown.content, view=view, **_attachments(shown.file)
+                )
                 return
             options: dict[str, Any] = {}
             if view is not None:
                 options["view"] = view
+            if shown.file is not None:
+                options["file"] = _discord_file(shown.file)
             if index == 0 and self._reference is not None:
                 # Only the first message replies to the question; continuations follow it.
                 options["reference"] = self._reference
@@ -231,7 +236,10 @@ class InteractionSink:
         try:
             if index == 0:
                 message = await self._interaction.edit_original_response(
-                    content=shown.content, view=view, allowed_mentions=NO_MENTIONS
+                    content=shown.content,
+                    view=view,
+                    allowed_mentions=NO_MENTIONS,
+                    **_attachments(shown.file),
                 )
                 self._messages[:1] = [message]
             elif index < len(self._messages):
@@ -240,11 +248,13 @@ class InteractionSink:
                     content=shown.content,
                     view=view,
                     allowed_mentions=NO_MENTIONS,
+                    **_attachments(shown.file),
                 )
             else:
                 followup = await self._interaction.followup.send(
                     shown.content,
                     view=view or discord.utils.MISSING,
+                    file=_discord_file(shown.file) if shown.file else discord.utils.MISSING,
                     ephemeral=self._private,
                     allowed_mentions=NO_MENTIONS,
                     wait=True,
@@ -265,6 +275,15 @@ class InteractionSink:
             raise MessageGone
         existing = [channel.get_partial_message(message.id) for message in self._messages]  # type: ignore[union-attr]
         return ChannelSink(channel, channel.id, self._budget, existing=existing)
+
+
+def _discord_file(file: AttachedFile) -> discord.File:
+    return discord.File(io.BytesIO(file.data), filename=file.filename)
+
+
+def _attachments(file: AttachedFile | None) -> dict[str, Any]:
+    """An edit's attachments: the file, or (left out) those the message has."""
+    return {"attachments": [_discord_file(file)]} if file is not None else {}
 
 
 async def tell_privately(interaction: discord.Interaction[Any], text: str) -> None:

@@ -124,6 +124,49 @@ async def test_a_long_answer_continues_in_new_messages_with_code_blocks_intact(
     assert harness.discord.rate_limited_count == 0
 
 
+async def test_an_answer_past_max_answer_messages_comes_whole_as_a_file(tmp_path: Path) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(max_answer_messages=2)
+        paragraphs = [f"Paragraph {n}: " + "all work and no play. " * 40 for n in range(8)]
+        text = "\n\n".join(paragraphs) + "\n\nThe end ✓ — ünïcode."
+        harness.api.script(Reply(text=text, chunk_size=400))
+        await harness.answer_to(await harness.mention("write a lot"), within=15)
+        await harness.discord.wait_for(
+            lambda: any(
+                "answer:regenerate:" in str(m.latest.components) for m in harness.bot_messages()
+            ),
+            timeout=15,
+        )
+        first, last = harness.bot_messages()  # never more than two messages
+        assert first.latest.content.startswith("Paragraph 0:")
+        assert last.latest.content.endswith(
+            "-# The answer fills more than 2 messages: all of it is in the attached answer.md."
+        )
+        assert len(last.latest.content) <= 2000
+        (file,) = last.attachment_files
+        assert last.latest.attachment_names == ["answer.md"]
+        assert file.data == text.encode()  # byte for byte
+        assert harness.discord.rate_limited_count == 0
+
+
+async def test_a_capped_slash_command_answer_attaches_the_file_to_its_last_message(
+    tmp_path: Path,
+) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(max_answer_messages=1)
+        text = "\n\n".join(f"Part {n}. " + "lorem ipsum " * 120 for n in range(4))
+        harness.api.script(Reply(text=text, chunk_size=500))
+        interaction = await harness.discord.invoke_command(
+            "ask", {"prompt": "long please"}, channel=harness.general
+        )
+        original = await finished_interaction(harness, interaction)
+        assert interaction.messages == [original]  # no followup past the cap
+        assert original.latest.content.startswith("Part 0.")
+        assert "all of it is in the attached answer.md" in original.latest.content
+        (file,) = original.attachment_files
+        assert file.data == text.encode()
+
+
 # Slash commands.
 
 

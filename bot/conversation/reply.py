@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -33,9 +33,19 @@ NO_CONTROLS = Controls()
 
 
 @dataclass(frozen=True)
+class AttachedFile:
+    filename: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Shown:
     content: str
     controls: Controls = NO_CONTROLS
+    file: AttachedFile | None = None
+
+
+ANSWER_FILENAME = "answer.md"
 
 
 def interrupted(content: str, notice: str) -> str:
@@ -77,6 +87,15 @@ class ReplySink(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class _Final:
+    """How a finished answer is shown: its pieces, and what the last one carries."""
+
+    pieces: list[str]
+    controls: Controls
+    file: AttachedFile | None
+
+
 class StreamingReply:
     def __init__(
         self,
@@ -86,15 +105,18 @@ class StreamingReply:
         stop_key: str | None = None,
         on_gone: Callable[[], None] = lambda: None,
         on_new_message: Callable[[], None] = lambda: None,
+        max_messages: int | None = None,
     ) -> None:
         self._sink = sink
+        # Past this many messages the answer comes whole as a file on the last one.
+        self._max_messages = max_messages
         self._scheduler = scheduler
         self._stop_key = stop_key
         self._on_gone = on_gone
         self._on_new_message = on_new_message
         self._text = ""
         self._status = ""
-        self._final: tuple[str, Controls] | None = None
+        self._final: _Final | None = None
         self._messages: list[PacedMessage] = []
         self._shown: list[Shown | None] = []
         self.gone = False
@@ -122,8 +144,12 @@ class StreamingReply:
         """Show the complete answer (and a notice under it) now, and wait until it is visible."""
         full = text if notice is None else f"{text}\n\n-# {notice}" if text else notice
         self._text = text
-        self._final = (full, controls)
-        pieces = self._pieces()
+        pieces = split_message(full, reserve=_RESERVE) or [""]
+        file = None
+        if self._max_messages is not None and len(pieces) > self._max_messages:
+            pieces = self._capped(text, notice, self._max_messages)
+            file = AttachedFile(ANSWER_FILENAME, text.encode())
+        self._final = _Final(pieces, controls, file)
         for index in range(len(pieces)):
             if index >= len(self._shown) or self._render(index, pieces) != self._shown[index]:
                 self._message(index).mark(urgent=True)
@@ -158,10 +184,26 @@ class StreamingReply:
 
     def _pieces(self) -> list[str]:
         if self._final is not None:
-            return split_message(self._final[0], reserve=_RESERVE) or [""]
+            return self._final.pieces
         if not self._text:
             return [self._status]
-        return split_message(self._text, reserve=_RESERVE)
+        # What does not fit in the messages allowed waits for the end, and the file.
+        return split_message(self._text, reserve=_RESERVE)[: self._max_messages]
+
+    @staticmethod
+    def _capped(text: str, notice: str | None, max_messages: int) -> list[str]:
+        """The messages allowed, as they were streamed, the last one ending with the notices."""
+        notices = [notice] if notice else []
+        notices.append(
+            f"The answer fills more than {max_messages} messages: "
+            f"all of it is in the attached {ANSWER_FILENAME}."
+        )
+        ending = "\n" + "".join(f"\n-# {line}" for line in notices)
+        pieces = split_message(text, reserve=_RESERVE)[:max_messages]
+        if len(pieces[-1]) + len(ending) > MESSAGE_LIMIT:
+            pieces[-1] = split_message(pieces[-1], MESSAGE_LIMIT - len(ending))[0]
+        pieces[-1] += ending
+        return pieces
 
     def _render(self, index: int, pieces: list[str]) -> Shown | None:
         if index >= len(pieces):
@@ -169,7 +211,9 @@ class StreamingReply:
         piece = pieces[index]
         last = index == len(pieces) - 1
         if self._final is not None:
-            return Shown(piece, self._final[1] if last else NO_CONTROLS)
+            if not last:
+                return Shown(piece)
+            return Shown(piece, self._final.controls, self._final.file)
         if not last:
             return Shown(piece)
         if not self._text:

@@ -54,6 +54,8 @@ class ChatOptions:
     max_concurrent_requests: int
     # The longest an answer may be written for, from the request on.
     answer_timeout: float = 600.0
+    # Past this many messages an answer comes whole as a file.
+    max_answer_messages: int = 6
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ class ChatService:
             stop_key=running.key,
             on_gone=lambda: self._cancel(running, DELETED),
             on_new_message=lambda: self._note_messages(running, sink),
+            max_messages=self.options.max_answer_messages,
         )
         try:
             queued = asyncio.create_task(self._in_turn(ask, sink, reply, running))
