@@ -19,7 +19,7 @@ from bot.images.files import CheckedImage, check_image, check_mask, check_size, 
 from bot.images.models import ImageModel, image_model
 from bot.images.service import ImageRequest, ImageService, MadeImage, ShownImage
 from cogs.chat import place_of
-from cogs.sinks import NO_MENTIONS, DiscordLimits, tell_privately, token_expiry
+from cogs.sinks import NO_MENTIONS, DiscordLimits, tell_privately, token_expiry, token_refused
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,13 @@ class _Progress:
 
     async def show(self, **fields: Any) -> discord.Message:
         if discord.utils.utcnow() < self._expires:
-            return await self._interaction.edit_original_response(**fields)
+            try:
+                return await self._interaction.edit_original_response(**fields)
+            except discord.HTTPException as exc:
+                if not token_refused(exc):
+                    raise
+                log.info("Discord refused an interaction token; editing the message instead")
+                self._expires = discord.utils.utcnow()
         channel = self._interaction.channel
         if isinstance(channel, discord.GroupChannel) or not isinstance(
             channel, discord.abc.Messageable

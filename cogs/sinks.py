@@ -75,6 +75,11 @@ class DiscordBudget:
         return Window(self.limits.token_writes, self.limits.token_period + self.limits.margin)
 
 
+def token_refused(exc: discord.HTTPException) -> bool:
+    """Discord no longer takes the interaction's token (401, Invalid Webhook Token)."""
+    return exc.status == 401 or exc.code == 50027
+
+
 def token_expiry(interaction: discord.Interaction[Any], limits: DiscordLimits) -> datetime.datetime:
     """When to stop using an interaction's token: a little before Discord stops taking it."""
     usable = limits.token_lifetime - limits.token_margin
@@ -232,6 +237,21 @@ class InteractionSink:
         if self._after_expiry is not None:
             await self._after_expiry.show(index, shown)
             return
+        try:
+            await self._show_with_token(index, shown)
+        except discord.HTTPException as exc:
+            if not token_refused(exc):
+                raise
+            # Discord may refuse the token before its 15 minutes (a skewed clock): what is
+            # left is written as at expiry. A private answer has no other way to be shown.
+            log.info("Discord refused an interaction token; continuing without it")
+            self._expires = discord.utils.utcnow()
+            if self._private:
+                raise MessageGone from exc
+            self._after_expiry = self._channel_sink()
+            await self._after_expiry.show(index, shown)
+
+    async def _show_with_token(self, index: int, shown: Shown) -> None:
         view = controls_view(shown.controls)  # None removes the buttons of an edited message
         try:
             if index == 0:

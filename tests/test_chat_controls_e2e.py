@@ -320,6 +320,40 @@ async def test_answers_that_outlive_the_interaction_token(tmp_path: Path) -> Non
         assert private.errors == []
 
 
+async def test_a_token_refused_early_moves_a_public_answer_to_channel_messages(
+    harness: Harness,
+) -> None:
+    """Discord may refuse the token before its 15 minutes (a skewed clock): the end of the
+    answer still arrives; a private answer just stops."""
+    text = "word " * 60
+    harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
+    public = await harness.discord.invoke_command("ask", {"prompt": "long, public"})
+    await harness.discord.wait_for(
+        lambda: public.original is not None and "word" in public.original.latest.content,
+        timeout=10,
+    )
+    public.token_lifetime = 0  # from now on Discord answers 401, Invalid Webhook Token
+    await harness.discord.wait_for(
+        lambda: public.original is not None and public.original.latest.content == text.strip(),
+        timeout=10,
+    )
+    assert any(code == 50027 for _, code in public.errors)
+    assert "answer:regenerate:" in str(public.original.latest.components)
+
+    harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
+    private = await harness.discord.invoke_command(
+        "ask", {"prompt": "long, private", "private": True}
+    )
+    await harness.discord.wait_for(
+        lambda: private.original is not None and "word" in private.original.latest.content,
+        timeout=10,
+    )
+    private.token_lifetime = 0
+    request = harness.api.requests_to("/chat/completions")[-1]
+    await asyncio.wait_for(request.disconnected.wait(), 10)  # stopped, not paid to the end
+    await harness.answer_to(await harness.mention("still here?"))  # and the bot goes on
+
+
 async def test_only_the_newest_answer_keeps_its_regenerate_button(harness: Harness) -> None:
     first = await harness.answer_to(await harness.mention("one"))
     assert any(cid.startswith("answer:regenerate:") for cid in custom_ids(first))

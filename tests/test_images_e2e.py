@@ -294,6 +294,18 @@ async def test_an_image_that_outlives_the_token_arrives_all_the_same(tmp_path: P
         assert interaction.errors == []  # nothing was sent with the dead token
 
 
+async def test_an_image_whose_token_is_refused_early_arrives_all_the_same(
+    harness: Harness,
+) -> None:
+    harness.api.script(Hang(1.0))  # then the fake's own first image
+    interaction = await harness.discord.invoke_command("image", {"prompt": "patience"})
+    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
+    interaction.token_lifetime = 0  # Discord refuses the token from now on (401, 50027)
+    message = await delivered(harness, interaction)
+    assert attached(message) == [tiny_png(0)]
+    assert await again_button(harness, message)
+
+
 async def test_images_are_remembered_in_the_conversation_and_the_usage(harness: Harness) -> None:
     interaction = await harness.discord.invoke_command("image", {"prompt": "two owls", "count": 2})
     message = await delivered(harness, interaction)
