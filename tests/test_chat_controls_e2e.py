@@ -338,6 +338,7 @@ async def test_a_token_refused_early_moves_a_public_answer_to_channel_messages(
         timeout=10,
     )
     assert any(code == 50027 for _, code in public.errors)
+    assert public.original is not None
     assert "answer:regenerate:" in str(public.original.latest.components)
 
     harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
