@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,30 @@ async def test_a_capped_slash_command_answer_attaches_the_file_to_its_last_messa
         assert "all of it is in the attached answer.md" in original.latest.content
         (file,) = original.attachment_files
         assert file.data == text.encode()
+
+
+async def test_an_answer_the_database_refuses_is_finished_and_the_person_told(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = harness.database_url.split(":///", 1)[1]
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TRIGGER refuse_poison BEFORE UPDATE OF content ON turns "
+            "WHEN NEW.content LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    harness.api.script(Reply(text="A poison apple, said the queen."))
+    answer = await harness.answer_to(await harness.mention("what did she offer?"))
+    # The answer shows as soon as it is complete; the notice follows when the save fails.
+    await harness.discord.wait_for(lambda: "-#" in answer.latest.content, timeout=5)
+    text, notice = answer.latest.content.split("\n\n-# ")
+    assert text == "A poison apple, said the queen."
+    assert notice == "This answer could not be saved, so later questions will not see it."
+    with sqlite3.connect(database) as connection:
+        statuses = connection.execute("SELECT role, status, content FROM turns").fetchall()
+    assert statuses[-1] == ("assistant", "failed", "[The answer could not be saved.]")
+    assert "poison" not in caplog.text  # the refused text is not in the log either
+    await harness.answer_to(await harness.mention("and then?"))
+    assert harness.sent_history()[-2] == "[The answer could not be saved.]"
 
 
 # Slash commands.

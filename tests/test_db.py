@@ -230,3 +230,36 @@ async def test_turn_ids_are_never_reused(sessions: async_sessionmaker[AsyncSessi
     await store.delete_turns([first])
     second = await store.append_turn(conversation.id, _turn(2))
     assert second > first
+
+
+async def test_nul_characters_are_stored_as_replacement_characters(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """PostgreSQL refuses NUL in text; a model or a person can still send one."""
+    store = ConversationStore(sessions)
+    conversation = await store.open(3, guild_id=None, kind=ConversationKind.CHANNEL)
+    image = ImageRef(3, 30, 300, "a\x00.png", "image/png", prompt="draw\x00 it")
+    await store.append_turn(
+        conversation.id,
+        NewTurn(
+            role="user",
+            content="hi\x00there",
+            token_estimate=3,
+            author_name="ev\x00e",
+            images=[image],
+        ),
+    )
+    answer = await store.append_turn(
+        conversation.id,
+        NewTurn(role="assistant", content="", token_estimate=0, status=TurnStatus.IN_PROGRESS),
+    )
+    await store.finish_turn(
+        answer, content="x\x00y", token_estimate=1, status=TurnStatus.COMPLETE, message_ids=[]
+    )
+    question, reply = await store.newest_turns(conversation.id, token_budget=1000)
+    assert (question.content, question.author_name) == ("hi\ufffdthere", "ev\ufffde")
+    assert (question.images[0].filename, question.images[0].prompt) == (
+        "a\ufffd.png",
+        "draw\ufffd it",
+    )
+    assert reply.content == "x\ufffdy"

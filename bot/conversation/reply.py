@@ -141,7 +141,11 @@ class StreamingReply:
     async def finish(
         self, text: str, *, notice: str | None = None, controls: Controls = NO_CONTROLS
     ) -> None:
-        """Show the complete answer (and a notice under it) now, and wait until it is visible."""
+        """Show the complete answer (and a notice under it) now, and wait until it is visible.
+        Called again, it shows the answer anew (e.g. with another notice)."""
+        if self.finished:  # its messages left the scheduler when it first finished
+            for message in self._messages:
+                self._scheduler.add(message)
         full = text if notice is None else f"{text}\n\n-# {notice}" if text else notice
         self._text = text
         pieces = split_message(full, reserve=_RESERVE) or [""]

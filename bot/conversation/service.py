@@ -33,6 +33,9 @@ DELETED = "\x00deleted"
 
 INTERRUPTED = "The bot restarted before this answer finished."
 PRIVATE_TIME_LIMIT = "Discord gives a private answer 15 minutes; this one was cut short."
+NOT_SAVED = "This answer could not be saved, so later questions will not see it."
+# What the history holds in place of an answer the database refused.
+UNSAVED_ANSWER = "[The answer could not be saved.]"
 
 # Questions one person may have waiting or being answered at once.
 _MAX_QUESTIONS_PER_PERSON = 3
@@ -259,19 +262,45 @@ class ChatService:
             controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
             await reply.finish(text, notice=result.notice, controls=controls)
             if answer_turn is not None:
-                await self._conversations.finish_turn(
-                    answer_turn,
-                    content=text,
-                    token_estimate=estimate_tokens(text),
-                    status=result.status,
-                    message_ids=sink.message_ids(),
-                    model=model,
-                    prompt_tokens=result.usage.prompt_tokens if result.usage else None,
-                    completion_tokens=result.usage.completion_tokens if result.usage else None,
-                )
+                if not await self._save_answer(answer_turn, text, result, sink, model):
+                    notice = f"{result.notice}\n-# {NOT_SAVED}" if result.notice else NOT_SAVED
+                    await reply.finish(text, notice=notice, controls=controls)
                 if ask.question_turn is None:  # a regenerated answer's forerunner has none
                     self._retire_previous(history, sink)
         await self._record_usage(ask, model, messages, text, result.usage)
+
+    async def _save_answer(
+        self, turn_id: int, text: str, result: _Result, sink: ReplySink, model: str
+    ) -> bool:
+        """Store the finished answer; if the database refuses it, finish the turn with a
+        placeholder rather than leave it in progress. False: the answer was not stored."""
+        usage = result.usage
+        try:
+            await self._conversations.finish_turn(
+                turn_id,
+                content=text,
+                token_estimate=estimate_tokens(text),
+                status=result.status,
+                message_ids=sink.message_ids(),
+                model=model,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+            )
+            return True
+        except Exception:
+            log.exception("Storing answer %d failed; storing a placeholder instead", turn_id)
+        try:
+            await self._conversations.finish_turn(
+                turn_id,
+                content=UNSAVED_ANSWER,
+                token_estimate=estimate_tokens(UNSAVED_ANSWER),
+                status=TurnStatus.FAILED,
+                message_ids=sink.message_ids(),
+                model=model,
+            )
+        except Exception:
+            log.exception("Storing answer %d failed again; it stays unfinished", turn_id)
+        return False
 
     def _retire_previous(self, history: Sequence[StoredTurn], sink: ReplySink) -> None:
         """Only the newest answer can be regenerated, so only it keeps the button: the one

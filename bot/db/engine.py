@@ -27,15 +27,18 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str) -> AsyncEngine:
+    """The engine; `hide_parameters` keeps what people wrote out of database errors and logs."""
     url = async_url(url)
     if url.startswith("sqlite"):
         _make_parent_folder(url)
         # One connection per task is fine for SQLite; the busy timeout covers writers that
         # briefly overlap (WAL lets readers go on meanwhile).
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

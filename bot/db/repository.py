@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -73,6 +74,15 @@ class StoredTurn:
     model: str | None
     created_at: datetime
     images: list[ImageRef] = field(default_factory=list)
+
+
+_Text = TypeVar("_Text", str, str | None)
+
+
+def _storable(text: _Text) -> _Text:
+    """Text as every database takes it: PostgreSQL refuses NUL characters in text, so they
+    become U+FFFD, the character that stands for one that could not be kept."""
+    return text.replace("\x00", "\ufffd") if text else text
 
 
 def _conversation_ref(row: Conversation) -> ConversationRef:
@@ -158,10 +168,10 @@ class ConversationStore:
             row = Turn(
                 conversation_id=conversation_id,
                 role=turn.role,
-                content=turn.content,
+                content=_storable(turn.content),
                 token_estimate=turn.token_estimate,
                 author_id=turn.author_id,
-                author_name=turn.author_name,
+                author_name=_storable(turn.author_name),
                 status=turn.status,
                 message_ids=list(turn.message_ids),
                 model=turn.model,
@@ -170,9 +180,9 @@ class ConversationStore:
                         channel_id=image.channel_id,
                         message_id=image.message_id,
                         attachment_id=image.attachment_id,
-                        filename=image.filename,
+                        filename=_storable(image.filename),
                         content_type=image.content_type,
-                        prompt=image.prompt,
+                        prompt=_storable(image.prompt),
                     )
                     for image in turn.images
                 ],
@@ -198,7 +208,7 @@ class ConversationStore:
                 update(Turn)
                 .where(Turn.id == turn_id)
                 .values(
-                    content=content,
+                    content=_storable(content),
                     token_estimate=token_estimate,
                     status=status,
                     message_ids=list(message_ids),
