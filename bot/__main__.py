@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    secrets = (settings.discord_token, settings.acedatacloud_api_token)
+    setup_logging(settings.log_level, secrets=[secret.get_secret_value() for secret in secrets])
     command = {"run": _run, "migrate": _migrate, "check": _check}[args.command]
     try:
         return asyncio.run(command(settings))

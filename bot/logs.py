@@ -1,21 +1,54 @@
-"""The one place logging is set up."""
+"""The one place logging is set up, and the last line of defence for what must not be logged."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Iterable
+from urllib.parse import quote
+
+# Libraries that log whole payloads at DEBUG: message text, SQL parameters, tokens in URLs.
+# They stay at WARNING whatever LOG_LEVEL says.
+_PAYLOAD_LOGGERS = (
+    "discord.http",
+    "discord.gateway",
+    "discord.webhook",
+    "sqlalchemy.engine",
+    "aiosqlite",
+)
+# Interaction and webhook URLs carry their token as a path segment.
+_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s?'\"]+")
+REDACTED = "[redacted]"
 
 
-def setup_logging(level: str) -> None:
+class RedactingFormatter(logging.Formatter):
+    """Formats as usual, then removes the secrets it knows and tokens in Discord URLs from the
+    whole line, traceback included."""
+
+    def __init__(self, fmt: str, datefmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt, datefmt)
+        known = {form for secret in secrets if secret for form in (secret, quote(secret, ""))}
+        # Longest first, so a secret that contains another is removed whole.
+        self._secrets = sorted(known, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = _TOKEN_IN_URL.sub(rf"\1{REDACTED}", super().format(record))
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+def setup_logging(level: str, *, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+        RedactingFormatter(
+            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S", secrets
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # discord.http logs every request and rate-limit wait at DEBUG/INFO; keep it to warnings.
-    logging.getLogger("discord.http").setLevel(logging.WARNING)
-    logging.getLogger("discord.gateway").setLevel(logging.WARNING)
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    for name in _PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
