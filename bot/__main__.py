@@ -133,9 +133,7 @@ async def _check(settings: Settings) -> int:
 
 async def _health(settings: Settings) -> int:
     """The container health check: costs no call to Discord or to the API."""
-    healthy, sentence = health.verdict()
-    print(sentence)
-    return 0 if healthy else 1
+    return health.main()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +45,21 @@ def test_health_exit_code_follows_the_heartbeat_age(
     long_ago = time.time() - health.STALE_AFTER - 1
     os.utime(health.heartbeat_file(), (long_ago, long_ago))
     assert health_command(monkeypatch, tmp_path) == 1
+
+
+def test_the_container_check_gives_the_same_verdict_without_settings(tmp_path: Path) -> None:
+    """`python -m bot.health`, as the Dockerfile's HEALTHCHECK runs it."""
+
+    def container_check() -> subprocess.CompletedProcess[str]:
+        env = {"PATH": os.environ.get("PATH", ""), "TMPDIR": str(tmp_path)}
+        command = [sys.executable, "-m", "bot.health"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+
+    assert container_check().returncode == 1
+    health.heartbeat_file().touch()
+    result = container_check()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Healthy: connected to Discord")
 
 
 async def test_beats_only_while_connected_and_stops_with_the_bot() -> None:
