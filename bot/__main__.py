@@ -1,4 +1,5 @@
-"""`python -m bot [run|migrate|check]`: start the bot, migrate the database, or check the setup."""
+"""`python -m bot [run|migrate|check|health]`: start the bot, migrate the database, check the setup,
+or tell a container engine whether the running bot is connected."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import discord
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import health
 from bot.ai import ApiClient, ApiError
 from bot.app import Bot, StartupError
 from bot.config import Settings, SettingsError, load_settings
@@ -30,8 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command",
         nargs="?",
         default="run",
-        choices=["run", "migrate", "check"],
-        help="run the bot (default), apply database migrations, or check the setup",
+        choices=["run", "migrate", "check", "health"],
+        help="run the bot (default), apply database migrations, check the setup, or check that "
+        "the running bot is connected",
     )
     args = parser.parse_args(argv)
     try:
@@ -41,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     secrets = (settings.discord_token, settings.acedatacloud_api_token)
     setup_logging(settings.log_level, secrets=[secret.get_secret_value() for secret in secrets])
-    command = {"run": _run, "migrate": _migrate, "check": _check}[args.command]
+    command = {"run": _run, "migrate": _migrate, "check": _check, "health": _health}[args.command]
     try:
         return asyncio.run(command(settings))
     except KeyboardInterrupt:
@@ -127,6 +130,11 @@ async def _check(settings: Settings) -> int:
             ready = False
             print(f"API: {exc.user_message} ({exc})")
     return 0 if ready else 1
+
+
+async def _health(settings: Settings) -> int:
+    """The container health check: costs no call to Discord or to the API."""
+    return health.main()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from discord.ext import commands
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import health
 from bot.ai import ApiClient, Timeouts
 from bot.config import Settings
 from bot.conversation.pacing import WriteScheduler
@@ -168,6 +169,18 @@ class Bot(commands.AutoShardedBot):
             ImagesCog(images, self.limits, allow_direct_messages=settings.allow_direct_messages)
         )
         await self._sync_commands(StateStore(sessions))
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
+        """Keep the heartbeat file of `python -m bot health` fresh while connected."""
+        beating = asyncio.create_task(health.keep_beating(self.gateway_connected), name="heartbeat")
+        beating.add_done_callback(_report_crash)
+        self._closing.append(functools.partial(_cancel, beating))
+
+    def gateway_connected(self) -> bool:
+        """Ready, with every shard's gateway connection open."""
+        shards = self.shards.values()
+        return self.is_ready() and bool(shards) and not any(s.is_closed() for s in shards)
 
     def _owns(self, guild_id: int | None) -> bool:
         """Whether this process serves the server (None: direct messages, which Discord sends

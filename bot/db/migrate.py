@@ -15,15 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # Any constant works; it only has to be the same in every process of this bot.
 _ADVISORY_LOCK_KEY = 0x4ACE_DA7A
 
 
 def alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations_folder()))
     return config
+
+
+def migrations_folder() -> Path:
+    """An installed bot carries its revisions inside the package (bot/migrations, see
+    pyproject.toml); a source checkout keeps them in migrations/ beside bot/."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "migrations"
+    return installed if installed.is_dir() else package.parent / "migrations"
 
 
 async def upgrade(engine: AsyncEngine) -> None:

@@ -1,0 +1,1 @@
+"""The Alembic revisions, installed as `bot.migrations` (see pyproject.toml)."""
