@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,6 +71,7 @@ async def test_run_migrates_a_new_database_connects_and_stops_cleanly(
     assert revision is not None
     assert discord.token not in stderr.decode()
     assert api.token not in stderr.decode()
+    assert "voice will NOT be supported" not in stderr.decode()
 
 
 async def test_check_reports_each_part(fakes: tuple[FakeDiscord, FakeApi], tmp_path: Path) -> None:
@@ -160,3 +162,26 @@ def _stored_in_progress(database: Path, message_id: int) -> bool:
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT message_ids FROM turns WHERE status = 'in_progress'")
         return any(str(message_id) in row[0] for row in rows)
+
+
+def test_voice_warnings_are_silenced_and_other_warnings_are_not() -> None:
+    """The bot never joins voice: discord.py's warnings about voice libraries are noise."""
+    script = (
+        "import logging, discord\n"
+        "from discord.voice_client import VoiceClient\n"
+        "from bot.logs import setup_logging\n"
+        "setup_logging('INFO')\n"
+        "VoiceClient.warn_nacl = VoiceClient.warn_dave = True\n"
+        "discord.Client(intents=discord.Intents.none())\n"
+        "logging.getLogger('discord.client').warning('another warning')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not installed" not in result.stderr
+    assert "discord.client: another warning" in result.stderr
