@@ -74,8 +74,10 @@ def _postgres(cause: BaseException, url: URL) -> str:
         return f"Cannot find the database host {url.host}: check DATABASE_URL."
     if isinstance(cause, TimeoutError):
         return f"Cannot reach the database server at {where}: it did not answer in time."
+    if isinstance(cause, ConnectionRefusedError):
+        return f"Cannot reach the database server at {where}: the connection was refused."
     if isinstance(cause, OSError):
-        reason = (cause.strerror or message or "no connection").lower()
+        reason = os.strerror(cause.errno) if cause.errno else message or "no connection"
         return f"Cannot reach the database server at {where} ({reason})."
     return f"Cannot use the PostgreSQL database at {where}: {message or type(cause).__name__}."
 
