@@ -52,33 +52,55 @@ async def test_migrating_again_changes_nothing(database_url: str) -> None:
         await engine.dispose()
 
 
+# Each process imports everything first, says so, then migrates when told, so that all of them
+# meet the new database at the same moment.
+_MIGRATE_WHEN_TOLD = """
+import asyncio, sys
+from bot.db import migrate
+from bot.db.engine import create_engine
+
+async def main(url):
+    engine = create_engine(url)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
 async def test_processes_starting_at_once_do_not_race(database_url: str, tmp_path: Path) -> None:
-    """Several bot processes migrating one PostgreSQL database at once: the lock serialises
-    them and every one of them succeeds."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several processes share a database on PostgreSQL")
+    """Several bot processes migrating one new database at once (PostgreSQL, or a SQLite file
+    that does not exist yet): a lock serialises them and every one of them succeeds."""
     environment = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(Path(__file__).parents[1]),
-        "DISCORD_TOKEN": "x",
-        "ACEDATACLOUD_API_TOKEN": "y",
-        "DATABASE_URL": database_url,
     }
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "bot",
-            "migrate",
+            "-c",
+            _MIGRATE_WHEN_TOLD,
+            database_url,
             cwd=tmp_path,
             env=environment,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        for _ in range(4)
+        for _ in range(6)
     ]
+    for process in processes:
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"ready\n"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
     results = [await asyncio.wait_for(p.communicate(), 60) for p in processes]
-    assert [p.returncode for p in processes] == [0, 0, 0, 0], results
+    assert [p.returncode for p in processes] == [0] * 6, results
     engine = create_engine(database_url)
     try:
         current, head = await migrate.pending(engine)
