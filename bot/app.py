@@ -16,8 +16,6 @@ import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot import health
 from bot.ai import ApiClient, Timeouts
@@ -26,6 +24,7 @@ from bot.conversation.pacing import WriteScheduler
 from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
 from bot.db.engine import create_engine, create_sessionmaker
+from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore, UsageStore
 from bot.errors import sentence_for
 from bot.images.service import ImageOptions, ImageService
@@ -66,7 +65,7 @@ class Bot(commands.AutoShardedBot):
     def __init__(
         self, settings: Settings, *, limits: DiscordLimits | None = None, **options: Any
     ) -> None:
-        _point_at_discord(settings)
+        point_at_discord(settings)
         intents = discord.Intents.default()
         intents.message_content = settings.message_content_intent
         super().__init__(
@@ -87,15 +86,12 @@ class Bot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         settings = self.settings
-        engine = create_engine(settings.database_url)
-        self._closing.append(engine.dispose)
         try:
+            engine = create_engine(settings.database_url)
+            self._closing.append(engine.dispose)
             await migrate.upgrade(engine)
-        except (SQLAlchemyError, OSError) as exc:
-            url = make_url(settings.database_url).render_as_string(hide_password=True)
-            raise StartupError(
-                f"Cannot use the database at {url} ({exc.__class__.__name__}): check DATABASE_URL."
-            ) from exc
+        except DATABASE_ERRORS as exc:
+            raise StartupError(describe(exc, settings.database_url)) from exc
         sessions = create_sessionmaker(engine)
 
         session = aiohttp.ClientSession(read_bufsize=_READ_BUFSIZE)
@@ -252,7 +248,7 @@ def _sharding(settings: Settings) -> dict[str, Any]:
     return {"shard_count": settings.shard_count, "shard_ids": settings.shard_ids}
 
 
-def _point_at_discord(settings: Settings) -> None:
+def point_at_discord(settings: Settings) -> None:
     """Send Discord traffic to a proxy or a test double instead of Discord itself."""
     if settings.discord_api_base_url:
         discord.http.Route.BASE = settings.discord_api_base_url

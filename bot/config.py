@@ -5,6 +5,7 @@ Nothing else in the project reads `os.environ`.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -19,10 +20,23 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 def _split_list(value: Any) -> Any:
-    """Lists are written comma-separated in `.env`: `CHAT_MODELS=gpt-4o,gpt-4o-mini`."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+    """Lists are written comma-separated, `CHAT_MODELS=gpt-4o,gpt-4o-mini`, or as JSON,
+    `CHAT_MODELS=["gpt-4o","gpt-4o-mini"]`."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("["):
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError("it starts with [ but is not a JSON list") from None
+        if not isinstance(items, list):
+            raise ValueError("it starts with [ but is not a JSON list")
+    else:
+        items = value.split(",")
+    entries = [item.strip() if isinstance(item, str) else item for item in items]
+    if any(entry == "" for entry in entries):
+        raise ValueError("it has an empty entry; separate the names with single commas")
+    return entries
 
 
 class Settings(BaseSettings):
@@ -113,6 +127,14 @@ class Settings(BaseSettings):
         return async_url(value)
 
     @model_validator(mode="after")
+    def _defaults_are_offered(self) -> Settings:
+        if self.chat_model not in self.chat_models:
+            raise ValueError(f"CHAT_MODEL {self.chat_model} is not one of CHAT_MODELS")
+        if self.image_model not in self.image_models:
+            raise ValueError(f"IMAGE_MODEL {self.image_model} is not one of IMAGE_MODELS")
+        return self
+
+    @model_validator(mode="after")
     def _shards_need_a_count(self) -> Settings:
         if self.shard_ids is not None and self.shard_count is None:
             raise ValueError("SHARD_IDS needs SHARD_COUNT, the number of shards in all")
@@ -135,9 +157,11 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _describe(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    name = str(error["loc"][0]).upper() if error["loc"] else "a setting"
+    reason = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a check across settings: its message names them
+        return f"{reason}: fix it in the environment or in .env."
+    name = str(error["loc"][0]).upper()
     if error["type"] == "missing":
         return f"{name} is not set: add it to the environment or to .env (see .env.example)."
     # Never echo the value: it may be a secret.
-    reason = error["msg"].removeprefix("Value error, ")
     return f"{name} is not valid ({reason}): fix it in the environment or in .env."

@@ -52,3 +52,19 @@ def setup_logging(level: str, *, secrets: Iterable[str] = ()) -> None:
     for name in _PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+    # The bot never joins voice, so discord.py's warnings about voice libraries are noise.
+    voice = logging.getLogger("discord.client")
+    voice.filters[:] = [f for f in voice.filters if not isinstance(f, _NoVoiceWarnings)]
+    voice.addFilter(_NoVoiceWarnings())
+
+
+class _NoVoiceWarnings(logging.Filter):
+    _MESSAGES = frozenset(
+        {
+            "PyNaCl is not installed, voice will NOT be supported",
+            "davey is not installed, voice will NOT be supported",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self._MESSAGES

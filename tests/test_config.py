@@ -19,7 +19,10 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "DISCORD_TOKEN",
         "ACEDATACLOUD_API_TOKEN",
         "DATABASE_URL",
+        "CHAT_MODEL",
         "CHAT_MODELS",
+        "IMAGE_MODEL",
+        "IMAGE_MODELS",
         "LOG_LEVEL",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -46,7 +49,7 @@ def test_malformed_setting_is_named_without_its_value(monkeypatch: pytest.Monkey
 
 def test_env_file_lists_and_urls(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
-        "DISCORD_TOKEN=a\nACEDATACLOUD_API_TOKEN=b\nCHAT_MODELS=gpt-4o, gpt-5\n"
+        "DISCORD_TOKEN=a\nACEDATACLOUD_API_TOKEN=b\nCHAT_MODEL=gpt-5\nCHAT_MODELS=gpt-4o, gpt-5\n"
         "DATABASE_URL=postgresql://bot:pw@db/bot\nACEDATACLOUD_API_BASE_URL=http://x/\n"
         "log_level=debug\n"
     )
@@ -55,6 +58,74 @@ def test_env_file_lists_and_urls(tmp_path: Path) -> None:
     assert settings.database_url == "postgresql+asyncpg://bot:pw@db/bot"
     assert settings.acedatacloud_api_base_url == "http://x"
     assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("gpt-4o-mini,gpt-5", ["gpt-4o-mini", "gpt-5"]),
+        (" gpt-4o-mini , gpt-5 ", ["gpt-4o-mini", "gpt-5"]),
+        ('["gpt-4o-mini", "gpt-5"]', ["gpt-4o-mini", "gpt-5"]),
+        ("gpt-4o-mini", ["gpt-4o-mini"]),
+    ],
+)
+def test_lists_are_read_comma_separated_or_as_json(
+    monkeypatch: pytest.MonkeyPatch, written: str, read: list[str]
+) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CHAT_MODELS", written)
+    assert load_settings().chat_models == read
+
+
+@pytest.mark.parametrize("written", ["gpt-4o-mini,,gpt-5", "gpt-4o-mini, ,gpt-5", "gpt-4o-mini,"])
+def test_empty_list_entries_are_refused(monkeypatch: pytest.MonkeyPatch, written: str) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CHAT_MODELS", written)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "CHAT_MODELS is not valid (it has an empty entry; separate the names with single "
+        "commas): fix it in the environment or in .env."
+    )
+
+
+def test_a_list_that_looks_like_json_must_be_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("IMAGE_MODELS", '["dall-e-3", ')
+    with pytest.raises(SettingsError, match=r"^IMAGE_MODELS is not valid \(it starts with \["):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variables", "sentence"),
+    [
+        (
+            {"CHAT_MODEL": "gpt-5", "CHAT_MODELS": "gpt-4o,gpt-4o-mini"},
+            "CHAT_MODEL gpt-5 is not one of CHAT_MODELS: fix it in the environment or in .env.",
+        ),
+        (
+            {"CHAT_MODELS": "gpt-4o"},
+            "CHAT_MODEL gpt-4o-mini is not one of CHAT_MODELS: "
+            "fix it in the environment or in .env.",
+        ),
+        (
+            {"IMAGE_MODEL": "dall-e-3", "IMAGE_MODELS": "gpt-image-1"},
+            "IMAGE_MODEL dall-e-3 is not one of IMAGE_MODELS: "
+            "fix it in the environment or in .env.",
+        ),
+    ],
+)
+def test_the_default_model_must_be_offered(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], sentence: str
+) -> None:
+    for name, value in {**REQUIRED, **variables}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == sentence
 
 
 def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:

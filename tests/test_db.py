@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import socket
+import sqlite3
 import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,13 +16,16 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db import migrate
-from bot.db.engine import create_engine
+from bot.db.engine import DatabaseUnavailable, async_url, create_engine
+from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.models import Base, ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StateStore, UsageStore
+from tests.conftest import POSTGRES_URL
+from tests.fakes.postgres import refusing_postgres, self_signed_certificate
 
 
 def _turn(n: int, *, role: str = "user", tokens: int = 10) -> NewTurn:
@@ -43,33 +52,55 @@ async def test_migrating_again_changes_nothing(database_url: str) -> None:
         await engine.dispose()
 
 
+# Each process imports everything first, says so, then migrates when told, so that all of them
+# meet the new database at the same moment.
+_MIGRATE_WHEN_TOLD = """
+import asyncio, sys
+from bot.db import migrate
+from bot.db.engine import create_engine
+
+async def main(url):
+    engine = create_engine(url)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
 async def test_processes_starting_at_once_do_not_race(database_url: str, tmp_path: Path) -> None:
-    """Several bot processes migrating one PostgreSQL database at once: the lock serialises
-    them and every one of them succeeds."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several processes share a database on PostgreSQL")
+    """Several bot processes migrating one new database at once (PostgreSQL, or a SQLite file
+    that does not exist yet): a lock serialises them and every one of them succeeds."""
     environment = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(Path(__file__).parents[1]),
-        "DISCORD_TOKEN": "x",
-        "ACEDATACLOUD_API_TOKEN": "y",
-        "DATABASE_URL": database_url,
     }
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "bot",
-            "migrate",
+            "-c",
+            _MIGRATE_WHEN_TOLD,
+            database_url,
             cwd=tmp_path,
             env=environment,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        for _ in range(4)
+        for _ in range(6)
     ]
+    for process in processes:
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"ready\n"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
     results = [await asyncio.wait_for(p.communicate(), 60) for p in processes]
-    assert [p.returncode for p in processes] == [0, 0, 0, 0], results
+    assert [p.returncode for p in processes] == [0] * 6, results
     engine = create_engine(database_url)
     try:
         current, head = await migrate.pending(engine)
@@ -263,3 +294,230 @@ async def test_nul_characters_are_stored_as_replacement_characters(
         "draw\ufffd it",
     )
     assert reply.content == "x\ufffdy"
+
+
+async def _failure(url: str) -> str:
+    """What an admin is told when the database at `url` cannot be opened."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except DATABASE_ERRORS as exc:
+        return describe(exc, url)
+    finally:
+        await engine.dispose()
+    raise AssertionError("the database opened")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_an_unreachable_server_is_named_by_host_and_port() -> None:
+    """`python -m bot migrate` (and the bot's start, and check) say it in one line."""
+    port = _closed_port()
+    url = f"postgresql://bot:hunter2@127.0.0.1:{port}/bot"
+    sentence = await _failure(url)
+    assert sentence == (
+        f"Cannot reach the database server at 127.0.0.1:{port}: the connection was refused."
+    )
+    code, stderr = await _migrate_in_a_process(url)
+    assert (code, stderr) == (1, f"Cannot start: {sentence}\n")
+
+
+async def _migrate_in_a_process(url: str, *, user: int | None = None) -> tuple[int, str]:
+    """`python -m bot migrate`, as `user` if given: its exit code and what it printed."""
+    python, path = sys.executable, [str(Path(__file__).parents[1])]
+    if user is not None:
+        python, path = _python_for_others(), [*path, sysconfig.get_paths()["purelib"]]
+    process = await asyncio.create_subprocess_exec(
+        python,
+        "-m",
+        "bot",
+        "migrate",
+        cwd="/",
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": os.pathsep.join(path),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "DISCORD_TOKEN": "x",
+            "ACEDATACLOUD_API_TOKEN": "y",
+            "DATABASE_URL": url,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        user=user,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    assert "hunter2" not in stderr.decode()
+    return process.returncode, stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("mode", "names", "told"),
+    [
+        # The certificate is for 127.0.0.1: verify-full accepts it and the login goes on.
+        ("verify-full", "IP:127.0.0.1", "Password authentication failed for user bot"),
+        # For another name: verify-full refuses it, verify-ca (chain only) does not.
+        ("verify-full", "DNS:db.example.com", "The TLS certificate of 127.0.0.1:"),
+        ("verify-ca", "DNS:db.example.com", "Password authentication failed for user bot"),
+        ("require", "DNS:db.example.com", "Password authentication failed for user bot"),
+    ],
+)
+async def test_sslmode_and_sslrootcert_from_the_url_are_honoured(
+    tmp_path: Path, mode: str, names: str, told: str
+) -> None:
+    certificate = self_signed_certificate(tmp_path, names=names)
+    async with refusing_postgres(certificate) as port:
+        url = (
+            f"postgres://bot:hunter2@127.0.0.1:{port}/bot"
+            f"?sslmode={mode}&sslrootcert={certificate[0]}"
+        )
+        sentence = await _failure(url)
+    assert sentence.startswith(told), sentence
+    assert "hunter2" not in sentence
+
+
+async def test_a_certificate_no_root_vouches_for_is_refused(tmp_path: Path) -> None:
+    served = self_signed_certificate(tmp_path, names="IP:127.0.0.1")
+    (tmp_path / "other").mkdir()
+    other_root = self_signed_certificate(tmp_path / "other", names="IP:127.0.0.1")
+    async with refusing_postgres(served) as port:
+        sentence = await _failure(
+            f"postgresql://bot@127.0.0.1:{port}/bot?sslmode=verify-ca&sslrootcert={other_root[0]}"
+        )
+    assert sentence.startswith(f"The TLS certificate of 127.0.0.1:{port} was not accepted: ")
+
+
+async def test_a_wrong_password_is_named_with_the_user() -> None:
+    async with refusing_postgres() as port:
+        sentence = await _failure(f"postgresql://bot:hunter2@127.0.0.1:{port}/bot?sslmode=disable")
+    assert sentence == (
+        f"Password authentication failed for user bot at 127.0.0.1:{port}: check DATABASE_URL."
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://h/db?sslmode=sometimes",
+        "postgresql://h/db?options=statement_timeout%3D5",
+        "postgresql://h/db?options=-c%20statement_timeout",
+    ],
+)
+def test_malformed_libpq_options_are_refused_with_the_settings(url: str) -> None:
+    with pytest.raises(ValueError, match=r"^(sslmode must be one of|options must be -c)"):
+        async_url(url)
+
+
+def test_postgresql_without_its_driver_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # as if it were not installed
+    with pytest.raises(DatabaseUnavailable) as error:
+        create_engine("postgresql://bot@db/bot")
+    assert str(error.value) == (
+        "A PostgreSQL DATABASE_URL needs the asyncpg driver: install it with "
+        "pip install '.[postgres]'."
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(POSTGRES_URL is None, reason="needs TEST_POSTGRES_URL")
+async def test_provider_urls_work_on_postgresql() -> None:
+    """`postgres://`, `sslmode` and `options=-c ...` as providers write them."""
+    assert POSTGRES_URL is not None
+    base = make_url(POSTGRES_URL).set(drivername="postgres").render_as_string(hide_password=False)
+    url = f"{base}?sslmode=prefer&options=-c%20statement_timeout%3D4500%20-c%20lock_timeout%3D7s"
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("SHOW statement_timeout")) == "4500ms"
+            assert await connection.scalar(text("SHOW lock_timeout")) == "7s"
+            server_has_tls = await connection.scalar(text("SHOW ssl")) == "on"
+    finally:
+        await engine.dispose()
+
+    where = make_url(POSTGRES_URL)
+    missing = where.set(database="no_such_database_here").render_as_string(hide_password=False)
+    assert await _failure(missing) == (
+        f"The database no_such_database_here does not exist at {where.host}:{where.port or 5432}: "
+        "create it or fix DATABASE_URL."
+    )
+    if not server_has_tls:
+        assert await _failure(f"{base}?sslmode=require") == (
+            f"The PostgreSQL server at {where.host}:{where.port or 5432} does not offer TLS, "
+            "which sslmode asks for."
+        )
+
+
+def _python_for_others() -> str:
+    """This Python version from a system folder other users may run it from (this one may be
+    in a private home), with this environment's packages on PYTHONPATH."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = shutil.which(version, path="/usr/bin:/usr/local/bin")
+    if found is None:
+        pytest.skip(f"no {version} other users may run")
+    return found
+
+
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder another user can reach (pytest's own tmp_path is private to its user)."""
+    folder = Path(tempfile.mkdtemp(prefix="bot-db-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+# Root may write anything, so as root the bot's process runs as `nobody` to meet the refusal
+# an unprivileged container user meets; otherwise as this test's own user.
+AS_ROOT = os.getuid() == 0
+NOBODY = 65534
+
+
+async def test_a_folder_the_bot_cannot_write_names_the_uid(shared_folder: Path) -> None:
+    database = shared_folder / "data" / "bot.db"
+    database.parent.mkdir(mode=0o755 if AS_ROOT else 0o555)
+    user = NOBODY if AS_ROOT else os.getuid()
+    code, stderr = await _migrate_in_a_process(
+        f"sqlite:///{database}", user=NOBODY if AS_ROOT else None
+    )
+    assert (code, stderr) == (
+        1,
+        f"Cannot start: No permission to create the file {database}: the folder "
+        f"{database.parent} is not writable for uid {user}, which the bot runs as.\n",
+    )
+    assert not database.exists()
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs a file owned by another user")
+async def test_a_file_of_another_user_names_both_uids(shared_folder: Path) -> None:
+    database = shared_folder / "bot.db"
+    code, _ = await _migrate_in_a_process(f"sqlite:///{database}")  # made by root
+    assert code == 0
+    code, stderr = await _migrate_in_a_process(f"sqlite:///{database}", user=NOBODY)
+    assert (code, stderr) == (
+        1,
+        f"Cannot start: No permission to write the file {database}: it belongs to uid 0 and "
+        f"the bot runs as uid {NOBODY}.\n",
+    )
+
+
+async def test_a_read_only_file_is_called_read_only(shared_folder: Path) -> None:
+    database = shared_folder / "bot.db"
+    sqlite3.connect(database).close()
+    database.chmod(0o444)
+    if AS_ROOT:
+        os.chown(shared_folder, NOBODY, NOBODY)
+        os.chown(database, NOBODY, NOBODY)
+    code, stderr = await _migrate_in_a_process(
+        f"sqlite:///{database}", user=NOBODY if AS_ROOT else None
+    )
+    assert (code, stderr) == (
+        1,
+        f"Cannot start: The file {database} is read-only: make it writable (chmod u+w).\n",
+    )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
@@ -35,7 +39,7 @@ def migrations_folder() -> Path:
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the database to the newest revision. Safe when several processes start at once."""
-    async with engine.begin() as connection:
+    async with _sqlite_file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             # Held until this transaction ends: the other processes wait, then find nothing to do.
             await connection.execute(
@@ -46,6 +50,24 @@ async def upgrade(engine: AsyncEngine) -> None:
         after = await connection.run_sync(_current_revision)
     if before != after:
         log.info("Database migrated from %s to %s", before or "nothing", after)
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """On SQLite, hold an exclusive lock on a file beside the database: processes migrating a
+    new file at once would each find no tables and each create them. PostgreSQL has its
+    advisory lock instead."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.lock", "a") as lock_file:  # noqa: ASYNC230 (creating it is instant)
+        # flock blocks until the other process is done: wait for it in a thread.
+        await asyncio.to_thread(fcntl.flock, lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
 
 
 async def pending(engine: AsyncEngine) -> tuple[str | None, str | None]:

@@ -128,6 +128,35 @@ class Intents:
     PRIVILEGED = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
 
 
+class ApplicationFlag:
+    """The application's `flags` that say which privileged intents the portal has switched on:
+    the plain flag once the app is verified, the `_LIMITED` one before (under 100 servers)."""
+
+    GATEWAY_PRESENCE = 1 << 12
+    GATEWAY_PRESENCE_LIMITED = 1 << 13
+    GATEWAY_GUILD_MEMBERS = 1 << 14
+    GATEWAY_GUILD_MEMBERS_LIMITED = 1 << 15
+    GATEWAY_MESSAGE_CONTENT = 1 << 18
+    GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
+
+    @classmethod
+    def for_intents(cls, privileged_intents: int, *, verified: bool) -> int:
+        pairs = (
+            (Intents.GUILD_PRESENCES, cls.GATEWAY_PRESENCE, cls.GATEWAY_PRESENCE_LIMITED),
+            (Intents.GUILD_MEMBERS, cls.GATEWAY_GUILD_MEMBERS, cls.GATEWAY_GUILD_MEMBERS_LIMITED),
+            (
+                Intents.MESSAGE_CONTENT,
+                cls.GATEWAY_MESSAGE_CONTENT,
+                cls.GATEWAY_MESSAGE_CONTENT_LIMITED,
+            ),
+        )
+        flags = 0
+        for intent, full, limited in pairs:
+            if privileged_intents & intent:
+                flags |= full if verified else limited
+        return flags
+
+
 # Permission bits used by the fake.
 class Perm:
     CREATE_INSTANT_INVITE = 1 << 0

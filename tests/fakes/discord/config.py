@@ -54,6 +54,9 @@ class FakeDiscordConfig:
     # Privileged intents the "developer portal" has switched on; asking for others closes
     # the gateway with 4014 (discord.py raises PrivilegedIntentsRequired).
     allowed_privileged_intents: int = Intents.PRIVILEGED
+    # A verified application (100 servers or more) has the plain GATEWAY_* application flags
+    # for those intents; an unverified one the GATEWAY_*_LIMITED ones.
+    application_verified: bool = False
 
     # Network behaviour.
     latency: float = 0.0

@@ -23,6 +23,7 @@ import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 
 from ._util import (
+    ApplicationFlag,
     CallbackType,
     ChannelType,
     DiscordError,
@@ -781,7 +782,7 @@ class FakeDiscord:
                 "session_type": "normal",
                 "resume_gateway_url": self.gateway_url,
                 "shard": [session.shard[0], session.shard[1]],
-                "application": {"id": str(self.application_id), "flags": 0},
+                "application": {"id": str(self.application_id), "flags": self._application_flags()},
                 "private_channels": [],
                 "relationships": [],
                 "presences": [],
@@ -2063,6 +2064,11 @@ class FakeDiscord:
             raise invalid_form(field_error("recipient_id", "NUMBER_TYPE_COERCE", "Unknown user"))
         return json_reply(self.dm_channel(user).payload())
 
+    def _application_flags(self) -> int:
+        return ApplicationFlag.for_intents(
+            self.config.allowed_privileged_intents, verified=self.config.application_verified
+        )
+
     async def _get_application(self, request: web.Request) -> web.StreamResponse:
         return json_reply(
             {
@@ -2077,7 +2083,7 @@ class FakeDiscord:
                 "verify_key": "0" * 64,
                 "owner": self.owner.payload(),
                 "team": None,
-                "flags": 0,
+                "flags": self._application_flags(),
                 "bot": self.bot_user.payload(),
                 "tags": [],
                 "redirect_uris": [],
