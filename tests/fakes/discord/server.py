@@ -1342,6 +1342,10 @@ class FakeDiscord:
         if not 1 <= len(parts) <= 3:
             raise ValueError(f"bad command name {name!r}")
         definition = self._find_command(parts[0], channel.guild_id)
+        # Discord does not offer a command outside its contexts (1: the bot's DMs).
+        contexts = (definition or {}).get("contexts") or [0, 1]
+        if channel.is_dm and 1 not in contexts:
+            raise ValueError(f"/{parts[0]} is not offered in direct messages")
         resolved: dict[str, dict[str, Any]] = {}
         data: dict[str, Any] = {
             "id": str(definition["id"]) if definition else str(self.snowflake()),
