@@ -32,6 +32,7 @@ class ConversationRef:
     guild_id: int | None
     kind: ConversationKind
     opened_by_chat: bool
+    opened_by: int | None
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ class StoredTurn:
 
 
 def _conversation_ref(row: Conversation) -> ConversationRef:
-    return ConversationRef(row.id, row.channel_id, row.guild_id, row.kind, row.opened_by_chat)
+    return ConversationRef(
+        row.id, row.channel_id, row.guild_id, row.kind, row.opened_by_chat, row.opened_by
+    )
 
 
 def _image_ref(row: TurnImage) -> ImageRef:
@@ -132,6 +135,7 @@ class ConversationStore:
         guild_id: int | None,
         kind: ConversationKind,
         opened_by_chat: bool = False,
+        opened_by: int | None = None,
     ) -> ConversationRef:
         """The conversation of this channel or thread, created on first use."""
         found = await self.find(channel_id)
@@ -144,6 +148,7 @@ class ConversationStore:
                     guild_id=guild_id,
                     kind=kind,
                     opened_by_chat=opened_by_chat,
+                    opened_by=opened_by,
                 )
                 session.add(row)
             return _conversation_ref(row)
