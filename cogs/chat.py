@@ -26,6 +26,7 @@ from bot.conversation.service import (
 from bot.db.models import ConversationKind
 from bot.db.repository import ImageRef
 from bot.errors import UserError
+from cogs.permissions import require, sending
 from cogs.sinks import (
     NO_MENTIONS,
     REGENERATE_PREFIX,
@@ -140,10 +141,9 @@ class ChatCog(commands.Cog):
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
             raise UserError("/chat opens a thread, so it only works in a server's text channel.")
-        if not channel.permissions_for(channel.guild.me).create_public_threads:
-            raise UserError(
-                "I need the Create Public Threads permission in this channel for /chat."
-            )
+        require(
+            interaction, "create_public_threads", "send_messages_in_threads", purpose="for /chat"
+        )
         await interaction.response.send_message(
             f"💬 **{author.display_name}** started a conversation: {prompt[:1800]}",
             allowed_mentions=NO_MENTIONS,
@@ -346,6 +346,7 @@ class ChatCog(commands.Cog):
         channel = interaction.channel
         if not turn.isdigit() or not isinstance(channel, discord.abc.Messageable):
             raise UserError("This button no longer works.")
+        require(interaction, sending(channel), purpose="to write the new answer")
         # Reading the question's images again may outlast Discord's three seconds.
         await interaction.response.defer()
         ask = await self.chat.regeneration(

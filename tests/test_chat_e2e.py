@@ -257,6 +257,29 @@ async def test_a_chat_thread_is_reset_by_its_opener_or_a_moderator(harness: Harn
     assert await reset_by(harness.moderator) == "There was nothing to forget here."
 
 
+@pytest.mark.parametrize(
+    ("denied", "named"),
+    [
+        (Perm.CREATE_PUBLIC_THREADS, "Create Public Threads"),
+        (Perm.SEND_MESSAGES_IN_THREADS, "Send Messages in Threads"),
+    ],
+)
+async def test_chat_without_thread_permissions_is_refused_before_paying(
+    harness: Harness, denied: int, named: str
+) -> None:
+    harness.discord.set_overwrite(harness.general, harness.guild.everyone, deny=denied)
+    interaction = await harness.discord.invoke_command(
+        "chat", {"prompt": "Let us plan a trip"}, channel=harness.general
+    )
+    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
+    assert interaction.original is not None and interaction.ephemeral
+    assert interaction.original.content == (
+        f"⚠️ I need the {named} permission in this channel for /chat."
+    )
+    assert harness.api.requests == []
+    assert not any(c.is_thread for c in harness.discord.channels.values())
+
+
 async def test_chat_opens_a_thread_that_is_answered_without_mentions(harness: Harness) -> None:
     interaction = await harness.discord.invoke_command(
         "chat", {"prompt": "Let us plan a trip"}, channel=harness.general
