@@ -79,8 +79,9 @@ async def test_everything_is_acknowledged_while_the_database_is_locked(tmp_path:
         image, answer, stoppable = await prepared(harness, quiet)
 
         # Another process, or a long write, holds the database: every write waits for it.
-        lock = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
+        # Taken in a thread: the bot may be in the middle of a write it finishes on the loop.
+        lock = sqlite3.connect(tmp_path / "bot.db", isolation_level=None, check_same_thread=False)
+        await asyncio.to_thread(lock.execute, "BEGIN IMMEDIATE")
         held_since = time.monotonic()
         try:
             ask = await discord.invoke_command("ask", {"prompt": "quick"}, user=harness.bob)
