@@ -73,6 +73,11 @@ class Bot(commands.AutoShardedBot):
             help_command=None,
             intents=intents,
             tree_cls=ErrorReportingTree,
+            # Registered with every command, so that Discord offers them only where they work.
+            allowed_contexts=app_commands.AppCommandContext(
+                guild=True, dm_channel=settings.allow_direct_messages
+            ),
+            allowed_installs=app_commands.AppInstallationType(guild=True),
             allowed_mentions=NO_MENTIONS,
             **_sharding(settings),
             **options,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from bot.conversation.service import (
 from bot.db.models import ConversationKind
 from bot.db.repository import ImageRef
 from bot.errors import UserError
+from cogs.permissions import require, sending
 from cogs.sinks import (
     NO_MENTIONS,
     REGENERATE_PREFIX,
@@ -139,10 +141,9 @@ class ChatCog(commands.Cog):
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
             raise UserError("/chat opens a thread, so it only works in a server's text channel.")
-        if not channel.permissions_for(channel.guild.me).create_public_threads:
-            raise UserError(
-                "I need the Create Public Threads permission in this channel for /chat."
-            )
+        require(
+            interaction, "create_public_threads", "send_messages_in_threads", purpose="for /chat"
+        )
         await interaction.response.send_message(
             f"💬 **{author.display_name}** started a conversation: {prompt[:1800]}",
             allowed_mentions=NO_MENTIONS,
@@ -153,7 +154,11 @@ class ChatCog(commands.Cog):
         await self.chat.ask(
             Ask(
                 place=Place(
-                    thread.id, channel.guild.id, ConversationKind.THREAD, opened_by_chat=True
+                    thread.id,
+                    channel.guild.id,
+                    ConversationKind.THREAD,
+                    opened_by_chat=True,
+                    opened_by=author.id,
                 ),
                 author_id=author.id,
                 author_name=author.display_name,
@@ -171,16 +176,28 @@ class ChatCog(commands.Cog):
         channel_id = interaction.channel_id
         if channel_id is None:
             raise UserError("There is no conversation here to forget.")
-        # A channel's history is everyone's: forgetting it takes Manage Messages. A /chat
-        # thread or a direct message is its people's own.
-        own_place = interaction.guild is None or await self._is_chat_thread(channel_id)
-        if not own_place and not _can_manage_messages(interaction):
+        # A channel's history is everyone's: forgetting it takes Manage Messages. A thread's
+        # also lets Manage Threads; a /chat thread's also its opener. A direct message is theirs.
+        in_thread = isinstance(interaction.channel, discord.Thread)
+        permissions = interaction.permissions
+        moderator = permissions.manage_messages or (in_thread and permissions.manage_threads)
+        if interaction.guild is not None and not in_thread and not moderator:
             raise UserError(
                 "Forgetting a channel's conversation takes the Manage Messages permission."
             )
+        # Acknowledged before the database is asked: it may be busy for longer than Discord waits.
+        await interaction.response.defer(thinking=True)
+        opener_needed = interaction.guild is not None and not moderator
+        if opener_needed and await self.chat.thread_opener(channel_id) != interaction.user.id:
+            await _refuse_after_deferral(
+                interaction,
+                "Only the person who opened this thread with /chat, or someone who can "
+                "manage messages or threads, can make me forget it.",
+            )
+            return
         forgotten = await self.chat.reset(channel_id)
-        await interaction.response.send_message(
-            f"🧹 Forgot this conversation ({forgotten} messages)."
+        await interaction.edit_original_response(
+            content=f"🧹 Forgot this conversation ({forgotten} messages)."
             if forgotten
             else "There was nothing to forget here.",
             allowed_mentions=NO_MENTIONS,
@@ -329,6 +346,7 @@ class ChatCog(commands.Cog):
         channel = interaction.channel
         if not turn.isdigit() or not isinstance(channel, discord.abc.Messageable):
             raise UserError("This button no longer works.")
+        require(interaction, sending(channel), purpose="to write the new answer")
         # Reading the question's images again may outlast Discord's three seconds.
         await interaction.response.defer()
         ask = await self.chat.regeneration(
@@ -431,6 +449,14 @@ def _image_note(images: Sequence[discord.Attachment]) -> str:
 def _thread_name(prompt: str) -> str:
     name = " ".join(prompt.split())
     return name if len(name) <= _THREAD_NAME_LIMIT else name[: _THREAD_NAME_LIMIT - 1] + "…"
+
+
+async def _refuse_after_deferral(interaction: discord.Interaction, sentence: str) -> None:
+    """A refusal only the person sees, though everyone saw the bot thinking: the first
+    followup would take the public deferral's place, so that goes first."""
+    with contextlib.suppress(discord.NotFound):
+        await interaction.delete_original_response()
+    await tell_privately(interaction, f"⚠️ {sentence}")
 
 
 def _can_manage_messages(interaction: discord.Interaction) -> bool:

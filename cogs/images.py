@@ -19,6 +19,7 @@ from bot.images.files import CheckedImage, check_image, check_mask, check_size, 
 from bot.images.models import ImageModel, image_model
 from bot.images.service import ImageRequest, ImageService, MadeImage, ShownImage
 from cogs.chat import place_of
+from cogs.permissions import require
 from cogs.sinks import NO_MENTIONS, DiscordLimits, tell_privately, token_expiry, token_refused
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class ImagesCog(commands.Cog):
         count: app_commands.Range[int, 1, 4] = 1,
     ) -> None:
         request = self.images.request(prompt, model=model, size=size, quality=quality, count=count)
+        require(interaction, "attach_files", purpose="to deliver images")
         await self._make(interaction, request)
 
     @app_commands.command(
@@ -80,6 +82,9 @@ class ImagesCog(commands.Cog):
         size: str | None = None,
     ) -> None:
         request = self.images.request(prompt, model=model, size=size, editing=True)
+        # Without an attachment the image is read again from its message.
+        reading = () if image is not None else ("read_message_history",)
+        require(interaction, "attach_files", *reading, purpose="to edit images")
         limit = self.images.options.max_image_bytes
         for attachment in (image, mask):
             if attachment is not None:
@@ -135,6 +140,10 @@ class ImagesCog(commands.Cog):
         if not custom_id.startswith(AGAIN_PREFIX) or not await self.interaction_check(interaction):
             return
         try:
+            require(interaction, "attach_files", purpose="to deliver images")
+            # Acknowledged before the database is asked, showing nothing yet: a refusal then
+            # reaches only the person, and the images come in a new message.
+            await interaction.response.defer()
             request = await self._request_again(interaction, custom_id.removeprefix(AGAIN_PREFIX))
         except UserError as exc:
             await tell_privately(interaction, f"⚠️ {exc}")
@@ -298,14 +307,20 @@ class ImagesCog(commands.Cog):
 class _Progress:
     """The public message of an image job: a clock while the model works, then the result.
     It is written through the interaction's token while that lives (15 minutes), then as the
-    bot's own message in the channel."""
+    bot's own message in the channel. It is the interaction's response, or, when that was
+    a silent acknowledgement (a button), a followup."""
 
     def __init__(
-        self, interaction: discord.Interaction, limits: DiscordLimits, message_id: int
+        self,
+        interaction: discord.Interaction,
+        limits: DiscordLimits,
+        message_id: int,
+        followup: discord.WebhookMessage | None = None,
     ) -> None:
         self._interaction = interaction
         self._expires = token_expiry(interaction, limits)
         self._message_id = message_id
+        self._followup = followup
         self._clock: asyncio.Task[None] | None = None
         self.delivered = False
 
@@ -313,10 +328,16 @@ class _Progress:
     async def open(
         cls, interaction: discord.Interaction, limits: DiscordLimits, text: str
     ) -> _Progress:
-        callback = await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS)
-        if callback.message_id is None:
-            raise RuntimeError("Discord did not say which message answers the interaction")
-        progress = cls(interaction, limits, callback.message_id)
+        if interaction.response.is_done():
+            followup = await interaction.followup.send(
+                text, allowed_mentions=NO_MENTIONS, wait=True
+            )
+            progress = cls(interaction, limits, followup.id, followup)
+        else:
+            callback = await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS)
+            if callback.message_id is None:
+                raise RuntimeError("Discord did not say which message answers the interaction")
+            progress = cls(interaction, limits, callback.message_id)
         progress._clock = asyncio.create_task(progress._tick(text, limits.progress_interval))
         return progress
 
@@ -338,6 +359,8 @@ class _Progress:
     async def show(self, **fields: Any) -> discord.Message:
         if discord.utils.utcnow() < self._expires:
             try:
+                if self._followup is not None:
+                    return await self._followup.edit(**fields)
                 return await self._interaction.edit_original_response(**fields)
             except discord.HTTPException as exc:
                 if not token_refused(exc):

@@ -206,6 +206,25 @@ async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) ->
         assert harness.sent_history()[1:] == ["alice: hello again"]
 
 
+async def test_slash_commands_are_offered_in_direct_messages_only_when_allowed(
+    tmp_path: Path,
+) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        dm = harness.discord.dm_channel(harness.alice)
+        await harness.start_bot()
+        registered = harness.discord.registered_commands()
+        assert {c["name"] for c in registered} >= {"ask", "chat", "image", "edit", "reset"}
+        assert all(c["contexts"] == [0] and c["integration_types"] == [0] for c in registered)
+        with pytest.raises(ValueError, match="not offered in direct messages"):
+            await harness.discord.invoke_command("ask", {"prompt": "hi"}, channel=dm)
+
+        await harness.stop_bot()
+        await harness.start_bot(allow_direct_messages=True)
+        assert all(c["contexts"] == [0, 1] for c in harness.discord.registered_commands())
+        interaction = await harness.discord.invoke_command("ask", {"prompt": "hi"}, channel=dm)
+        await harness.discord.wait_for(lambda: interaction.acknowledged, timeout=5)
+
+
 async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(harness: Harness) -> None:
     harness.api.script(SLOW, Reply(text="never asked"))
     first = await harness.mention("first question")

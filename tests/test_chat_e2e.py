@@ -20,7 +20,7 @@ from tests.fakes.api import (
     Trickle,
     tiny_png,
 )
-from tests.fakes.discord import InteractionRecord, MessageRecord, UploadFile
+from tests.fakes.discord import FakeUser, InteractionRecord, MessageRecord, Perm, UploadFile
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
 CURSOR = "▌"
@@ -289,11 +289,72 @@ async def test_reset_forgets_the_conversation(harness: Harness) -> None:
     interaction = await harness.discord.invoke_command(
         "reset", channel=harness.general, user=harness.moderator
     )
-    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
-    assert interaction.original is not None
-    assert "Forgot" in interaction.original.versions[-1].content
+    await harness.discord.wait_for(
+        lambda: "Forgot" in (interaction.original.content if interaction.original else ""),
+        timeout=5,
+    )
     await harness.answer_to(await harness.mention("Which number?"))
     assert harness.sent_history()[1:] == ["alice: Which number?"]
+
+
+async def test_a_chat_thread_is_reset_by_its_opener_or_a_moderator(harness: Harness) -> None:
+    keeper = harness.discord.add_user("keeper")
+    harness.discord.add_member(harness.guild, keeper, permissions=Perm.MANAGE_THREADS)
+    await harness.discord.invoke_command("chat", {"prompt": "Let us plan a trip"})
+    await harness.discord.wait_for(
+        lambda: any(c.is_thread for c in harness.discord.channels.values()), timeout=5
+    )
+    thread = next(c for c in harness.discord.channels.values() if c.is_thread)
+    await harness.discord.wait_for(
+        lambda: any(
+            "answer:regenerate:" in str(m.components) for m in harness.bot_messages(thread)
+        ),
+        timeout=10,
+    )
+
+    async def reset_by(user: FakeUser) -> str:
+        interaction = await harness.discord.invoke_command("reset", channel=thread, user=user)
+
+        def said() -> MessageRecord | None:
+            shown = [*interaction.followups, interaction.original]
+            return next((m for m in shown if m and not m.deleted and m.content), None)
+
+        message = await harness.discord.wait_for(said, timeout=5)
+        assert message is not None
+        assert message.ephemeral == message.content.startswith("⚠️")
+        return message.content
+
+    refusal = await reset_by(harness.bob)
+    assert refusal.startswith("⚠️ Only the person who opened this thread with /chat")
+    assert await reset_by(keeper) == "🧹 Forgot this conversation (2 messages)."
+    await harness.answer_to(await harness.discord.post_message(thread, harness.bob, "Hi"))
+    # The first turn is bob's now, and still the thread is alice's to reset.
+    assert (await reset_by(harness.bob)).startswith("⚠️ Only the person who opened")
+    assert await reset_by(harness.alice) == "🧹 Forgot this conversation (2 messages)."
+    assert await reset_by(harness.moderator) == "There was nothing to forget here."
+
+
+@pytest.mark.parametrize(
+    ("denied", "named"),
+    [
+        (Perm.CREATE_PUBLIC_THREADS, "Create Public Threads"),
+        (Perm.SEND_MESSAGES_IN_THREADS, "Send Messages in Threads"),
+    ],
+)
+async def test_chat_without_thread_permissions_is_refused_before_paying(
+    harness: Harness, denied: int, named: str
+) -> None:
+    harness.discord.set_overwrite(harness.general, harness.guild.everyone, deny=denied)
+    interaction = await harness.discord.invoke_command(
+        "chat", {"prompt": "Let us plan a trip"}, channel=harness.general
+    )
+    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
+    assert interaction.original is not None and interaction.ephemeral
+    assert interaction.original.content == (
+        f"⚠️ I need the {named} permission in this channel for /chat."
+    )
+    assert harness.api.requests == []
+    assert not any(c.is_thread for c in harness.discord.channels.values())
 
 
 async def test_chat_opens_a_thread_that_is_answered_without_mentions(harness: Harness) -> None:

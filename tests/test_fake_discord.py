@@ -498,6 +498,51 @@ async def test_late_ack_and_interaction_errors(make_env: EnvFactory) -> None:
             assert resp.status == 401 and (await resp.json())["code"] == 50027
 
 
+async def test_permissions_follow_overwrites_and_bind_writes(make_env: EnvFactory) -> None:
+    env = await make_env()
+    fake, me = env.fake, env.fake.bot_user
+    thread = fake.add_thread(env.general, "planning")
+    # Denied to @everyone, so to the bot too, whatever its role grants; given back to alice.
+    fake.set_overwrite(env.general, env.guild.everyone, deny=Perm.SEND_MESSAGES_IN_THREADS)
+    fake.set_overwrite(env.general, env.alice, allow=Perm.MANAGE_THREADS)
+
+    def cached() -> discord.Permissions:
+        return env.channel().permissions_for(env.channel().guild.me)
+
+    await fake.wait_for(lambda: not cached().send_messages_in_threads, what="CHANNEL_UPDATE")
+    in_thread = fake.permissions_in(thread, me)
+    assert not in_thread & Perm.SEND_MESSAGES_IN_THREADS
+    assert not in_thread & Perm.ATTACH_FILES  # implied by sending, here in threads
+    assert fake.permissions_in(env.general, me) == cached().value
+    assert fake.permissions_in(env.general, me) & Perm.ATTACH_FILES
+
+    rec = await fake.invoke_command("anything", channel=thread, user=env.alice)
+    assert int(rec.payload["app_permissions"]) == in_thread
+    assert int(rec.payload["member"]["permissions"]) & Perm.MANAGE_THREADS
+    dm = await fake.invoke_command("anything", channel=fake.dm_channel(env.alice), user=env.alice)
+    assert int(dm.payload["app_permissions"]) == Perm.IN_BOT_DM
+
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bot {fake.token}"}
+        post = f"{fake.api_base}/channels/{thread.id}/messages"
+        async with session.post(post, json={"content": "hi"}, headers=headers) as resp:
+            assert resp.status == 403 and (await resp.json())["code"] == 50013
+        # Interaction responses need no Send Messages; an upload needs Attach Files.
+        callback = f"{fake.api_base}/interactions/{rec.id}/{rec.token}/callback"
+        async with session.post(callback, json={"type": 4, "data": {"content": "hi"}}) as resp:
+            assert resp.status == 204
+        form = aiohttp.FormData()
+        form.add_field(
+            "payload_json", json.dumps({"attachments": [{"id": 0, "filename": "a.txt"}]})
+        )
+        form.add_field("files[0]", b"text", filename="a.txt", content_type="text/plain")
+        followup = f"{fake.api_base}/webhooks/{fake.application_id}/{rec.token}?wait=1"
+        async with session.post(followup, data=form) as resp:
+            assert resp.status == 403 and (await resp.json())["code"] == 50013
+    assert rec.original is not None and rec.original.content == "hi"
+    assert rec.followups == []
+
+
 class PersistentView(discord.ui.View):
     def __init__(self, clicks: list[int]) -> None:
         super().__init__(timeout=None)

@@ -16,7 +16,13 @@ from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.repository import ConversationStore, UsageStore
 from cogs.sinks import DiscordLimits
 from tests.fakes.api import Fail, Hang, ImageReply, tiny_png
-from tests.fakes.discord import FakeDiscordConfig, InteractionRecord, MessageRecord, UploadFile
+from tests.fakes.discord import (
+    FakeDiscordConfig,
+    InteractionRecord,
+    MessageRecord,
+    Perm,
+    UploadFile,
+)
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
 
@@ -45,15 +51,16 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 async def delivered(harness: Harness, interaction: InteractionRecord) -> MessageRecord:
-    """Wait until the interaction's message carries images, and return it."""
+    """Wait until the interaction's message carries images, and return it: the response to a
+    command, a followup to a button (whose original is the message it is on)."""
 
-    def done() -> bool:
-        original = interaction.original
-        return original is not None and bool(original.versions[-1].attachments)
+    def done() -> MessageRecord | None:
+        shown = interaction.followups if interaction.custom_id else [interaction.original]
+        return next((m for m in shown if m is not None and m.versions[-1].attachments), None)
 
-    await harness.discord.wait_for(done, timeout=10)
-    assert interaction.original is not None
-    return interaction.original
+    message = await harness.discord.wait_for(done, timeout=10)
+    assert message is not None
+    return message
 
 
 async def again_button(harness: Harness, message: MessageRecord) -> str:
@@ -132,6 +139,23 @@ async def test_a_size_the_model_does_not_take_is_refused_before_any_request(
     assert harness.api.requests_to("/images/generations") == []
 
 
+@pytest.mark.parametrize("command", ["image", "edit"])
+async def test_without_attach_files_images_are_refused_before_paying(
+    harness: Harness, command: str
+) -> None:
+    harness.discord.set_overwrite(harness.general, harness.guild.everyone, deny=Perm.ATTACH_FILES)
+    files = {"image": UploadFile("cat.png", picture())} if command == "edit" else None
+    interaction = await harness.discord.invoke_command(
+        command, {"prompt": "a boat", "model": "dall-e-2"}, attachments=files
+    )
+    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
+    assert interaction.original is not None and interaction.ephemeral
+    assert interaction.original.content.startswith(
+        "⚠️ I need the Attach Files permission in this channel to "
+    )
+    assert harness.api.requests == []
+
+
 async def test_size_choices_follow_the_model(harness: Harness) -> None:
     record = await harness.discord.invoke_autocomplete(
         "image", {"prompt": "x", "model": "dall-e-2", "size": ""}, focused="size"
@@ -172,10 +196,9 @@ async def test_regenerate_makes_the_same_request_again(
     again = await again_button(harness, message)
 
     refused = await harness.discord.click_button(message, again, harness.bob)
-    await harness.discord.wait_for(lambda: refused.acknowledged, timeout=5)
-    assert refused.original is not None and "Only the person who asked" in (
-        refused.original.versions[-1].content
-    )
+    await harness.discord.wait_for(lambda: refused.followups, timeout=5)
+    assert refused.followups[0].visible_to == harness.bob.id
+    assert "Only the person who asked" in refused.followups[0].content
     before = len(harness.api.requests_to("/images/generations"))
 
     click = await harness.discord.click_button(message, again, harness.alice)

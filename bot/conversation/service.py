@@ -69,6 +69,7 @@ class Place:
     guild_id: int | None
     kind: ConversationKind
     opened_by_chat: bool = False
+    opened_by: int | None = None  # who ran /chat
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class ChatService:
             guild_id=ask.place.guild_id,
             kind=ask.place.kind,
             opened_by_chat=ask.place.opened_by_chat,
+            opened_by=ask.place.opened_by,
         )
         budget = history_budget(
             model, self.options.history_token_budget, self.options.system_prompt, ask.question
@@ -485,6 +487,7 @@ class ChatService:
                 conversation.guild_id,
                 conversation.kind,
                 conversation.opened_by_chat,
+                conversation.opened_by,
             ),
             author_id=question.author_id or user_id,
             author_name=question.author_name or "",
@@ -574,6 +577,11 @@ class ChatService:
             task.cancel()
 
     # Forgetting.
+
+    async def thread_opener(self, channel_id: int) -> int | None:
+        """Who opened this thread with /chat; None when it was not, or is too old to say."""
+        conversation = await self._conversations.find(channel_id)
+        return conversation.opened_by if conversation else None
 
     async def reset(self, channel_id: int) -> int:
         return await self._conversations.reset(channel_id)

@@ -75,6 +75,8 @@ class Conversation(Base):
     kind: Mapped[ConversationKind] = mapped_column(_enum(ConversationKind))
     # A thread opened by /chat answers every message without a mention.
     opened_by_chat: Mapped[bool] = mapped_column(default=False)
+    # Who ran /chat: they may make the thread forget. Not a turn's author, since turns go.
+    opened_by: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     turns: Mapped[list[Turn]] = relationship(

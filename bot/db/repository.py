@@ -33,6 +33,7 @@ class ConversationRef:
     guild_id: int | None
     kind: ConversationKind
     opened_by_chat: bool
+    opened_by: int | None
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,9 @@ def _storable(text: _Text) -> _Text:
 
 
 def _conversation_ref(row: Conversation) -> ConversationRef:
-    return ConversationRef(row.id, row.channel_id, row.guild_id, row.kind, row.opened_by_chat)
+    return ConversationRef(
+        row.id, row.channel_id, row.guild_id, row.kind, row.opened_by_chat, row.opened_by
+    )
 
 
 def _image_ref(row: TurnImage) -> ImageRef:
@@ -142,6 +145,7 @@ class ConversationStore:
         guild_id: int | None,
         kind: ConversationKind,
         opened_by_chat: bool = False,
+        opened_by: int | None = None,
     ) -> ConversationRef:
         """The conversation of this channel or thread, created on first use."""
         found = await self.find(channel_id)
@@ -154,6 +158,7 @@ class ConversationStore:
                     guild_id=guild_id,
                     kind=kind,
                     opened_by_chat=opened_by_chat,
+                    opened_by=opened_by,
                 )
                 session.add(row)
             return _conversation_ref(row)

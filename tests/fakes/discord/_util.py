@@ -166,6 +166,7 @@ class Perm:
     ADD_REACTIONS = 1 << 6
     VIEW_CHANNEL = 1 << 10
     SEND_MESSAGES = 1 << 11
+    SEND_TTS_MESSAGES = 1 << 12
     MANAGE_MESSAGES = 1 << 13
     EMBED_LINKS = 1 << 14
     ATTACH_FILES = 1 << 15
@@ -196,6 +197,10 @@ class Perm:
         | SEND_MESSAGES_IN_THREADS
     )
     BOT_DEFAULT = EVERYONE_DEFAULT | MANAGE_THREADS
+    # Lost with the permission to send (implicit permissions).
+    IMPLIED_BY_SENDING = SEND_TTS_MESSAGES | MENTION_EVERYONE | EMBED_LINKS | ATTACH_FILES
+    # What an app may use in interaction responses, all it has in a DM with its bot user.
+    IN_BOT_DM = ATTACH_FILES | EMBED_LINKS | MENTION_EVERYONE | USE_EXTERNAL_EMOJIS
 
 
 class MessageFlag:

@@ -123,6 +123,9 @@ class FakeChannel:
     auto_archive_duration: int = 1440
     message_count: int = 0
     member_ids: set[int] = field(default_factory=set)
+    # Guild channels (threads use their parent's): role or member id -> (type, allow, deny),
+    # type 0 for a role (the guild's id is @everyone), 1 for a member.
+    overwrites: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     # DMs.
     recipients: list[FakeUser] = field(default_factory=list)
 
@@ -173,7 +176,11 @@ class FakeChannel:
                 },
             )
         else:
-            data.update(topic=self.topic, permission_overwrites=[])
+            overwrites = [
+                {"id": str(target), "type": kind, "allow": str(allow), "deny": str(deny)}
+                for target, (kind, allow, deny) in self.overwrites.items()
+            ]
+            data.update(topic=self.topic, permission_overwrites=overwrites)
         return data
 
 

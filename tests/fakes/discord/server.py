@@ -451,12 +451,59 @@ class FakeDiscord:
         return self.users[user]
 
     def permissions_in(self, channel: ChannelRef, user: UserRef) -> int:
-        """``user``'s permissions in ``channel`` (no overwrites are modelled)."""
+        """``user``'s permissions in ``channel``, as Discord computes them: the roles, then
+        the channel's overwrites (@everyone, the member's roles, the member), then the
+        implicit denials. A thread has its parent's overwrites."""
         ch = self._channel(channel)
         u = self._user(user)
         if ch.guild_id is None:
             return Perm.EVERYONE_DEFAULT if u in ch.recipients or u is self.bot_user else 0
-        return self._guild(ch.guild_id).permissions_of(u.id)
+        guild = self._guild(ch.guild_id)
+        perms = guild.permissions_of(u.id)
+        if perms == Perm.ALL:  # owner or administrator: overwrites do not apply
+            return perms
+        source = self.channels[ch.parent_id] if ch.is_thread and ch.parent_id else ch
+        overwrites = source.overwrites
+        member = guild.members.get(u.id)
+        role_ids = member.role_ids if member is not None else []
+        if guild.id in overwrites:
+            _, allow, deny = overwrites[guild.id]
+            perms = (perms & ~deny) | allow
+        allow = deny = 0
+        for role_id in role_ids:
+            if role_id in overwrites and overwrites[role_id][0] == 0:
+                allow |= overwrites[role_id][1]
+                deny |= overwrites[role_id][2]
+        perms = (perms & ~deny) | allow
+        if u.id in overwrites and overwrites[u.id][0] == 1:
+            _, allow, deny = overwrites[u.id]
+            perms = (perms & ~deny) | allow
+        writing = Perm.SEND_MESSAGES_IN_THREADS if ch.is_thread else Perm.SEND_MESSAGES
+        for needed in {Perm.SEND_MESSAGES, writing}:
+            if not perms & needed:
+                perms &= ~Perm.IMPLIED_BY_SENDING
+        if not perms & Perm.VIEW_CHANNEL:
+            return 0
+        return perms
+
+    def app_permissions(self, channel: ChannelRef) -> int:
+        """What Discord sends as ``app_permissions`` and checks in interaction responses."""
+        ch = self._channel(channel)
+        if ch.is_dm:
+            return Perm.IN_BOT_DM
+        return self.permissions_in(ch, self.bot_user)
+
+    def set_overwrite(
+        self, channel: ChannelRef, target: FakeRole | FakeUser, *, allow: int = 0, deny: int = 0
+    ) -> None:
+        """A permission overwrite on ``channel`` for a role (or the guild's @everyone role)
+        or a member, announced with CHANNEL_UPDATE as on Discord."""
+        ch = self._channel(channel)
+        kind = 1 if isinstance(target, FakeUser) else 0
+        ch.overwrites[target.id] = (kind, allow, deny)
+        payload = ch.payload()
+        self._dispatch_guild("CHANNEL_UPDATE", ch.guild_id, lambda s: payload, Intents.GUILDS)
+        self._changed()
 
     def _first_text_channel(self) -> FakeChannel:
         for channel in self.channels.values():
@@ -1284,7 +1331,7 @@ class FakeDiscord:
             "token": token,
             "version": 1,
             "locale": locale,
-            "app_permissions": str(self.permissions_in(channel, self.bot_user)),
+            "app_permissions": str(self.app_permissions(channel)),
             "attachment_size_limit": self.config.attachment_size_limit,
             "entitlements": [],
             "channel_id": str(channel.id),
@@ -1343,6 +1390,10 @@ class FakeDiscord:
         if not 1 <= len(parts) <= 3:
             raise ValueError(f"bad command name {name!r}")
         definition = self._find_command(parts[0], channel.guild_id)
+        # Discord does not offer a command outside its contexts (1: the bot's DMs).
+        contexts = (definition or {}).get("contexts") or [0, 1]
+        if channel.is_dm and 1 not in contexts:
+            raise ValueError(f"/{parts[0]} is not offered in direct messages")
         resolved: dict[str, dict[str, Any]] = {}
         data: dict[str, Any] = {
             "id": str(definition["id"]) if definition else str(self.snowflake()),
@@ -1970,8 +2021,12 @@ class FakeDiscord:
         *,
         ephemeral: bool = False,
     ) -> dict[int, StoredFile]:
-        """Stores the ``files[n]`` parts byte for byte; keyed by n."""
+        """Stores the ``files[n]`` parts byte for byte; keyed by n. Uploading takes Attach
+        Files, for channel messages and interaction responses alike (``app_permissions``)."""
         parts = self._record(request).files
+        uploading = any(re.fullmatch(r"files\[\d+\]", part.name) for part in parts)
+        if uploading and not self.app_permissions(channel_id) & Perm.ATTACH_FILES:
+            raise missing_permissions()
         descriptions: dict[int, str | None] = {}
         for item in body.get("attachments") or []:
             with contextlib.suppress(TypeError, ValueError, KeyError):
@@ -2239,9 +2294,6 @@ class FakeDiscord:
             if previous is not None and previous in self.messages:
                 return json_reply(self.message_payload(self.messages[previous]))
         uploaded = self._uploaded(request, body, channel.id)
-        can_attach = self.permissions_in(channel, self.bot_user) & Perm.ATTACH_FILES
-        if uploaded and not channel.is_dm and not can_attach:
-            raise missing_permissions()
         files = self._attachment_list(body, uploaded, {}, []) or []
         self._check_not_empty(content, embeds, files, components, body)
         reference = self._reference(channel, body.get("message_reference"))
