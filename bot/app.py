@@ -28,6 +28,7 @@ from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore, UsageStore
 from bot.errors import sentence_for
 from bot.images.service import ImageOptions, ImageService
+from bot.images.work import ImageWork
 from cogs.chat import ChatCog, ChatSettings
 from cogs.images import ImagesCog
 from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits, tell_privately
@@ -138,6 +139,12 @@ class Bot(commands.AutoShardedBot):
             ),
         )
         interrupted = await self.chat.recover(self._owns)
+        # One budget for image work bot-wide: a picture of the largest size allowed runs alone.
+        image_work = ImageWork(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            budget_pixels=settings.max_image_pixels,
+        )
         await self.add_cog(
             ChatCog(
                 self,
@@ -147,9 +154,9 @@ class Bot(commands.AutoShardedBot):
                     models=settings.chat_models,
                     vision_models=settings.vision_models,
                     default_model=settings.chat_model,
-                    max_image_bytes=settings.max_image_bytes,
                     allow_direct_messages=settings.allow_direct_messages,
                 ),
+                image_work,
                 interrupted=interrupted,
             )
         )
@@ -165,6 +172,7 @@ class Bot(commands.AutoShardedBot):
                     settings.image_task_poll_seconds if settings.image_async_tasks else None
                 ),
             ),
+            image_work,
         )
         await self.add_cog(
             ImagesCog(images, self.limits, allow_direct_messages=settings.allow_direct_messages)

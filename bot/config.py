@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(default=16, ge=1)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_answer_messages: int = Field(default=6, ge=1, le=50)
+    # Phone photos are 12 MP, or 48-50 MP (8160×6120) at full resolution; 8192×8192 is 67 MP.
+    # Decoding takes 4 bytes a pixel, and image work bot-wide is budgeted at this many pixels.
+    max_image_pixels: int = Field(default=70_000_000, ge=1_000_000)
 
     # Timeouts, in seconds.
     chat_timeout: float = Field(default=120, gt=0)

@@ -26,6 +26,8 @@ from bot.conversation.service import (
 from bot.db.models import ConversationKind
 from bot.db.repository import ImageRef
 from bot.errors import UserError
+from bot.images.files import prepare_for_vision
+from bot.images.work import ImageWork
 from cogs.permissions import require, sending
 from cogs.sinks import (
     NO_MENTIONS,
@@ -39,7 +41,6 @@ from cogs.sinks import (
 
 log = logging.getLogger(__name__)
 
-_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 _THREAD_NAME_LIMIT = 90
 _STOP_REFUSALS = {
     StopResult.NOT_RUNNING: "This answer is no longer being written.",
@@ -56,7 +57,6 @@ class ChatSettings:
     models: Sequence[str]
     vision_models: Sequence[str]
     default_model: str
-    max_image_bytes: int
     allow_direct_messages: bool
 
 
@@ -67,6 +67,7 @@ class ChatCog(commands.Cog):
         chat: ChatService,
         budget: DiscordBudget,
         settings: ChatSettings,
+        image_work: ImageWork,
         *,
         interrupted: Sequence[Interrupted] = (),
     ) -> None:
@@ -74,6 +75,7 @@ class ChatCog(commands.Cog):
         self.chat = chat
         self.budget = budget
         self.settings = settings
+        self.image_work = image_work
         # Threads known to be opened by /chat (or not), to spare a lookup per message.
         self._chat_threads: dict[int, bool] = {}
         self._warned_channels: set[int] = set()
@@ -285,7 +287,8 @@ class ChatCog(commands.Cog):
         me = self.bot.user
         assert me is not None
         text = _without_mention(message, me)
-        images = [a for a in message.attachments if (a.content_type or "") in _IMAGE_TYPES]
+        # Attachments sent as pictures; each is then checked by what it holds.
+        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
         if not text and not images:
             raise UserError("Ask me something after the mention.")
         self._check_model(None, images=len(images))
@@ -392,21 +395,17 @@ class ChatCog(commands.Cog):
     async def _read_images(
         self, attachments: list[discord.Attachment], message: discord.Message | None
     ) -> tuple[list[str], list[ImageRef]]:
-        """Images become data: URLs: nothing for the API to fetch, nothing that expires."""
+        """Images become data: URLs: nothing for the API to fetch, nothing that expires. Each is
+        checked by its content and made the size vision models work at, before any paid call."""
         urls: list[str] = []
         refs: list[ImageRef] = []
-        limit = self.settings.max_image_bytes
+        work = self.image_work
         for attachment in attachments:
-            content_type = (attachment.content_type or "").split(";")[0]
-            if content_type not in _IMAGE_TYPES:
-                raise UserError(f"{attachment.filename} is not an image I can look at.")
-            if attachment.size > limit:
-                raise UserError(
-                    f"{attachment.filename} is {attachment.size / 2**20:.1f} MB; "
-                    f"the limit is {limit / 2**20:.0f} MB."
-                )
-            data = await attachment.read()
-            urls.append(f"data:{content_type};base64,{base64.b64encode(data).decode()}")
+            checked = await work.read(attachment, min_side=1)  # a model can look at an icon
+            shown = await work.run(
+                checked.pixels, prepare_for_vision, checked, max_bytes=work.max_bytes
+            )
+            urls.append(f"data:{shown.content_type};base64,{base64.b64encode(shown.data).decode()}")
             if message is not None:
                 refs.append(
                     ImageRef(
@@ -414,7 +413,7 @@ class ChatCog(commands.Cog):
                         message.id,
                         attachment.id,
                         attachment.filename,
-                        content_type,
+                        checked.content_type,
                     )
                 )
         return urls, refs

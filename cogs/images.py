@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import UserError, sentence_for
-from bot.images.files import CheckedImage, check_image, check_mask, check_size, fit_for_upload
+from bot.images.files import CheckedImage, fit_for_upload, pixel_count
 from bot.images.models import ImageModel, image_model
 from bot.images.service import ImageRequest, ImageService, MadeImage, ShownImage
 from cogs.chat import place_of
@@ -85,10 +85,6 @@ class ImagesCog(commands.Cog):
         # Without an attachment the image is read again from its message.
         reading = () if image is not None else ("read_message_history",)
         require(interaction, "attach_files", *reading, purpose="to edit images")
-        limit = self.images.options.max_image_bytes
-        for attachment in (image, mask):
-            if attachment is not None:
-                check_size(attachment.size, max_bytes=limit)
         async with (
             self._progress(interaction, request) as progress,
             self.images.job_of(interaction.user.id),
@@ -96,9 +92,7 @@ class ImagesCog(commands.Cog):
             source = await self._source_image(interaction, image)
             checked_mask = None
             if mask is not None:
-                checked_mask = await self.images.in_worker(
-                    check_mask, await mask.read(), source, max_bytes=limit
-                )
+                checked_mask = await self.images.work.read_mask(mask, source)
             made = await self.images.edit(
                 request,
                 source,
@@ -167,11 +161,9 @@ class ImagesCog(commands.Cog):
     async def _source_image(
         self, interaction: discord.Interaction, attachment: discord.Attachment | None
     ) -> CheckedImage:
-        limit = self.images.options.max_image_bytes
         if attachment is None:
             attachment = await self._newest_image(interaction)
-        data = await attachment.read()
-        return await self.images.in_worker(check_image, data, max_bytes=limit)
+        return await self.images.work.read(attachment)
 
     async def _newest_image(self, interaction: discord.Interaction) -> discord.Attachment:
         """The newest image of this conversation, found again through its message, since
@@ -238,8 +230,12 @@ class ImagesCog(commands.Cog):
     async def _files(self, made: Sequence[MadeImage], limit: int) -> list[discord.File]:
         """The images as files Discord takes: recompressed when over its upload limit."""
         files = []
+        work = self.images.work
         for number, image in enumerate(made, start=1):
-            data, extension = await self.images.in_worker(fit_for_upload, image.data, limit=limit)
+            pixels = await asyncio.to_thread(pixel_count, image.data)
+            data, extension = await work.run(
+                pixels, fit_for_upload, image.data, limit=limit, max_pixels=work.max_pixels
+            )
             files.append(discord.File(io.BytesIO(data), filename=f"image-{number}.{extension}"))
         return files
 

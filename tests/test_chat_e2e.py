@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import sqlite3
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.fakes.api import (
     DropConnection,
@@ -253,6 +257,77 @@ async def test_ask_sends_an_attached_image_to_the_model(harness: Harness) -> Non
     url = image_part["image_url"]["url"]
     assert url.startswith("data:image/png;base64,")
     assert base64.b64decode(url.split(",", 1)[1]) == png
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG header announcing any size, with no pixels behind it."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+BAD_IMAGES = [
+    (UploadFile("cat.png", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "image/png"), "not an image"),
+    (UploadFile("huge.png", header_only_png(10_000, 8_000), "image/png"), "the limit is 70 MP"),
+]
+
+
+@pytest.mark.parametrize(("upload", "expected"), BAD_IMAGES, ids=["pdf", "80-megapixels"])
+async def test_ask_checks_the_image_by_its_content_before_any_request(
+    harness: Harness, upload: UploadFile, expected: str
+) -> None:
+    interaction = await harness.discord.invoke_command(
+        "ask", {"prompt": "What is this?"}, attachments={"image": upload}
+    )
+
+    def said() -> str:
+        original = interaction.original
+        return original.versions[-1].content if original and original.versions else ""
+
+    await harness.discord.wait_for(lambda: said().startswith("⚠️"), timeout=10)
+    assert expected in said()
+    assert said().startswith("⚠️")
+    assert harness.api.requests_to("/chat/completions") == []
+
+
+async def test_a_mention_with_a_file_that_is_no_image_gets_a_sentence(harness: Harness) -> None:
+    question = await harness.mention(
+        "what does this say?",
+        attachments=[UploadFile("notes.png", b"plain text, not a picture", "image/png")],
+    )
+
+    def replied() -> str:
+        replies = [
+            m
+            for m in harness.bot_messages()
+            if (m.reference or {}).get("message_id") == str(question.id)
+        ]
+        return replies[-1].versions[-1].content if replies else ""
+
+    await harness.discord.wait_for(lambda: "not an image" in replied(), timeout=10)
+    assert harness.api.requests_to("/chat/completions") == []
+
+
+async def test_ask_sends_a_large_image_at_the_size_vision_models_use(harness: Harness) -> None:
+    picture = Image.new("RGB", (3000, 1500), (200, 30, 30))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    interaction = await harness.discord.invoke_command(
+        "ask",
+        {"prompt": "What colour is this?"},
+        attachments={"image": UploadFile("wide.png", buffer.getvalue(), "image/png")},
+    )
+    await finished_interaction(harness, interaction)
+    content = sent_messages(harness)[-1]["content"]
+    url = next(part for part in content if part["type"] == "image_url")["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.size == (2048, 1024)
 
 
 # Conversations.

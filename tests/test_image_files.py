@@ -11,6 +11,7 @@ import zlib
 import pytest
 from PIL import Image
 
+from bot.images import files
 from bot.images.files import (
     MASK_PROBLEM,
     MB,
@@ -21,9 +22,11 @@ from bot.images.files import (
     check_size,
     fit_for_upload,
     prepare_for_model,
+    prepare_for_vision,
 )
 
 LIMIT = 20 * MB
+PIXELS = 70_000_000
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
 
@@ -78,7 +81,12 @@ def header_only_png(width: int, height: int) -> bytes:
 
 def problem(data: bytes, **limits: int) -> str:
     with pytest.raises(ImageProblem) as caught:
-        check_image(data, max_bytes=limits.pop("max_bytes", LIMIT), **limits)
+        check_image(
+            data,
+            max_bytes=limits.pop("max_bytes", LIMIT),
+            max_pixels=limits.pop("max_pixels", PIXELS),
+            **limits,
+        )
     return str(caught.value)
 
 
@@ -87,7 +95,7 @@ def problem(data: bytes, **limits: int) -> str:
 
 def test_png_without_alpha_is_kept_as_it_is() -> None:
     data = encode(halves((64, 32)), "PNG")
-    checked = check_image(data, max_bytes=LIMIT)
+    checked = check_image(data, max_bytes=LIMIT, max_pixels=PIXELS)
     assert checked == CheckedImage(data, "png", 64, 32, False)
     assert (checked.content_type, checked.filename) == ("image/png", "image.png")
     assert "data" not in repr(checked)
@@ -95,7 +103,7 @@ def test_png_without_alpha_is_kept_as_it_is() -> None:
 
 def test_png_with_alpha_is_seen() -> None:
     data = encode(Image.new("RGBA", (20, 20), (1, 2, 3, 100)), "PNG")
-    assert check_image(data, max_bytes=LIMIT).has_alpha
+    assert check_image(data, max_bytes=LIMIT, max_pixels=PIXELS).has_alpha
 
 
 @pytest.mark.parametrize(
@@ -104,14 +112,14 @@ def test_png_with_alpha_is_seen() -> None:
 )
 def test_jpeg_and_webp_are_accepted(fmt: str, name: str, content_type: str) -> None:
     data = encode(halves((40, 30)), fmt)
-    checked = check_image(data, max_bytes=LIMIT)
+    checked = check_image(data, max_bytes=LIMIT, max_pixels=PIXELS)
     assert (checked.width, checked.height, checked.data) == (40, 30, data)
     assert (checked.filename, checked.content_type) == (name, content_type)
 
 
 def test_gif_gets_its_own_sentence() -> None:
     data = encode(halves((40, 30)).convert("P"), "GIF")
-    assert problem(data) == "GIF images can't be edited: send a PNG, JPEG or WebP."
+    assert problem(data) == "GIF images aren't supported: send a PNG, JPEG or WebP."
 
 
 @pytest.mark.parametrize(
@@ -158,35 +166,46 @@ def test_declared_size_alone() -> None:
 
 
 def test_too_many_pixels_is_refused_from_the_header() -> None:
-    assert problem(header_only_png(20000, 300)) == (
-        "That image is 20000×300 pixels; the limit is 8192 pixels a side."
+    assert problem(header_only_png(10_000, 7_001)) == (
+        "That image is 10000×7001 pixels (70 MP); the limit is 70 MP."
     )
     assert problem(header_only_png(8, 8)) == (
         "That image is 8×8 pixels; it must be at least 16 pixels a side."
     )
     # Beyond twice Pillow's pixel limit, Image.open itself refuses it as a decompression bomb.
-    assert problem(header_only_png(100_000, 100_000), max_side=200_000) == (
+    assert problem(header_only_png(100_000, 100_000), max_pixels=10**11) == (
         "That image has too many pixels to open."
     )
 
 
-def test_exif_rotated_photo_is_made_upright() -> None:
+def rotated_jpeg(orientation: int = 6) -> bytes:
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    data = encode(halves((80, 40)), "JPEG", quality=90, exif=exif)
-    checked = check_image(data, max_bytes=LIMIT)
-    assert (checked.format, checked.width, checked.height) == ("jpeg", 40, 80)
-    upright = Image.open(io.BytesIO(checked.data))
-    assert upright.size == (40, 80)
+    exif[0x0112] = orientation  # 6: "rotate 90° clockwise to display"
+    return encode(halves((80, 40)), "JPEG", quality=90, exif=exif)
+
+
+def assert_upright(data: bytes, size: tuple[int, int]) -> None:
+    upright = Image.open(io.BytesIO(data))
+    assert upright.size == size
     assert upright.getexif().get(0x0112, 1) == 1
     # The left (red) half of the stored picture is at the top once rotated clockwise.
-    assert upright.getpixel((20, 5))[0] > 200  # type: ignore[index]
-    assert upright.getpixel((20, 75))[2] > 200  # type: ignore[index]
+    assert upright.getpixel((size[0] // 2, 2))[0] > 200  # type: ignore[index]
+    assert upright.getpixel((size[0] // 2, size[1] - 3))[2] > 200  # type: ignore[index]
+
+
+def test_exif_rotated_photo_is_checked_as_shown_and_converted_upright() -> None:
+    data = rotated_jpeg()
+    checked = check_image(data, max_bytes=LIMIT, max_pixels=PIXELS)
+    assert (checked.data, checked.width, checked.height, checked.orientation) == (data, 40, 80, 6)
+    for_model, _ = prepare_for_model(checked, square_png_max_bytes=None, max_bytes=LIMIT)
+    assert (for_model.format, for_model.width, for_model.height) == ("jpeg", 40, 80)
+    assert_upright(for_model.data, (40, 80))
+    assert_upright(prepare_for_vision(checked, max_bytes=LIMIT).data, (40, 80))
 
 
 async def test_functions_run_in_a_thread() -> None:
     data = encode(halves((32, 32)), "PNG")
-    checked = await asyncio.to_thread(check_image, data, max_bytes=LIMIT)
+    checked = await asyncio.to_thread(check_image, data, max_bytes=LIMIT, max_pixels=PIXELS)
     assert checked.data == data
 
 
@@ -194,20 +213,25 @@ async def test_functions_run_in_a_thread() -> None:
 
 
 def checked(im: Image.Image, fmt: str = "PNG") -> CheckedImage:
-    return check_image(encode(im, fmt), max_bytes=LIMIT)
+    return check_image(encode(im, fmt), max_bytes=LIMIT, max_pixels=PIXELS)
 
 
 def test_rgba_png_mask_of_the_right_size_is_kept() -> None:
     image = checked(halves((64, 64)))
     data = encode(mask_for((64, 64), (0, 0, 32, 32)), "PNG")
-    mask = check_mask(data, image, max_bytes=LIMIT)
+    mask = check_mask(data, image, max_bytes=LIMIT, max_pixels=PIXELS)
     assert (mask.data, mask.format, mask.has_alpha) == (data, "png", True)
 
 
 def test_mask_of_the_wrong_size() -> None:
     image = checked(halves((1024, 1024)), "JPEG")
     with pytest.raises(ImageProblem) as caught:
-        check_mask(encode(mask_for((512, 512), (0, 0, 8, 8)), "PNG"), image, max_bytes=LIMIT)
+        check_mask(
+            encode(mask_for((512, 512), (0, 0, 8, 8)), "PNG"),
+            image,
+            max_bytes=LIMIT,
+            max_pixels=PIXELS,
+        )
     assert str(caught.value) == (
         "The mask must be the same size as the image (1024×1024), but it is 512×512."
     )
@@ -226,7 +250,7 @@ def test_mask_of_the_wrong_size() -> None:
 def test_mask_without_transparency_is_refused(data: bytes) -> None:
     image = checked(halves((64, 64)))
     with pytest.raises(ImageProblem) as caught:
-        check_mask(data, image, max_bytes=LIMIT)
+        check_mask(data, image, max_bytes=LIMIT, max_pixels=PIXELS)
     assert str(caught.value) == MASK_PROBLEM
 
 
@@ -234,13 +258,13 @@ def test_damaged_mask_says_mask() -> None:
     image = checked(halves((64, 64)))
     data = encode(mask_for((64, 64), (0, 0, 8, 8)), "PNG")
     with pytest.raises(ImageProblem, match=r"^The mask is damaged and can't be read\.$"):
-        check_mask(data[: len(data) - 30], image, max_bytes=LIMIT)
+        check_mask(data[: len(data) - 30], image, max_bytes=LIMIT, max_pixels=PIXELS)
 
 
 def test_webp_mask_becomes_an_rgba_png() -> None:
     image = checked(halves((64, 64)))
     data = encode(mask_for((64, 64), (0, 0, 32, 64)), "WEBP", lossless=True)
-    mask = check_mask(data, image, max_bytes=LIMIT)
+    mask = check_mask(data, image, max_bytes=LIMIT, max_pixels=PIXELS)
     assert mask.format == "png"
     converted = Image.open(io.BytesIO(mask.data))
     assert (converted.format, converted.mode, converted.size) == ("PNG", "RGBA", (64, 64))
@@ -255,7 +279,10 @@ def test_dall_e_2_gets_a_padded_square_png_with_its_mask_aligned() -> None:
     image = checked(halves((600, 400)), "JPEG")
     # The person marks the blue (right) half to change.
     mask = check_mask(
-        encode(mask_for((600, 400), (300, 0, 600, 400)), "PNG"), image, max_bytes=LIMIT
+        encode(mask_for((600, 400), (300, 0, 600, 400)), "PNG"),
+        image,
+        max_bytes=LIMIT,
+        max_pixels=PIXELS,
     )
     square, square_mask = prepare_for_model(
         image, mask, square_png_max_bytes=4 * MB, max_bytes=LIMIT
@@ -309,7 +336,9 @@ def test_dall_e_2_square_steps_down_until_it_fits() -> None:
 
 def test_other_models_get_the_bytes_untouched() -> None:
     image = checked(halves((300, 200)), "WEBP")
-    mask = check_mask(encode(mask_for((300, 200), (0, 0, 9, 9)), "PNG"), image, max_bytes=LIMIT)
+    mask = check_mask(
+        encode(mask_for((300, 200), (0, 0, 9, 9)), "PNG"), image, max_bytes=LIMIT, max_pixels=PIXELS
+    )
     assert prepare_for_model(image, mask, square_png_max_bytes=None, max_bytes=LIMIT) == (
         image,
         mask,
@@ -318,7 +347,9 @@ def test_other_models_get_the_bytes_untouched() -> None:
 
 def test_over_the_model_limit_shrinks_image_and_mask_together() -> None:
     image = checked(noise((400, 300)), "PNG")
-    mask = check_mask(encode(mask_for((400, 300), (0, 0, 9, 9)), "PNG"), image, max_bytes=LIMIT)
+    mask = check_mask(
+        encode(mask_for((400, 300), (0, 0, 9, 9)), "PNG"), image, max_bytes=LIMIT, max_pixels=PIXELS
+    )
     small, small_mask = prepare_for_model(image, mask, square_png_max_bytes=None, max_bytes=60_000)
     assert small_mask is not None
     assert len(small.data) <= 60_000
@@ -332,7 +363,7 @@ def test_over_the_model_limit_shrinks_image_and_mask_together() -> None:
 def test_big_opaque_png_becomes_a_jpeg_under_the_limit() -> None:
     data = encode(noise((1536, 1024)), "PNG", compress_level=1)
     assert len(data) > 4 * MB
-    fitted, fmt = fit_for_upload(data, limit=1 * MB)
+    fitted, fmt = fit_for_upload(data, max_pixels=PIXELS, limit=1 * MB)
     assert len(fitted) <= 1 * MB
     assert fmt == "jpeg"
     out = Image.open(io.BytesIO(fitted))
@@ -344,7 +375,7 @@ def test_big_opaque_png_becomes_a_jpeg_under_the_limit() -> None:
 def test_big_transparent_png_becomes_a_webp_under_the_limit() -> None:
     im = noise((800, 600), "RGBA")
     data = encode(im, "PNG", compress_level=1)
-    fitted, fmt = fit_for_upload(data, limit=len(data) // 4)
+    fitted, fmt = fit_for_upload(data, max_pixels=PIXELS, limit=len(data) // 4)
     assert len(fitted) <= len(data) // 4
     assert fmt == "webp"
     out = Image.open(io.BytesIO(fitted))
@@ -354,6 +385,91 @@ def test_big_transparent_png_becomes_a_webp_under_the_limit() -> None:
 
 def test_what_fits_is_unchanged() -> None:
     data = encode(halves((100, 100)), "PNG")
-    assert fit_for_upload(data, limit=len(data)) == (data, "png")
+    assert fit_for_upload(data, max_pixels=PIXELS, limit=len(data)) == (data, "png")
     with pytest.raises(ImageProblem):
-        fit_for_upload(b"<html>not an image</html>", limit=10)
+        fit_for_upload(b"<html>not an image</html>", limit=10, max_pixels=PIXELS)
+
+
+# --- decoding no more than needed -------------------------------------------------------------
+
+
+def grey16(size: tuple[int, int]) -> Image.Image:
+    return Image.frombytes("I;16", size, random.Random(3).randbytes(size[0] * size[1] * 2))
+
+
+# Widths that are multiples of nothing in particular, so rows end mid-byte and bands mid-block.
+PNGS = {
+    "rgb": lambda: encode(noise((1001, 777)), "PNG"),
+    "rgba": lambda: encode(noise((613, 509), "RGBA"), "PNG"),
+    "palette-trns": lambda: encode(noise((301, 421), "L").convert("P"), "PNG", transparency=5),
+    "palette-4bit": lambda: encode(noise((123, 301), "L").convert("P", colors=16), "PNG", bits=4),
+    "grey": lambda: encode(noise((517, 300), "L"), "PNG"),
+    "grey-trns": lambda: encode(noise((517, 300), "L"), "PNG", transparency=7),
+    "grey-alpha": lambda: encode(noise((333, 301), "LA"), "PNG"),
+    "grey-16bit": lambda: encode(grey16((301, 257)), "PNG"),
+    "bilevel": lambda: encode(noise((333, 299), "L").convert("1"), "PNG"),
+}
+
+
+@pytest.mark.parametrize("factor", [1, 2, 7, 64])
+@pytest.mark.parametrize("name", list(PNGS))
+def test_png_decoded_band_by_band_equals_pillows_whole_decode(name: str, factor: int) -> None:
+    data = PNGS[name]()
+    image = check_image(data, max_bytes=LIMIT, max_pixels=PIXELS, min_side=1)
+    header = Image.open(io.BytesIO(data))
+    mode = "RGBA" if image.has_alpha else "RGB"
+    banded = files._png_reduced(data, header, mode, factor)
+    assert banded is not None
+    whole = Image.open(io.BytesIO(data)).convert(mode)
+    expected = whole.reduce(factor) if factor > 1 else whole
+    assert (banded.mode, banded.size) == (expected.mode, expected.size)
+    assert banded.tobytes() == expected.tobytes()
+
+
+def test_a_png_is_checked_and_converted_without_being_decoded_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def decoded_whole(*_args: object) -> None:
+        raise AssertionError("decoded whole")
+
+    monkeypatch.setattr(files, "_decoded_whole", decoded_whole)
+    image = check_image(encode(halves((1200, 700)), "PNG"), max_bytes=LIMIT, max_pixels=PIXELS)
+    square, _mask = prepare_for_model(image, square_png_max_bytes=4 * MB, max_bytes=LIMIT)
+    assert (square.width, square.height) == (1024, 1024)
+    vision = prepare_for_vision(image, max_bytes=LIMIT, max_side=512)
+    assert (vision.width, vision.height) == (512, 299)
+
+
+def test_a_16_bit_colour_png_is_decoded_whole() -> None:
+    # 6 bytes a pixel: no 8-bit type to unfilter it as; Pillow decodes it (to 8 bits) instead.
+    ihdr = struct.pack(">IIBBBBB", 40, 30, 16, 2, 0, 0, 0)
+    rows = b"".join(b"\x01" + random.Random(row).randbytes(40 * 6) for row in range(30))
+    data = build_png([(b"IHDR", ihdr), (b"IDAT", zlib.compress(rows)), (b"IEND", b"")])
+    header = Image.open(io.BytesIO(data))
+    assert files._png_reduced(data, header, "RGB", 2) is None
+    image = check_image(data, max_bytes=LIMIT, max_pixels=PIXELS)
+    square, _ = prepare_for_model(image, square_png_max_bytes=4 * MB, max_bytes=LIMIT)
+    assert (square.width, square.height) == (256, 256)
+
+
+def test_a_big_jpeg_is_decoded_at_reduced_size() -> None:
+    image = check_image(encode(halves((4000, 3000)), "JPEG"), max_bytes=LIMIT, max_pixels=PIXELS)
+    assert files._pixels(image, "That image", at_least=400).size == (500, 375)  # 1/8 scale
+    assert files._pixels(image, "That image", at_least=1000).size == (1000, 750)  # 1/4 scale
+
+
+# --- prepare_for_vision -----------------------------------------------------------------------
+
+
+def test_vision_gets_an_upright_picture_that_fits_as_it_came() -> None:
+    image = checked(halves((2048, 1000)), "WEBP")
+    assert prepare_for_vision(image, max_bytes=LIMIT) is image
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "jpeg"), ("RGBA", "webp")])
+def test_vision_gets_a_larger_picture_scaled_to_2048(mode: str, fmt: str) -> None:
+    picture = noise((3000, 1500), mode) if mode == "RGBA" else halves((3000, 1500))
+    image = checked(picture)
+    shown = prepare_for_vision(image, max_bytes=LIMIT)
+    assert (shown.format, shown.width, shown.height) == (fmt, 2048, 1024)
+    assert Image.open(io.BytesIO(shown.data)).size == (2048, 1024)

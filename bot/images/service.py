@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from weakref import WeakValueDictionary
@@ -20,12 +20,12 @@ from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
 from bot.errors import UserError
 from bot.images.files import CheckedImage, prepare_for_model
 from bot.images.models import ImageModel, image_model
+from bot.images.work import ImageWork
 
 log = logging.getLogger(__name__)
 
 # Image jobs one person may have running or waiting.
 _JOBS_PER_PERSON = 2
-_PILLOW_AT_ONCE = 2
 T = TypeVar("T")
 
 
@@ -82,6 +82,7 @@ class ImageService:
         conversations: ConversationStore,
         usage: UsageStore,
         options: ImageOptions,
+        work: ImageWork,
     ) -> None:
         self._api = api
         self._conversations = conversations
@@ -89,13 +90,7 @@ class ImageService:
         self.options = options
         self._jobs: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._queued: Counter[int] = Counter()
-        # Decoding a large image takes hundreds of MB: only a few at once, off the event loop.
-        self._pillow = asyncio.Semaphore(_PILLOW_AT_ONCE)
-
-    async def in_worker(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run Pillow work in a thread, a few at a time."""
-        async with self._pillow:
-            return await asyncio.to_thread(work, *args, **kwargs)
+        self.work = work
 
     def request(
         self,
@@ -184,7 +179,8 @@ class ImageService:
         place: Place,
     ) -> list[MadeImage]:
         spec = request.model
-        image, mask = await self.in_worker(
+        image, mask = await self.work.run(
+            image.pixels + (mask.pixels if mask else 0),
             prepare_for_model,
             image,
             mask,
