@@ -149,6 +149,12 @@ class ChannelSink:
     def deadline(self) -> datetime.datetime | None:
         return None
 
+    def can_attach_files(self) -> bool:
+        guild = getattr(self._channel, "guild", None)
+        if guild is None or not hasattr(self._channel, "permissions_for"):
+            return True  # direct messages
+        return bool(self._channel.permissions_for(guild.me).attach_files)
+
     def message_ids(self) -> list[int]:
         return [self._messages[index].id for index in sorted(self._messages)]
 
@@ -220,6 +226,11 @@ class InteractionSink:
 
     def deadline(self) -> datetime.datetime | None:
         return self._expires if self._private else None
+
+    def can_attach_files(self) -> bool:
+        if self._after_expiry is not None:
+            return self._after_expiry.can_attach_files()
+        return bool(self._interaction.app_permissions.attach_files)
 
     def windows(self) -> Sequence[Window]:
         if self._after_expiry is not None:

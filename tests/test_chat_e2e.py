@@ -154,6 +154,25 @@ async def test_an_answer_past_max_answer_messages_comes_whole_as_a_file(tmp_path
         assert harness.discord.rate_limited_count == 0
 
 
+async def test_a_capped_answer_where_files_are_not_allowed_says_it_was_cut_short(
+    tmp_path: Path,
+) -> None:
+    async with running_harness(sqlite_url(tmp_path)) as harness:
+        await harness.start_bot(max_answer_messages=1)
+        harness.discord.set_overwrite(
+            harness.general, harness.guild.everyone, deny=Perm.ATTACH_FILES
+        )
+        harness.api.script(Reply(text="lorem ipsum " * 400, chunk_size=600))
+        answer = await harness.answer_to(await harness.mention("write a lot"), within=15)
+        await harness.discord.wait_for(lambda: "-#" in answer.latest.content, timeout=10)
+        assert answer.latest.content.endswith(
+            "-# The answer fills more than 1 message: it was cut short here, as I may not "
+            "attach files in this channel."
+        )
+        assert answer.latest.attachments == []
+        assert harness.bot_messages() == [answer]
+
+
 async def test_a_capped_slash_command_answer_attaches_the_file_to_its_last_message(
     tmp_path: Path,
 ) -> None:

@@ -86,6 +86,10 @@ class ReplySink(Protocol):
         """When the answer must be finished by, if the place it is shown in expires."""
         ...
 
+    def can_attach_files(self) -> bool:
+        """Whether a message here may carry a file."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Final:
@@ -151,8 +155,9 @@ class StreamingReply:
         pieces = split_message(full, reserve=_RESERVE) or [""]
         file = None
         if self._max_messages is not None and len(pieces) > self._max_messages:
-            pieces = self._capped(text, notice, self._max_messages)
-            file = AttachedFile(ANSWER_FILENAME, text.encode())
+            attach = self._sink.can_attach_files()
+            pieces = self._capped(text, notice, self._max_messages, attach=attach)
+            file = AttachedFile(ANSWER_FILENAME, text.encode()) if attach else None
         self._final = _Final(pieces, controls, file)
         for index in range(len(pieces)):
             if index >= len(self._shown) or self._render(index, pieces) != self._shown[index]:
@@ -195,12 +200,16 @@ class StreamingReply:
         return split_message(self._text, reserve=_RESERVE)[: self._max_messages]
 
     @staticmethod
-    def _capped(text: str, notice: str | None, max_messages: int) -> list[str]:
+    def _capped(text: str, notice: str | None, max_messages: int, *, attach: bool) -> list[str]:
         """The messages allowed, as they were streamed, the last one ending with the notices."""
         notices = [notice] if notice else []
         notices.append(
-            f"The answer fills more than {max_messages} messages: "
-            f"all of it is in the attached {ANSWER_FILENAME}."
+            f"The answer fills more than {max_messages} message{'s' if max_messages > 1 else ''}: "
+            + (
+                f"all of it is in the attached {ANSWER_FILENAME}."
+                if attach
+                else "it was cut short here, as I may not attach files in this channel."
+            )
         )
         ending = "\n" + "".join(f"\n-# {line}" for line in notices)
         pieces = split_message(text, reserve=_RESERVE)[:max_messages]
