@@ -276,32 +276,22 @@ class ChatService:
     ) -> bool:
         """Store the finished answer; if the database refuses it, finish the turn with a
         placeholder rather than leave it in progress. False: the answer was not stored."""
-        usage = result.usage
-        try:
-            await self._conversations.finish_turn(
-                turn_id,
-                content=text,
-                token_estimate=estimate_tokens(text),
-                status=result.status,
-                message_ids=sink.message_ids(),
-                model=model,
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-            )
-            return True
-        except Exception:
-            log.exception("Storing answer %d failed; storing a placeholder instead", turn_id)
-        try:
-            await self._conversations.finish_turn(
-                turn_id,
-                content=UNSAVED_ANSWER,
-                token_estimate=estimate_tokens(UNSAVED_ANSWER),
-                status=TurnStatus.FAILED,
-                message_ids=sink.message_ids(),
-                model=model,
-            )
-        except Exception:
-            log.exception("Storing answer %d failed again; it stays unfinished", turn_id)
+        attempts = ((text, result.status, result.usage), (UNSAVED_ANSWER, TurnStatus.FAILED, None))
+        for first, (content, status, usage) in zip((True, False), attempts, strict=True):
+            try:
+                await self._conversations.finish_turn(
+                    turn_id,
+                    content=content,
+                    token_estimate=estimate_tokens(content),
+                    status=status,
+                    message_ids=sink.message_ids(),
+                    model=model,
+                    prompt_tokens=usage.prompt_tokens if usage else None,
+                    completion_tokens=usage.completion_tokens if usage else None,
+                )
+                return first
+            except Exception:
+                log.exception("Storing answer %d (%s) failed", turn_id, status)
         return False
 
     def _retire_previous(self, history: Sequence[StoredTurn], sink: ReplySink) -> None:
