@@ -10,10 +10,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, Self
 from weakref import WeakValueDictionary
 
-from bot.ai import ApiClient, Usage
+from bot.ai import Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.pacing import PacedMessage, WriteScheduler
 from bot.conversation.reply import Controls, ReplySink, StreamingReply
@@ -44,6 +45,41 @@ _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
     "content_filter": "The rest of the answer was withheld by the content filter.",
 }
+
+
+class TextStream(Protocol):
+    """A streamed answer: `async with` it, then `async for` its text; leaving drops it."""
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+
+class ChatApi(Protocol):
+    """What answering needs of the API client."""
+
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        temperature: float | None,
+        max_tokens: int | None,
+        user: str | None,
+    ) -> TextStream: ...
 
 
 @dataclass(frozen=True)
@@ -129,7 +165,7 @@ class _Result:
 class ChatService:
     def __init__(
         self,
-        api: ApiClient,
+        api: ChatApi,
         conversations: ConversationStore,
         usage: UsageStore,
         scheduler: WriteScheduler,

@@ -1,0 +1,198 @@
+"""Built once for every service test: an in-memory delivery port, a scripted stream, and the
+chat service wired to them and to a real SQLite database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from bot.ai import Message, Usage
+from bot.conversation.context import Question
+from bot.conversation.pacing import Window, WriteScheduler
+from bot.conversation.reply import MessageGone, Shown
+from bot.conversation.service import Ask, ChatOptions, ChatService, Place
+from bot.db.models import ConversationKind
+from bot.db.repository import ConversationStore, UsageStore
+
+WAIT = 2.0  # seconds any awaited event may take before the test fails
+_message_ids = itertools.count(1000)
+
+
+class MemorySink:
+    """A ReplySink that keeps what it was shown, message by message, and lets a test wait
+    for what it expects."""
+
+    def __init__(self, *, can_attach: bool = True) -> None:
+        self.messages: dict[int, list[Shown]] = {}  # by position: every version shown
+        self.ids: dict[int, int] = {}
+        self.cleared: list[int] = []
+        self.gone = False  # the person deleted the message: every later write fails
+        # Called with each version as it is shown, before the write returns to the service.
+        self.on_show: Callable[[Shown], None] = lambda shown: None
+        self._can_attach = can_attach
+        self._changed = asyncio.Condition()
+
+    def windows(self) -> Sequence[Window]:
+        return ()
+
+    def deadline(self) -> datetime | None:
+        return None
+
+    def can_attach_files(self) -> bool:
+        return self._can_attach
+
+    def message_ids(self) -> list[int]:
+        return [self.ids[index] for index in sorted(self.ids)]
+
+    async def show(self, index: int, shown: Shown) -> None:
+        if self.gone:
+            raise MessageGone
+        self.ids.setdefault(index, next(_message_ids))
+        self.messages.setdefault(index, []).append(shown)
+        self.on_show(shown)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def clear_controls(self, message_id: int) -> None:
+        self.cleared.append(message_id)
+
+    def latest(self, index: int = -1) -> Shown:
+        """The newest version of message `index` (the last by default); empty before any."""
+        if not self.messages:
+            return Shown("")
+        return self.messages[sorted(self.messages)[index]][-1]
+
+    async def wait_for(self, condition: Callable[[MemorySink], bool]) -> None:
+        async with asyncio.timeout(WAIT), self._changed:
+            await self._changed.wait_for(lambda: condition(self))
+
+
+class ScriptedStream:
+    """One streamed answer, written by the test: `send` text, then `end` or `fail`."""
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        self.messages = messages
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.closed = asyncio.Event()  # the service let go of it (read to the end, or dropped)
+        self._deltas: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+    def send(self, text: str) -> None:
+        self._deltas.put_nowait(text)
+
+    def end(self, finish_reason: str = "stop", usage: Usage | None = None) -> None:
+        self.finish_reason, self.usage = finish_reason, usage
+        self._deltas.put_nowait(None)
+
+    def fail(self, error: BaseException) -> None:
+        self._deltas.put_nowait(error)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.closed.set()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> str:
+        item = await self._deltas.get()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class ScriptedApi:
+    """Stands in for the API client: each stream the service opens waits for the test."""
+
+    def __init__(self) -> None:
+        self.streams: list[ScriptedStream] = []
+        self._opened = asyncio.Condition()
+
+    def stream_chat(self, messages: Sequence[Message], **_options: Any) -> ScriptedStream:
+        stream = ScriptedStream(messages)
+        self.streams.append(stream)
+        with contextlib.suppress(RuntimeError):  # notified without waiters: nothing to do
+            asyncio.get_running_loop().create_task(self._notify())
+        return stream
+
+    async def _notify(self) -> None:
+        async with self._opened:
+            self._opened.notify_all()
+
+    async def stream(self, number: int) -> ScriptedStream:
+        """The `number`th stream opened (1 for the first), once it is."""
+        async with asyncio.timeout(WAIT), self._opened:
+            await self._opened.wait_for(lambda: len(self.streams) >= number)
+        return self.streams[number - 1]
+
+
+@dataclass
+class ChatRig:
+    service: ChatService
+    api: ScriptedApi
+    conversations: ConversationStore
+    usage: UsageStore
+    scheduler: WriteScheduler
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def ask(
+        self, text: str, sink: MemorySink, *, author_id: int = 1, channel_id: int = 10, **kw: Any
+    ) -> asyncio.Task[None]:
+        """Start answering `text` from person `author_id` in channel `channel_id`."""
+        ask = Ask(
+            place=Place(channel_id, 1, ConversationKind.CHANNEL),
+            author_id=author_id,
+            author_name=f"person{author_id}",
+            question=Question(f"person{author_id}: {text}"),
+            prompt_chars=len(text),
+            **kw,
+        )
+        task = asyncio.create_task(self.service.ask(ask, sink))
+        self.tasks.add(task)
+        return task
+
+
+@contextlib.asynccontextmanager
+async def chat_rig(
+    conversations: ConversationStore, usage: UsageStore, **options: Any
+) -> AsyncIterator[ChatRig]:
+    """The chat service with a scripted API, its scheduler running; torn down after."""
+    scheduler = WriteScheduler()
+    running = asyncio.create_task(scheduler.run())
+    api = ScriptedApi()
+    settings: dict[str, Any] = {
+        "default_model": "gpt-4o-mini",
+        "system_prompt": "Be brief.",
+        "temperature": None,
+        "history_token_budget": 6000,
+        "max_answer_tokens": None,
+        "max_prompt_chars": 4000,
+        "max_concurrent_requests": 4,
+    }
+    settings.update(options)
+    service = ChatService(api, conversations, usage, scheduler, ChatOptions(**settings))
+    rig = ChatRig(service, api, conversations, usage, scheduler)
+    try:
+        yield rig
+    finally:
+        for task in rig.tasks:
+            task.cancel()
+        await asyncio.gather(*rig.tasks, return_exceptions=True)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

@@ -1,0 +1,198 @@
+"""The chat service through its ports: an in-memory delivery, a scripted stream, a real database.
+
+Each race is driven by events, never by sleeping, so each test is deterministic and quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.conversation.reply import Shown
+from bot.conversation.service import INTERRUPTED, WAITING, Ask, StopResult
+from bot.db.models import TurnStatus
+from bot.db.repository import ConversationStore, NewTurn, StoredTurn, UsageStore
+from tests.helpers import WAIT, ChatRig, MemorySink, chat_rig
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class GatedStore(ConversationStore):
+    """The real store, but storing a question, or finishing an answer, waits at a gate the
+    test may close."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(sessions)
+        self.storing = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.finishing = asyncio.Event()
+        self.finish_gate = asyncio.Event()
+        self.finish_gate.set()
+        self.calls: list[str] = []
+
+    async def append_turn(self, conversation_id: int, turn: NewTurn) -> int:
+        turn_id = await super().append_turn(conversation_id, turn)
+        if turn.role == "user":
+            self.storing.set()
+            await self.gate.wait()
+        return turn_id
+
+    async def finish_turn(self, turn_id: int, **fields: Any) -> None:
+        self.finishing.set()
+        await self.finish_gate.wait()
+        await super().finish_turn(turn_id, **fields)
+        self.calls.append(f"finished {turn_id}")
+
+    async def get_turn(self, turn_id: int) -> StoredTurn | None:
+        self.calls.append(f"looked up {turn_id}")
+        return await super().get_turn(turn_id)
+
+
+@pytest.fixture
+async def store(sessions: async_sessionmaker[AsyncSession]) -> GatedStore:
+    return GatedStore(sessions)
+
+
+@pytest.fixture
+async def rig(
+    store: GatedStore, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[ChatRig]:
+    async with chat_rig(store, UsageStore(sessions)) as rig:
+        yield rig
+
+
+async def history(rig: ChatRig, channel_id: int = 10) -> list[tuple[str, str, TurnStatus]]:
+    conversation = await rig.conversations.find(channel_id)
+    if conversation is None:
+        return []
+    turns = await rig.conversations.newest_turns(conversation.id, token_budget=10**9)
+    return [(turn.role, turn.content, turn.status) for turn in turns]
+
+
+def stop_key(sink: MemorySink) -> str:
+    key = sink.latest().controls.stop_key
+    assert key is not None
+    return key
+
+
+async def test_an_answer_streams_and_is_stored(rig: ChatRig) -> None:
+    sink = MemorySink()
+    asking = rig.ask("hi", sink)
+    stream = await rig.api.stream(1)
+    stream.send("Hello")
+    await sink.wait_for(lambda s: s.latest().content.startswith("Hello"))
+    stream.send(" there.")
+    stream.end()
+    await asyncio.wait_for(asyncio.shield(asking), WAIT)
+    assert sink.latest().content == "Hello there."
+    assert sink.latest().controls.regenerate_turn is not None
+    assert await history(rig) == [
+        ("user", "person1: hi", TurnStatus.COMPLETE),
+        ("assistant", "Hello there.", TurnStatus.COMPLETE),
+    ]
+
+
+async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(rig: ChatRig) -> None:
+    first, second = MemorySink(), MemorySink()
+    answering = rig.ask("first", first, author_id=1)
+    stream = await rig.api.stream(1)
+    waiting = rig.ask("second", second, author_id=2)
+    await second.wait_for(lambda s: s.latest().content == WAITING)
+
+    result = rig.service.stop(stop_key(second), user_id=2, can_manage=False, by="person2")
+    assert result is StopResult.STOPPED
+    await asyncio.wait_for(asyncio.shield(waiting), WAIT)  # ended before the first did
+    assert second.latest().content == "Stopped by person2."
+    assert second.latest().controls.stop_key is None
+
+    stream.send("One.")
+    stream.end()
+    await asyncio.wait_for(asyncio.shield(answering), WAIT)
+    assert first.latest().content == "One."
+    assert len(rig.api.streams) == 1  # the stopped question was never asked
+    assert [content for _, content, _ in await history(rig)] == ["person1: first", "One."]
+
+
+async def test_stop_as_its_turn_comes_stores_nothing(rig: ChatRig, store: GatedStore) -> None:
+    first, second = MemorySink(), MemorySink()
+    rig.ask("first", first, author_id=1)
+    stream = await rig.api.stream(1)
+    waiting = rig.ask("second", second, author_id=2)
+    await second.wait_for(lambda s: s.latest().content == WAITING)
+    store.storing.clear()
+    store.gate.clear()
+    stream.send("One.")
+    stream.end()  # the second question's turn comes: it is being stored...
+    await asyncio.wait_for(store.storing.wait(), WAIT)
+    rig.service.stop(stop_key(second), user_id=2, can_manage=False, by="person2")  # ...Stop
+    store.gate.set()
+    await asyncio.wait_for(asyncio.shield(waiting), WAIT)
+    assert second.latest().content == "Stopped by person2."
+    assert [content for _, content, _ in await history(rig)] == ["person1: first", "One."]
+    assert all(stream.closed.is_set() for stream in rig.api.streams)
+
+
+async def test_regenerate_pressed_the_moment_it_shows_works(
+    rig: ChatRig, store: GatedStore
+) -> None:
+    store.finish_gate.clear()  # the answer is shown complete, but not yet stored as such
+    sink = MemorySink()
+    pressed: list[asyncio.Task[Ask]] = []
+
+    def press(shown: Shown) -> None:
+        # The button shows with the answer's last write, before the answer is stored as
+        # finished: the press comes in that moment.
+        turn = shown.controls.regenerate_turn
+        if turn is not None and not pressed:
+            regenerating = rig.service.regeneration(
+                turn, channel_id=10, user_id=1, can_manage=False
+            )
+            pressed.append(asyncio.create_task(regenerating))
+
+    sink.on_show = press
+    rig.ask("hi", sink)
+    stream = await rig.api.stream(1)
+    stream.send("Hello.")
+    stream.end()
+    await sink.wait_for(lambda s: bool(pressed))
+    await asyncio.wait_for(store.finishing.wait(), WAIT)
+    store.finish_gate.set()
+    again = await asyncio.wait_for(pressed[0], WAIT)
+    turn = sink.latest().controls.regenerate_turn
+    assert again.replacing_turn == turn
+    # The press waited for the answer to be stored before looking it up.
+    assert store.calls == [f"finished {turn}", f"looked up {turn}"]
+    assert again.question.content == "person1: hi"
+
+
+async def test_deleting_the_answer_mid_stream_lets_the_upstream_go(rig: ChatRig) -> None:
+    sink = MemorySink()
+    asking = rig.ask("tell me more", sink)
+    stream = await rig.api.stream(1)
+    stream.send("Once upon")
+    await sink.wait_for(lambda s: "Once upon" in s.latest().content)
+    sink.gone = True  # the person deleted the message
+    stream.send(" a time")
+    await asyncio.wait_for(stream.closed.wait(), WAIT)
+    await asyncio.wait_for(asyncio.shield(asking), WAIT)
+    (_, (_, content, status)) = await history(rig)
+    assert status is TurnStatus.STOPPED
+    assert content.startswith("Once upon")
+
+
+async def test_shutdown_ends_answers_with_a_notice_and_marks_them(rig: ChatRig) -> None:
+    sink = MemorySink()
+    asking = rig.ask("long story", sink)
+    stream = await rig.api.stream(1)
+    stream.send("It began")
+    await sink.wait_for(lambda s: "It began" in s.latest().content)
+    await asyncio.wait_for(rig.service.shutdown(grace=WAIT), WAIT)
+    assert asking.done()
+    assert stream.closed.is_set()
+    assert sink.latest().content == f"It began\n\n-# {INTERRUPTED}"
+    assert (await history(rig))[-1] == ("assistant", "It began", TurnStatus.INTERRUPTED)
