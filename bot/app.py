@@ -20,12 +20,13 @@ from discord.ext import commands
 from bot import health
 from bot.ai import ApiClient, Timeouts
 from bot.config import Settings
-from bot.conversation.pacing import WriteScheduler
 from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore, UsageStore
+from bot.delivery.pacing import WriteScheduler
+from bot.delivery.reply import Replies
 from bot.errors import sentence_for
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
@@ -125,7 +126,7 @@ class Bot(commands.AutoShardedBot):
             api,
             conversations,
             usage,
-            scheduler,
+            Replies(scheduler),
             ChatOptions(
                 default_model=settings.chat_model,
                 system_prompt=settings.system_prompt,

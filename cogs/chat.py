@@ -14,17 +14,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.conversation.context import Question, question_text
-from bot.conversation.reply import interrupted
-from bot.conversation.service import (
-    INTERRUPTED,
-    Ask,
-    ChatService,
-    Interrupted,
-    Place,
-    StopResult,
-)
+from bot.conversation.runs import INTERRUPTED, StopResult
+from bot.conversation.service import Ask, ChatService, Interrupted, Place
 from bot.db.models import ConversationKind
 from bot.db.repository import ImageRef
+from bot.delivery.reply import interrupted
 from bot.errors import UserError
 from bot.images.files import prepare_for_vision
 from bot.images.work import ImageWork

@@ -13,8 +13,8 @@ from typing import Any
 
 import discord
 
-from bot.conversation.pacing import Window
-from bot.conversation.reply import AttachedFile, Controls, MessageGone, Shown
+from bot.delivery.pacing import Window
+from bot.delivery.reply import AttachedFile, Controls, MessageGone, Shown
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from typing import Any, Self
 
 from bot.ai import Message, Usage
 from bot.conversation.context import Question
-from bot.conversation.pacing import Window, WriteScheduler
-from bot.conversation.reply import MessageGone, Shown
 from bot.conversation.service import Ask, ChatOptions, ChatService, Place
 from bot.db.models import ConversationKind
 from bot.db.repository import ConversationStore, UsageStore
+from bot.delivery.pacing import Window, WriteScheduler
+from bot.delivery.reply import MessageGone, Replies, Shown
 
 WAIT = 2.0  # seconds any awaited event may take before the test fails
 _message_ids = itertools.count(1000)
@@ -185,7 +185,7 @@ async def chat_rig(
         "max_concurrent_requests": 4,
     }
     settings.update(options)
-    service = ChatService(api, conversations, usage, scheduler, ChatOptions(**settings))
+    service = ChatService(api, conversations, usage, Replies(scheduler), ChatOptions(**settings))
     rig = ChatRig(service, api, conversations, usage, scheduler)
     try:
         yield rig

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.conversation.reply import Shown
-from bot.conversation.service import INTERRUPTED, WAITING, Ask, StopResult
+from bot.conversation.runs import INTERRUPTED, StopResult
+from bot.conversation.service import WAITING, Ask
 from bot.db.models import TurnStatus
 from bot.db.repository import ConversationStore, NewTurn, StoredTurn, UsageStore
+from bot.delivery.reply import Shown
 from tests.helpers import WAIT, ChatRig, MemorySink, chat_rig
 
 pytestmark = pytest.mark.timeout(10)

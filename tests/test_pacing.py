@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.conversation.pacing import PacedMessage, Window, WriteScheduler
+from bot.delivery.pacing import PacedMessage, Window, WriteScheduler
 
 
 def test_window_counts_a_sliding_period() -> None:

@@ -1,4 +1,4 @@
-"""Tests for bot.conversation.splitting: unit cases, then properties checked with hypothesis.
+"""Tests for bot.delivery.splitting: unit cases, then properties checked with hypothesis.
 
 How the properties compare a split with its text (``_rejoins``): every piece is taken as
 *core* = the piece minus, possibly, a fence line added at its start (a reopening) and one added
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.conversation.splitting import MESSAGE_LIMIT, close_open_fence, split_message
+from bot.delivery.splitting import MESSAGE_LIMIT, close_open_fence, split_message
 
 FENCE_LINE = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.MULTILINE)
 OPENING = re.compile(r"[ \t]*(`{3,}(?=[^`]*$)|~{3,})(.*)")

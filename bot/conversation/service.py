@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
-from weakref import WeakValueDictionary
 
 from bot.ai import Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
-from bot.conversation.pacing import PacedMessage, WriteScheduler
-from bot.conversation.reply import Controls, ReplySink, StreamingReply
+from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn, UsageStore
+from bot.delivery.reply import Controls, Replies, ReplySink, StreamingReply
 from bot.errors import UserError, sentence_for
 
 log = logging.getLogger(__name__)
@@ -28,18 +25,10 @@ log = logging.getLogger(__name__)
 QUEUED = "⏳ Queued: many questions are being answered; yours is next in line."
 WAITING = "⏳ Waiting for the answer before this one to finish."
 
-# Why an answer stopped, besides the name of the person who pressed Stop.
-SHUTDOWN = "\x00shutdown"
-DELETED = "\x00deleted"
-
-INTERRUPTED = "The bot restarted before this answer finished."
 PRIVATE_TIME_LIMIT = "Discord gives a private answer 15 minutes; this one was cut short."
 NOT_SAVED = "This answer could not be saved, so later questions will not see it."
 # What the history holds in place of an answer the database refused.
 UNSAVED_ANSWER = "[The answer could not be saved.]"
-
-# Questions one person may have waiting or being answered at once.
-_MAX_QUESTIONS_PER_PERSON = 3
 
 _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
@@ -124,25 +113,6 @@ class Ask:
     question_turn: int | None = None
 
 
-class StopResult(enum.Enum):
-    STOPPED = "stopped"
-    NOT_RUNNING = "not running"
-    NOT_ALLOWED = "not allowed"
-
-
-@dataclass
-class _Running:
-    key: str
-    author_id: int
-    stop_reason: str | None = None
-    # The task waiting for its turn, then the task streaming the answer: Stop cancels either.
-    task: asyncio.Task[Any] | None = None
-    text: str = ""
-    answer_turn: int | None = None
-    ids_stored: asyncio.Task[None] | None = None  # the newest write of its message ids
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 @dataclass(frozen=True)
 class Interrupted:
     """An answer a crash left half written: where its last message is."""
@@ -168,22 +138,17 @@ class ChatService:
         api: ChatApi,
         conversations: ConversationStore,
         usage: UsageStore,
-        scheduler: WriteScheduler,
+        replies: Replies,
         options: ChatOptions,
     ) -> None:
         self._api = api
         self._conversations = conversations
         self._usage = usage
-        self._scheduler = scheduler
+        self._replies = replies
         self.options = options
         self._slots = asyncio.Semaphore(options.max_concurrent_requests)
-        # One lock per conversation keeps its answers in order; one per person keeps each
-        # person to one answer at a time. Unused locks disappear with their last waiter.
-        self._locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
-        self._person_locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
-        self._running: dict[str, _Running] = {}
+        self._runs = Runs()
         self._background: set[asyncio.Task[None]] = set()
-        self._retiring: set[asyncio.Task[None]] = set()
 
     # Asking.
 
@@ -194,36 +159,31 @@ class ChatService:
             raise UserError(
                 f"Your message is {prompt_chars} characters long; the limit is {limit}."
             )
-        waiting = sum(running.author_id == author_id for running in self._running.values())
-        if waiting >= _MAX_QUESTIONS_PER_PERSON:
-            raise UserError(
-                "You already have questions waiting for answers; wait for them or press Stop."
-            )
+        self._runs.check(author_id)
 
     async def ask(self, ask: Ask, sink: ReplySink) -> None:
         """Answer a question into `sink`: after the asker's previous question, and after the
         earlier questions of the same conversation. Whatever happens, the reply is finished."""
         self.check(author_id=ask.author_id, prompt_chars=ask.prompt_chars)
-        running = _Running(uuid.uuid4().hex, ask.author_id)
-        self._running[running.key] = running
-        reply = StreamingReply(
+        run = self._runs.start(ask.author_id)
+        reply = self._replies.open(
             sink,
-            self._scheduler,
-            stop_key=running.key,
-            on_gone=lambda: self._cancel(running, DELETED),
-            on_new_message=lambda: self._note_messages(running, sink),
+            stop_key=run.key,
+            on_gone=lambda: run.cancel(DELETED),
+            on_new_message=lambda: self._note_messages(run, sink),
             max_messages=self.options.max_answer_messages,
         )
         try:
-            queued = asyncio.create_task(self._in_turn(ask, sink, reply, running))
-            running.task = queued
+            queued = asyncio.create_task(self._in_turn(ask, sink, reply, run))
+            run.task = queued
             try:
                 await asyncio.wait({queued})
             except asyncio.CancelledError:
                 queued.cancel()
                 raise
             if queued.cancelled():  # stopped while it waited for its turn
-                await reply.finish("", notice=self._stop_notice(running) or "Stopped.")
+                notice = run.stop_reason.notice if run.stop_reason else None
+                await reply.finish("", notice=notice or "Stopped.")
             else:
                 queued.result()  # raises what went wrong
         except Exception as exc:
@@ -232,25 +192,15 @@ class ChatService:
             if not reply.finished:  # an answer already shown stays as it is
                 await reply.finish(f"⚠️ {sentence}")
         finally:
-            del self._running[running.key]
-            running.done.set()
+            self._runs.end(run)
 
-    async def _in_turn(
-        self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
-    ) -> None:
-        person = self._person_locks.setdefault(ask.author_id, asyncio.Lock())
-        conversation = self._locks.setdefault(ask.place.channel_id, asyncio.Lock())
-        if person.locked() or conversation.locked():
-            reply.status(WAITING)
-        async with person, conversation:
-            # Its turn has come: from here on Stop cancels only the stream (see _answer), never
-            # the bookkeeping around it, or a question could be stored without its answer.
-            running.task = None
-            await self._answer(ask, sink, reply, running)
+    async def _in_turn(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
+        async with self._runs.turn(
+            run, ask.place.channel_id, on_wait=lambda: reply.status(WAITING)
+        ):
+            await self._answer(ask, sink, reply, run)
 
-    async def _answer(
-        self, ask: Ask, sink: ReplySink, reply: StreamingReply, running: _Running
-    ) -> None:
+    async def _answer(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
         model = ask.model or self.options.default_model
         conversation = await self._conversations.open(
             ask.place.channel_id,
@@ -267,30 +217,31 @@ class ChatService:
         )
         messages = build_messages(self.options.system_prompt, history, ask.question)
         stored = [] if ask.private else await self._store_question(conversation.id, ask, model)
-        answer_turn = running.answer_turn = stored[-1] if stored else None
-        self._note_messages(running, sink)  # a status line may already be showing
+        answer_turn = run.answer_turn = stored[-1] if stored else None
+        self._note_messages(run, sink)  # a status line may already be showing
 
         stream = asyncio.create_task(
-            self._stream(messages, model, ask, reply, running, sink.deadline())
+            self._stream(messages, model, ask, reply, run, sink.deadline())
         )
-        running.task = stream
-        if running.stop_reason is not None:
+        run.task = stream
+        if run.stop_reason is not None:
             stream.cancel()
         try:
             await asyncio.wait({stream})
         except asyncio.CancelledError:
-            self._cancel(running, SHUTDOWN)
+            run.cancel(SHUTDOWN)
             with contextlib.suppress(asyncio.CancelledError):
                 await stream
             raise
-        result = self._result_of(stream, running)
-        text = running.text
+        result = self._result_of(stream, run)
+        text = run.text
 
         if not text:
             # Nothing was answered: the question leaves no trace in the history.
             if result.status is TurnStatus.COMPLETE:
                 result.notice = "The model returned an empty answer; please try again."
-            if running.stop_reason not in (None, SHUTDOWN):  # someone pressed Stop: no warning
+            if run.stop_reason is not None and run.stop_reason.kind is StopKind.PRESSED:
+                # Someone pressed Stop: no warning.
                 await reply.finish("", notice=result.notice)
             else:
                 await reply.finish(f"⚠️ {result.notice}" if result.notice else "")
@@ -332,27 +283,13 @@ class ChatService:
 
     def _retire_previous(self, history: Sequence[StoredTurn], sink: ReplySink) -> None:
         """Only the newest answer can be regenerated, so only it keeps the button: the one
-        before loses it, at the pace of routine writes."""
+        before loses it."""
         previous = history[-1] if history else None
         if previous is None or previous.role != "assistant" or not previous.message_ids:
             return
         if previous.images:  # images have a Regenerate of their own
             return
-        message_id = previous.message_ids[-1]
-        edit = PacedMessage(self._scheduler, lambda: sink.clear_controls(message_id), sink.windows)
-        self._scheduler.add(edit)
-        edit.mark()
-
-        async def forget() -> None:
-            try:
-                await edit.settled()
-            finally:
-                self._scheduler.discard(edit)
-
-        # Cosmetic: not waited for at shutdown, unlike the writes in _background.
-        task = asyncio.create_task(forget())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._replies.retire_controls(sink, previous.message_ids[-1])
 
     async def _store_question(self, conversation_id: int, ask: Ask, model: str) -> list[int]:
         """Store the question (unless it is stored already) and an answer in progress."""
@@ -394,7 +331,7 @@ class ChatService:
         model: str,
         ask: Ask,
         reply: StreamingReply,
-        running: _Running,
+        run: Run,
         deadline: datetime | None,
     ) -> tuple[str | None, Usage | None]:
         seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
@@ -411,8 +348,8 @@ class ChatService:
                     ) as stream,
                 ):
                     async for delta in stream:
-                        running.text += delta
-                        reply.update(running.text)
+                        run.text += delta
+                        reply.update(run.text)
             except TimeoutError:
                 if answer_limit.expired():
                     raise _AnswerTimeLimit from None
@@ -428,13 +365,11 @@ class ChatService:
             yield
 
     def _result_of(
-        self, stream: asyncio.Task[tuple[str | None, Usage | None]], running: _Running
+        self, stream: asyncio.Task[tuple[str | None, Usage | None]], run: Run
     ) -> _Result:
         if stream.cancelled():
-            status = (
-                TurnStatus.INTERRUPTED if running.stop_reason == SHUTDOWN else TurnStatus.STOPPED
-            )
-            return _Result(status, self._stop_notice(running))
+            status = TurnStatus.INTERRUPTED if run.stop_reason == SHUTDOWN else TurnStatus.STOPPED
+            return _Result(status, run.stop_reason.notice if run.stop_reason else "Stopped.")
         error = stream.exception()
         if isinstance(error, _AnswerTimeLimit):
             took = _duration(self.options.answer_timeout)
@@ -446,15 +381,6 @@ class ChatService:
             return _Result(TurnStatus.FAILED, sentence_for(error, doing="An answer", log=log))
         finish_reason, usage = stream.result()
         return _Result(TurnStatus.COMPLETE, _FINISH_NOTICES.get(finish_reason or ""), usage)
-
-    @staticmethod
-    def _stop_notice(running: _Running) -> str | None:
-        reason = running.stop_reason
-        if reason == SHUTDOWN:
-            return INTERRUPTED
-        if reason == DELETED:
-            return None
-        return f"Stopped by {reason}." if reason else "Stopped."
 
     async def _record_usage(
         self,
@@ -488,9 +414,7 @@ class ChatService:
         """The question to ask again so that its new answer replaces answer `turn_id`."""
         # The button shows with the answer's last write, a moment before the answer is stored
         # as finished: a quick press waits for that.
-        for running in list(self._running.values()):
-            if running.answer_turn == turn_id:
-                await running.done.wait()
+        await self._runs.finished(turn_id)
         answer = await self._conversations.get_turn(turn_id)
         conversation = (
             await self._conversations.get_conversation(answer.conversation_id) if answer else None
@@ -531,17 +455,17 @@ class ChatService:
         conversation = await self._conversations.find(channel_id)
         return bool(conversation and conversation.opened_by_chat)
 
-    def _note_messages(self, running: _Running, sink: ReplySink) -> None:
+    def _note_messages(self, run: Run, sink: ReplySink) -> None:
         """Store where an answer is shown while it is written, so that after a crash its
         messages can be found and marked. Done aside: it must not slow the writing."""
         message_ids = sink.message_ids()
-        if running.answer_turn is None or not message_ids:
+        if run.answer_turn is None or not message_ids:
             return
         # Each write waits for the one before, so an older list never lands last.
         task = asyncio.create_task(
-            self._store_message_ids(running.ids_stored, running.answer_turn, message_ids)
+            self._store_message_ids(run.ids_stored, run.answer_turn, message_ids)
         )
-        running.ids_stored = task
+        run.ids_stored = task
         self._background.add(task)
         task.add_done_callback(self._background_done)
 
@@ -560,7 +484,7 @@ class ChatService:
     async def recover(self, owns: Callable[[int | None], bool]) -> list[Interrupted]:
         """At start: answers a crash left in progress in the servers this process `owns` are
         marked interrupted; returns where their last messages are, to show it there too.
-        (Other processes' answers may still be running.)"""
+        (Other processes' answers may still be run.)"""
         turns = await self._conversations.interrupt_unfinished(owns)
         if turns:
             log.info("Marked %d answers left unfinished as interrupted", len(turns))
@@ -573,34 +497,14 @@ class ChatService:
     # Stopping.
 
     def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> StopResult:
-        running = self._running.get(key)
-        if running is None:
-            return StopResult.NOT_RUNNING
-        if running.author_id != user_id and not can_manage:
-            return StopResult.NOT_ALLOWED
-        self._cancel(running, by)
-        return StopResult.STOPPED
-
-    def _cancel(self, running: _Running, reason: str) -> None:
-        if running.stop_reason is None:
-            running.stop_reason = reason
-        if running.task is not None:
-            running.task.cancel()
+        return self._runs.stop(key, user_id=user_id, can_manage=can_manage, by=by)
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """End every answer in progress with a notice, waiting at most `grace` seconds."""
-        running = list(self._running.values())
-        for answer in running:
-            self._cancel(answer, SHUTDOWN)
-        waiters = [asyncio.create_task(answer.done.wait()) for answer in running]
-        if waiters:
-            await asyncio.wait(waiters, timeout=grace)
-            for waiter in waiters:
-                waiter.cancel()
+        await self._runs.shutdown(grace)
         if self._background:
             await asyncio.wait(self._background, timeout=grace)
-        for task in self._retiring:
-            task.cancel()
+        self._replies.close()
 
     # Forgetting.
 

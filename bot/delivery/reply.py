@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from bot.conversation.pacing import PacedMessage, Window, WriteScheduler
-from bot.conversation.splitting import MESSAGE_LIMIT, split_message
+from bot.delivery.pacing import PacedMessage, Window, WriteScheduler
+from bot.delivery.splitting import MESSAGE_LIMIT, split_message
 
 log = logging.getLogger(__name__)
 
@@ -254,3 +254,50 @@ class StreamingReply:
         self._shown[index] = shown
         if new:
             self._on_new_message()
+
+
+class Replies:
+    """Makes the bot's streamed replies, every one paced by the one scheduler."""
+
+    def __init__(self, scheduler: WriteScheduler) -> None:
+        self._scheduler = scheduler
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def open(
+        self,
+        sink: ReplySink,
+        *,
+        stop_key: str | None = None,
+        on_gone: Callable[[], None] = lambda: None,
+        on_new_message: Callable[[], None] = lambda: None,
+        max_messages: int | None = None,
+    ) -> StreamingReply:
+        return StreamingReply(
+            sink,
+            self._scheduler,
+            stop_key=stop_key,
+            on_gone=on_gone,
+            on_new_message=on_new_message,
+            max_messages=max_messages,
+        )
+
+    def retire_controls(self, sink: ReplySink, message_id: int) -> None:
+        """Remove an earlier message's buttons at the pace of routine writes, aside: it is
+        cosmetic, so nobody waits for it (and shutdown does not either)."""
+        edit = PacedMessage(self._scheduler, lambda: sink.clear_controls(message_id), sink.windows)
+        self._scheduler.add(edit)
+        edit.mark()
+
+        async def forget() -> None:
+            try:
+                await edit.settled()
+            finally:
+                self._scheduler.discard(edit)
+
+        task = asyncio.create_task(forget())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def close(self) -> None:
+        for task in self._retiring:
+            task.cancel()

@@ -1,0 +1,140 @@
+"""The answers being written and those waiting for their turn: queues, Stop and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from weakref import WeakValueDictionary
+
+from bot.errors import UserError
+
+INTERRUPTED = "The bot restarted before this answer finished."
+
+# Questions one person may have waiting or being answered at once.
+_MAX_QUESTIONS_PER_PERSON = 3
+
+
+class StopKind(enum.Enum):
+    PRESSED = "pressed"  # someone pressed Stop
+    SHUTDOWN = "shutdown"  # the bot is stopping
+    DELETED = "deleted"  # the answer's message was deleted
+
+
+@dataclass(frozen=True)
+class StopReason:
+    kind: StopKind
+    by: str | None = None  # who pressed Stop
+
+    @property
+    def notice(self) -> str | None:
+        """What the answer ends with (nothing for a deleted one: nobody would read it)."""
+        if self.kind is StopKind.SHUTDOWN:
+            return INTERRUPTED
+        if self.kind is StopKind.DELETED:
+            return None
+        return f"Stopped by {self.by}." if self.by else "Stopped."
+
+
+SHUTDOWN = StopReason(StopKind.SHUTDOWN)
+DELETED = StopReason(StopKind.DELETED)
+
+
+class StopResult(enum.Enum):
+    STOPPED = "stopped"
+    NOT_RUNNING = "not running"
+    NOT_ALLOWED = "not allowed"
+
+
+@dataclass
+class Run:
+    """One question from the moment it is asked until its answer is finished."""
+
+    author_id: int
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # what the Stop button names
+    stop_reason: StopReason | None = None
+    # What Stop cancels: the wait for the turn, then the stream (never the bookkeeping between).
+    task: asyncio.Task[Any] | None = None
+    text: str = ""
+    answer_turn: int | None = None
+    ids_stored: asyncio.Task[None] | None = None  # the newest write of its message ids
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cancel(self, reason: StopReason) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Runs:
+    def __init__(self) -> None:
+        self._runs: dict[str, Run] = {}
+        # One lock per conversation keeps its answers in order; one per person keeps each
+        # person to one answer at a time. Unused locks disappear with their last waiter.
+        self._conversations: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+        self._people: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+
+    def check(self, author_id: int) -> None:
+        """Refuse a question from someone who has too many waiting already."""
+        waiting = sum(run.author_id == author_id for run in self._runs.values())
+        if waiting >= _MAX_QUESTIONS_PER_PERSON:
+            raise UserError(
+                "You already have questions waiting for answers; wait for them or press Stop."
+            )
+
+    def start(self, author_id: int) -> Run:
+        run = Run(author_id)
+        self._runs[run.key] = run
+        return run
+
+    def end(self, run: Run) -> None:
+        del self._runs[run.key]
+        run.done.set()
+
+    @contextlib.asynccontextmanager
+    async def turn(
+        self, run: Run, conversation_id: int, *, on_wait: Callable[[], None]
+    ) -> AsyncIterator[None]:
+        """Wait until the person's earlier question and the conversation's earlier questions
+        are answered (`on_wait` says so first, if there is a wait)."""
+        person = self._people.setdefault(run.author_id, asyncio.Lock())
+        conversation = self._conversations.setdefault(conversation_id, asyncio.Lock())
+        if person.locked() or conversation.locked():
+            on_wait()
+        async with person, conversation:
+            # Its turn has come: from here on Stop cancels only the stream, never the
+            # bookkeeping around it, or a question could be stored without its answer.
+            run.task = None
+            yield
+
+    def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> StopResult:
+        run = self._runs.get(key)
+        if run is None:
+            return StopResult.NOT_RUNNING
+        if run.author_id != user_id and not can_manage:
+            return StopResult.NOT_ALLOWED
+        run.cancel(StopReason(StopKind.PRESSED, by))
+        return StopResult.STOPPED
+
+    async def finished(self, answer_turn: int) -> None:
+        """Wait until the answer stored as `answer_turn` is written and stored, if it still is
+        being written."""
+        for run in list(self._runs.values()):
+            if run.answer_turn == answer_turn:
+                await run.done.wait()
+
+    async def shutdown(self, grace: float) -> None:
+        """End every run with the shutdown notice, waiting at most `grace` seconds."""
+        runs = list(self._runs.values())
+        for run in runs:
+            run.cancel(SHUTDOWN)
+        waiters = [asyncio.create_task(run.done.wait()) for run in runs]
+        if waiters:
+            await asyncio.wait(waiters, timeout=grace)
+            for waiter in waiters:
+                waiter.cancel()
