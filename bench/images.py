@@ -79,7 +79,6 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
 
     from bot.ai import ApiClient, Timeouts
     from bot.config import Settings
-    from bot.conversation.service import Place
     from bot.db import migrate
     from bot.db.engine import create_engine, create_sessionmaker
     from bot.db.models import ConversationKind
@@ -87,6 +86,7 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
     from bot.images.files import fit_for_upload, pixel_count
     from bot.images.service import ImageOptions, ImageService
     from bot.images.work import ImageWork
+    from bot.places import Place
     from tests.fakes.api import FakeApi
 
     defaults = Settings(discord_token="-", acedatacloud_api_token="-", _env_file=None)

@@ -15,14 +15,16 @@ from discord.ext import commands
 
 from bot.conversation.context import Question, question_text
 from bot.conversation.runs import INTERRUPTED, StopResult
-from bot.conversation.service import Ask, ChatService, Interrupted, Place
+from bot.conversation.service import Ask, ChatService, Interrupted
 from bot.db.models import ConversationKind
 from bot.db.repository import ImageRef
 from bot.delivery.reply import interrupted
 from bot.errors import UserError
 from bot.images.files import prepare_for_vision
 from bot.images.work import ImageWork
+from bot.places import Place
 from cogs.permissions import require, sending
+from cogs.places import place_of
 from cogs.sinks import (
     NO_MENTIONS,
     REGENERATE_PREFIX,
@@ -411,16 +413,6 @@ class ChatCog(commands.Cog):
                     )
                 )
         return urls, refs
-
-
-def place_of(channel: object, guild_id: int | None) -> Place:
-    if isinstance(channel, discord.Thread):
-        return Place(channel.id, guild_id, ConversationKind.THREAD)
-    if isinstance(channel, discord.DMChannel):
-        return Place(channel.id, None, ConversationKind.DIRECT)
-    if isinstance(channel, discord.abc.Snowflake):
-        return Place(channel.id, guild_id, ConversationKind.CHANNEL)
-    raise UserError("I can't hold a conversation here.")
 
 
 def _without_mention(message: discord.Message, me: discord.ClientUser) -> str:

@@ -18,8 +18,8 @@ from bot.errors import UserError, sentence_for
 from bot.images.files import CheckedImage, fit_for_upload, pixel_count
 from bot.images.models import ImageModel, image_model
 from bot.images.service import ImageRequest, ImageService, MadeImage, ShownImage
-from cogs.chat import place_of
 from cogs.permissions import require
+from cogs.places import place_of
 from cogs.sinks import NO_MENTIONS, DiscordLimits, tell_privately, token_expiry, token_refused
 
 log = logging.getLogger(__name__)

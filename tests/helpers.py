@@ -14,11 +14,12 @@ from typing import Any, Self
 
 from bot.ai import Message, Usage
 from bot.conversation.context import Question
-from bot.conversation.service import Ask, ChatOptions, ChatService, Place
+from bot.conversation.service import Ask, ChatOptions, ChatService
 from bot.db.models import ConversationKind
 from bot.db.repository import ConversationStore, UsageStore
 from bot.delivery.pacing import Window, WriteScheduler
 from bot.delivery.reply import MessageGone, Replies, Shown
+from bot.places import Place
 
 WAIT = 2.0  # seconds any awaited event may take before the test fails
 _message_ids = itertools.count(1000)

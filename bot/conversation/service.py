@@ -15,10 +15,11 @@ from bot.ai import Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
 from bot.conversation.tokens import estimate_tokens
-from bot.db.models import ConversationKind, TurnStatus, UsageKind
+from bot.db.models import TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn, UsageStore
 from bot.delivery.reply import Controls, Replies, ReplySink, StreamingReply
 from bot.errors import UserError, sentence_for
+from bot.places import Place
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +85,6 @@ class ChatOptions:
     answer_timeout: float = 600.0
     # Past this many messages an answer comes whole as a file.
     max_answer_messages: int = 6
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a conversation lives: a channel, a thread, or a direct-message channel."""
-
-    channel_id: int
-    guild_id: int | None
-    kind: ConversationKind
-    opened_by_chat: bool = False
-    opened_by: int | None = None  # who ran /chat
 
 
 @dataclass(frozen=True)

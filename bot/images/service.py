@@ -13,7 +13,6 @@ from weakref import WeakValueDictionary
 
 from bot.ai import ApiClient, GeneratedImage, ImageFile, ImageResult
 from bot.conversation.context import question_text
-from bot.conversation.service import Place
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
@@ -21,6 +20,7 @@ from bot.errors import UserError
 from bot.images.files import CheckedImage, prepare_for_model
 from bot.images.models import ImageModel, image_model
 from bot.images.work import ImageWork
+from bot.places import Place
 
 log = logging.getLogger(__name__)
 
