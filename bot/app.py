@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import health
+from bot.admission import Admission, Rules
 from bot.ai import ApiClient, Timeouts
 from bot.config import Settings
 from bot.conversation.service import ChatOptions, ChatService
@@ -122,18 +123,28 @@ class Bot(commands.AutoShardedBot):
 
         conversations = ConversationStore(sessions)
         usage = UsageStore(sessions)
+        admission = Admission(
+            Rules(
+                chat_model=settings.chat_model,
+                chat_models=settings.chat_models,
+                vision_models=settings.vision_models,
+                image_model=settings.image_model,
+                image_models=settings.image_models,
+                max_prompt_chars=settings.max_prompt_chars,
+                allow_direct_messages=settings.allow_direct_messages,
+            )
+        )
         self.chat = ChatService(
             api,
+            admission,
             conversations,
             usage,
             Replies(scheduler),
             ChatOptions(
-                default_model=settings.chat_model,
                 system_prompt=settings.system_prompt,
                 temperature=settings.temperature,
                 history_token_budget=settings.history_token_budget,
                 max_answer_tokens=settings.max_answer_tokens,
-                max_prompt_chars=settings.max_prompt_chars,
                 max_concurrent_requests=settings.max_concurrent_requests,
                 answer_timeout=settings.answer_timeout,
                 max_answer_messages=settings.max_answer_messages,
@@ -153,8 +164,6 @@ class Bot(commands.AutoShardedBot):
                 DiscordBudget(self.limits),
                 ChatSettings(
                     models=settings.chat_models,
-                    vision_models=settings.vision_models,
-                    default_model=settings.chat_model,
                     allow_direct_messages=settings.allow_direct_messages,
                 ),
                 image_work,

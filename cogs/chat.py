@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.admission import Request, RequestKind
 from bot.conversation.context import Question, question_text
 from bot.conversation.runs import INTERRUPTED, StopResult
 from bot.conversation.service import Ask, ChatService, Interrupted
@@ -51,8 +52,6 @@ class ChatSettings:
     """What the chat cog needs to know of the bot's settings."""
 
     models: Sequence[str]
-    vision_models: Sequence[str]
-    default_model: str
     allow_direct_messages: bool
 
 
@@ -100,8 +99,17 @@ class ChatCog(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         author = interaction.user
-        self._check_model(model, images=1 if image else 0)
-        self.chat.check(author_id=author.id, prompt_chars=len(prompt))
+        place = place_of(interaction.channel, interaction.guild_id)
+        admitted = await self.chat.admit(
+            Request(
+                RequestKind.QUESTION,
+                place,
+                author.id,
+                model=model,
+                prompt_chars=len(prompt),
+                images=1 if image else 0,
+            )
+        )
         sink = InteractionSink(interaction, self.budget, private=private)
         await interaction.response.defer(thinking=True, ephemeral=private)
         sink.acknowledged()
@@ -109,12 +117,10 @@ class ChatCog(commands.Cog):
         text = question_text(author.display_name, prompt) + _image_note([image] if image else [])
         await self.chat.ask(
             Ask(
-                place=place_of(interaction.channel, interaction.guild_id),
-                author_id=author.id,
-                author_name=author.display_name,
-                question=Question(text, image_urls),
-                prompt_chars=len(prompt),
-                model=model,
+                admitted,
+                place,
+                author.display_name,
+                Question(text, image_urls),
                 private=private,
             ),
             sink,
@@ -134,11 +140,18 @@ class ChatCog(commands.Cog):
         self, interaction: discord.Interaction, prompt: str, model: str | None = None
     ) -> None:
         author = interaction.user
-        self._check_model(model)
-        self.chat.check(author_id=author.id, prompt_chars=len(prompt))
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
             raise UserError("/chat opens a thread, so it only works in a server's text channel.")
+        admitted = await self.chat.admit(
+            Request(
+                RequestKind.THREAD,
+                place_of(channel, channel.guild.id),
+                author.id,
+                model=model,
+                prompt_chars=len(prompt),
+            )
+        )
         require(
             interaction, "create_public_threads", "send_messages_in_threads", purpose="for /chat"
         )
@@ -151,18 +164,16 @@ class ChatCog(commands.Cog):
         self._chat_threads[thread.id] = True
         await self.chat.ask(
             Ask(
-                place=Place(
+                admitted,
+                Place(
                     thread.id,
                     channel.guild.id,
                     ConversationKind.THREAD,
                     opened_by_chat=True,
                     opened_by=author.id,
                 ),
-                author_id=author.id,
-                author_name=author.display_name,
-                question=Question(question_text(author.display_name, prompt)),
-                prompt_chars=len(prompt),
-                model=model,
+                author.display_name,
+                Question(question_text(author.display_name, prompt)),
             ),
             ChannelSink(thread, thread.id, self.budget),
         )
@@ -287,8 +298,16 @@ class ChatCog(commands.Cog):
         images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
         if not text and not images:
             raise UserError("Ask me something after the mention.")
-        self._check_model(None, images=len(images))
-        self.chat.check(author_id=message.author.id, prompt_chars=len(text))
+        place = place_of(message.channel, message.guild.id if message.guild else None)
+        admitted = await self.chat.admit(
+            Request(
+                RequestKind.QUESTION,
+                place,
+                message.author.id,
+                prompt_chars=len(text),
+                images=len(images),
+            )
+        )
         image_urls, image_refs = await self._read_images(images, message)
         quoted = None
         reference = message.reference
@@ -300,11 +319,10 @@ class ChatCog(commands.Cog):
         said = question_text(author.display_name, text, quoted) + _image_note(images)
         await self.chat.ask(
             Ask(
-                place=place_of(message.channel, message.guild.id if message.guild else None),
-                author_id=author.id,
-                author_name=author.display_name,
-                question=Question(said, image_urls),
-                prompt_chars=len(text),
+                admitted,
+                place,
+                author.display_name,
+                Question(said, image_urls),
                 message_id=message.id,
                 images=image_refs,
             ),
@@ -380,13 +398,6 @@ class ChatCog(commands.Cog):
                 found, _ = await self._read_images(attachments, None)
                 urls += found
         return urls
-
-    def _check_model(self, model: str | None, *, images: int = 0) -> None:
-        if model is not None and model not in self.settings.models:
-            raise UserError(f"I don't know the model {model!r}; pick one from the list.")
-        chosen = model or self.settings.default_model
-        if images and chosen not in self.settings.vision_models:
-            raise UserError(f"{chosen} can't look at images; pick a model that can.")
 
     async def _read_images(
         self, attachments: list[discord.Attachment], message: discord.Message | None

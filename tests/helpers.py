@@ -12,6 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from bot.admission import Admission, Request, RequestKind, Rules
 from bot.ai import Message, Usage
 from bot.conversation.context import Question
 from bot.conversation.service import Ask, ChatOptions, ChatService
@@ -21,6 +22,15 @@ from bot.delivery.pacing import Window, WriteScheduler
 from bot.delivery.reply import MessageGone, Replies, Shown
 from bot.places import Place
 
+RULES = Rules(
+    chat_model="gpt-4o-mini",
+    chat_models=["gpt-4o-mini", "gpt-4o"],
+    vision_models=["gpt-4o"],
+    image_model="gpt-image-1",
+    image_models=["gpt-image-1", "dall-e-2"],
+    max_prompt_chars=4000,
+    allow_direct_messages=False,
+)
 WAIT = 2.0  # seconds any awaited event may take before the test fails
 _message_ids = itertools.count(1000)
 
@@ -152,18 +162,18 @@ class ChatRig:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def ask(
-        self, text: str, sink: MemorySink, *, author_id: int = 1, channel_id: int = 10, **kw: Any
+        self, text: str, sink: MemorySink, *, author_id: int = 1, channel_id: int = 10
     ) -> asyncio.Task[None]:
         """Start answering `text` from person `author_id` in channel `channel_id`."""
-        ask = Ask(
-            place=Place(channel_id, 1, ConversationKind.CHANNEL),
-            author_id=author_id,
-            author_name=f"person{author_id}",
-            question=Question(f"person{author_id}: {text}"),
-            prompt_chars=len(text),
-            **kw,
-        )
-        task = asyncio.create_task(self.service.ask(ask, sink))
+        place = Place(channel_id, 1, ConversationKind.CHANNEL)
+        request = Request(RequestKind.QUESTION, place, author_id, prompt_chars=len(text))
+
+        async def asking() -> None:
+            admitted = await self.service.admit(request)
+            question = Question(f"person{author_id}: {text}")
+            await self.service.ask(Ask(admitted, place, f"person{author_id}", question), sink)
+
+        task = asyncio.create_task(asking())
         self.tasks.add(task)
         return task
 
@@ -177,16 +187,16 @@ async def chat_rig(
     running = asyncio.create_task(scheduler.run())
     api = ScriptedApi()
     settings: dict[str, Any] = {
-        "default_model": "gpt-4o-mini",
         "system_prompt": "Be brief.",
         "temperature": None,
         "history_token_budget": 6000,
         "max_answer_tokens": None,
-        "max_prompt_chars": 4000,
         "max_concurrent_requests": 4,
     }
     settings.update(options)
-    service = ChatService(api, conversations, usage, Replies(scheduler), ChatOptions(**settings))
+    service = ChatService(
+        api, Admission(RULES), conversations, usage, Replies(scheduler), ChatOptions(**settings)
+    )
     rig = ChatRig(service, api, conversations, usage, scheduler)
     try:
         yield rig

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from bot.admission import Admission, Admitted, Request, RequestKind
 from bot.ai import Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
@@ -74,12 +75,10 @@ class ChatApi(Protocol):
 
 @dataclass(frozen=True)
 class ChatOptions:
-    default_model: str
     system_prompt: str
     temperature: float | None
     history_token_budget: int
     max_answer_tokens: int | None
-    max_prompt_chars: int
     max_concurrent_requests: int
     # The longest an answer may be written for, from the request on.
     answer_timeout: float = 600.0
@@ -89,18 +88,26 @@ class ChatOptions:
 
 @dataclass(frozen=True)
 class Ask:
-    place: Place
-    author_id: int
+    """An admitted question, ready to be answered."""
+
+    admitted: Admitted
+    place: Place  # where it is answered and remembered (a /chat thread: the new thread)
     author_name: str
     question: Question
-    prompt_chars: int  # what the person typed, for the length limit
-    model: str | None = None
     private: bool = False
     message_id: int | None = None
     images: Sequence[ImageRef] = ()
     # Set when regenerating: the answer to replace, and the stored question it answered.
     replacing_turn: int | None = None
     question_turn: int | None = None
+
+    @property
+    def author_id(self) -> int:
+        return self.admitted.request.author_id
+
+    @property
+    def model(self) -> str:
+        return self.admitted.model
 
 
 @dataclass(frozen=True)
@@ -126,12 +133,14 @@ class ChatService:
     def __init__(
         self,
         api: ChatApi,
+        admission: Admission,
         conversations: ConversationStore,
         usage: UsageStore,
         replies: Replies,
         options: ChatOptions,
     ) -> None:
         self._api = api
+        self._admission = admission
         self._conversations = conversations
         self._usage = usage
         self._replies = replies
@@ -142,19 +151,16 @@ class ChatService:
 
     # Asking.
 
-    def check(self, *, author_id: int, prompt_chars: int) -> None:
-        """Refuse, before anything is shown, what would be refused anyway."""
-        limit = self.options.max_prompt_chars
-        if prompt_chars > limit:
-            raise UserError(
-                f"Your message is {prompt_chars} characters long; the limit is {limit}."
-            )
-        self._runs.check(author_id)
+    async def admit(self, request: Request) -> Admitted:
+        """Admit a question (see bot.admission), and keep each person to a few at once."""
+        admitted = await self._admission.admit(request)
+        self._runs.check(request.author_id)
+        return admitted
 
     async def ask(self, ask: Ask, sink: ReplySink) -> None:
         """Answer a question into `sink`: after the asker's previous question, and after the
         earlier questions of the same conversation. Whatever happens, the reply is finished."""
-        self.check(author_id=ask.author_id, prompt_chars=ask.prompt_chars)
+        self._runs.check(ask.author_id)  # again: more may have come since it was admitted
         run = self._runs.start(ask.author_id)
         reply = self._replies.open(
             sink,
@@ -191,7 +197,7 @@ class ChatService:
             await self._answer(ask, sink, reply, run)
 
     async def _answer(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
-        model = ask.model or self.options.default_model
+        model = ask.model
         conversation = await self._conversations.open(
             ask.place.channel_id,
             guild_id=ask.place.guild_id,
@@ -421,19 +427,21 @@ class ChatService:
             raise UserError(
                 "Only the person who asked, or someone who can manage messages, can regenerate."
             )
+        place = Place(
+            conversation.channel_id,
+            conversation.guild_id,
+            conversation.kind,
+            conversation.opened_by_chat,
+            conversation.opened_by,
+        )
+        request = Request(
+            RequestKind.REGENERATE, place, question.author_id or user_id, model=answer.model
+        )
         return Ask(
-            place=Place(
-                conversation.channel_id,
-                conversation.guild_id,
-                conversation.kind,
-                conversation.opened_by_chat,
-                conversation.opened_by,
-            ),
-            author_id=question.author_id or user_id,
+            admitted=await self._admission.admit(request),
+            place=place,
             author_name=question.author_name or "",
             question=Question(question.content),
-            prompt_chars=0,
-            model=answer.model,
             # Where the question's images are, for the caller to read again.
             images=question.images,
             replacing_turn=answer.id,
