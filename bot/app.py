@@ -28,12 +28,12 @@ from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore, UsageStore
 from bot.delivery.pacing import WriteScheduler
 from bot.delivery.reply import Replies
-from bot.errors import sentence_for
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
 from cogs.chat import ChatCog, ChatSettings
+from cogs.failures import tell_failure
 from cogs.images import ImagesCog
-from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits, tell_privately
+from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,12 @@ class StartupError(Exception):
 
 
 class ErrorReportingTree(app_commands.CommandTree["Bot"]):
-    """The one place an app command's failure becomes a sentence for the person."""
+    """An app command's failure goes the one way every failure goes (cogs.failures)."""
 
     async def on_error(
         self, interaction: discord.Interaction[Bot], error: app_commands.AppCommandError
     ) -> None:
-        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, app_commands.CheckFailure):
-            sentence = "This command isn't available here."
-        else:
-            sentence = sentence_for(cause, doing=f"/{_command_name(interaction)}", log=log)
-        await tell_privately(interaction, f"⚠️ {sentence}")
+        await tell_failure(interaction, error, doing=f"/{_command_name(interaction)}")
 
 
 def _command_name(interaction: discord.Interaction[Any]) -> str:

@@ -24,6 +24,7 @@ from bot.errors import UserError
 from bot.images.files import prepare_for_vision
 from bot.images.work import ImageWork
 from bot.places import Place
+from cogs.failures import tell_failure
 from cogs.permissions import require, sending
 from cogs.places import place_of
 from cogs.sinks import (
@@ -236,12 +237,9 @@ class ChatCog(commands.Cog):
         try:
             if await self._addressed_to_us(message) and self._may_answer_in(message.channel):
                 await self._answer_message(message)
-        except UserError as exc:
-            await message.reply(f"⚠️ {exc}", allowed_mentions=NO_MENTIONS, mention_author=False)
-        except Exception:
-            log.exception(
-                "Answering message %s in channel %s failed", message.id, message.channel.id
-            )
+        except Exception as exc:
+            doing = f"Answering message {message.id} in channel {message.channel.id}"
+            await tell_failure(message, exc, doing=doing)
 
     async def _addressed_to_us(self, message: discord.Message) -> bool:
         me = self.bot.user
@@ -341,11 +339,8 @@ class ChatCog(commands.Cog):
                 await self._press_stop(interaction, custom_id.removeprefix(STOP_PREFIX))
             elif custom_id.startswith(REGENERATE_PREFIX):
                 await self._press_regenerate(interaction, custom_id.removeprefix(REGENERATE_PREFIX))
-        except UserError as exc:
-            await tell_privately(interaction, f"⚠️ {exc}")
-        except Exception:
-            log.exception("The button %s failed", custom_id)
-            await tell_privately(interaction, "⚠️ Something went wrong; please try again.")
+        except Exception as exc:
+            await tell_failure(interaction, exc, doing=f"The button {custom_id}")
 
     async def _press_stop(self, interaction: discord.Interaction, key: str) -> None:
         result = self.chat.stop(

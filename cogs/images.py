@@ -18,9 +18,10 @@ from bot.errors import UserError, sentence_for
 from bot.images.files import CheckedImage, fit_for_upload, pixel_count
 from bot.images.models import ImageModel, image_model
 from bot.images.service import ImageRequest, ImageService, MadeImage, ShownImage
+from cogs.failures import tell_failure
 from cogs.permissions import require
 from cogs.places import place_of
-from cogs.sinks import NO_MENTIONS, DiscordLimits, tell_privately, token_expiry, token_refused
+from cogs.sinks import NO_MENTIONS, DiscordLimits, token_expiry, token_refused
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ class ImagesCog(commands.Cog):
             # reaches only the person, and the images come in a new message.
             await interaction.response.defer()
             request = await self._request_again(interaction, custom_id.removeprefix(AGAIN_PREFIX))
-        except UserError as exc:
-            await tell_privately(interaction, f"⚠️ {exc}")
+        except Exception as exc:
+            await tell_failure(interaction, exc, doing="Making images again")
             return
         await self._make(interaction, request)
 
