@@ -15,8 +15,8 @@ import discord
 from sqlalchemy.engine import make_url
 
 from bot import health
-from bot.ai import ApiClient, ApiError
-from bot.app import Bot, StartupError, point_at_discord
+from bot.ai import ApiError
+from bot.app import Bot, StartupError, open_api, point_at_discord
 from bot.config import Settings, SettingsError, load_settings
 from bot.db import migrate
 from bot.db.engine import create_engine, sqlite_path
@@ -183,13 +183,8 @@ async def _check_discord(settings: Settings) -> bool:
 
 
 async def _check_api(settings: Settings) -> bool:
-    async with aiohttp.ClientSession() as session:
-        api = ApiClient(
-            session,
-            base_url=settings.acedatacloud_api_base_url,
-            token=settings.acedatacloud_api_token.get_secret_value(),
-            path_prefix=settings.api_path_prefix,
-        )
+    session, api = open_api(settings)
+    async with session:
         try:
             await api.check_token()
         except ApiError as exc:

@@ -38,7 +38,7 @@ from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits
 log = logging.getLogger(__name__)
 
 _COMMANDS_HASH_KEY = "app_commands_hash"
-# aiohttp refuses lines longer than its buffer; streamed replies can carry long ones.
+# Streamed replies can carry long lines (a whole image in base64): read them in larger pieces.
 _READ_BUFSIZE = 2**20
 
 
@@ -97,19 +97,8 @@ class Bot(commands.AutoShardedBot):
             raise StartupError(describe(exc, settings.database_url)) from exc
         sessions = create_sessionmaker(engine)
 
-        session = aiohttp.ClientSession(read_bufsize=_READ_BUFSIZE)
+        session, api = open_api(settings)
         self._closing.append(session.close)
-        api = ApiClient(
-            session,
-            base_url=settings.acedatacloud_api_base_url,
-            token=settings.acedatacloud_api_token.get_secret_value(),
-            path_prefix=settings.api_path_prefix,
-            timeouts=Timeouts(
-                chat=settings.chat_timeout,
-                stream_idle=settings.stream_idle_timeout,
-                images=settings.image_timeout,
-            ),
-        )
 
         scheduler = WriteScheduler()
         scheduler_task = asyncio.create_task(scheduler.run(), name="write-scheduler")
@@ -264,6 +253,24 @@ def _sharding(settings: Settings) -> dict[str, Any]:
     if settings.shard_ids is None:
         return {"shard_count": settings.shard_count}
     return {"shard_count": settings.shard_count, "shard_ids": settings.shard_ids}
+
+
+def open_api(settings: Settings) -> tuple[aiohttp.ClientSession, ApiClient]:
+    """The API client as the bot runs it, on a session of its own that the caller closes.
+    `python -m bot check` uses it too, so that it tests what the bot will run."""
+    session = aiohttp.ClientSession(read_bufsize=_READ_BUFSIZE)
+    api = ApiClient(
+        session,
+        base_url=settings.acedatacloud_api_base_url,
+        token=settings.acedatacloud_api_token.get_secret_value(),
+        path_prefix=settings.api_path_prefix,
+        timeouts=Timeouts(
+            chat=settings.chat_timeout,
+            stream_idle=settings.stream_idle_timeout,
+            images=settings.image_timeout,
+        ),
+    )
+    return session, api
 
 
 def point_at_discord(settings: Settings) -> None:

@@ -34,6 +34,8 @@ from bot.ai import (
     error_from_response,
     with_retry,
 )
+from bot.app import open_api
+from bot.config import load_settings
 from tests.fakes.api import (
     DropConnection,
     Fail,
@@ -694,6 +696,34 @@ async def test_server_that_ignores_stream_still_works(api: FakeApi, client: ApiC
     assert deltas == ["whole"]
     assert stream.finish_reason == "stop"
     assert stream.usage is not None
+
+
+# --- as the bot and `python -m bot check` build it -----------------------------------------------
+
+
+async def test_the_client_the_bot_and_check_open_follows_the_settings(api: FakeApi) -> None:
+    settings = load_settings(
+        _env_file=None,
+        discord_token="unused",
+        acedatacloud_api_token=api.token,
+        acedatacloud_api_base_url=api.url,
+        api_path_prefix="/v1",
+        chat_timeout=0.2,
+        stream_idle_timeout=0.2,
+        image_timeout=0.2,
+    )
+    session, client = open_api(settings)
+    async with session:
+        await client.check_token()  # what `check` asks of the API
+        api.script(Hang(seconds=10), Hang(seconds=10), Hang(seconds=10))
+        with pytest.raises(ApiTimeout, match=r"no reply within 0\.2 s"):
+            await client.chat(MESSAGES, model="m")
+        with pytest.raises(ApiTimeout, match=r"no reply within 0\.2 s"):
+            await stream_text(client)
+        with pytest.raises(ApiTimeout, match=r"no reply within 0\.2 s"):
+            await client.generate_images("slow", model="gpt-image-1")
+    paths = ["embeddings", "chat/completions", "chat/completions", "images/generations"]
+    assert [rec.path for rec in api.requests] == [f"/v1/{path}" for path in paths]
 
 
 # --- error mapping and retry units ---------------------------------------------------------------

@@ -252,6 +252,97 @@ def _decode_b64(text: str, max_bytes: int) -> bytes:
         raise ApiError("the image in the reply is not valid base64") from exc
 
 
+# --- the transport: what the client and its streams share ---------------------------------------
+
+
+class _Transport:
+    """How a request reaches the API and how its failure comes back: the address and the token,
+    the connect and idle timeouts, the retry policy, and the ApiError (its secrets redacted)
+    made from an error reply. The client owns one and hands it to each stream it opens."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        token: str,
+        path_prefix: str,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+        rand: Callable[[], float],
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        prefix = path_prefix.strip("/")
+        self._prefix = f"/{prefix}" if prefix else ""
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._secrets = (token,)
+        self._connect = timeouts.connect
+        self._retry = retry
+        self._rand = rand
+        self.stream_idle = timeouts.stream_idle
+
+    def _url(self, path: str) -> str:
+        # The one place that knows the prefix: "/openai" for Ace Data Cloud, "/v1" elsewhere.
+        return f"{self._base_url}{self._prefix}/{path.lstrip('/')}"
+
+    def _timeout(self, total: float | None, idle: float | None = None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=total, sock_connect=self._connect, sock_read=idle)
+
+    async def post(
+        self,
+        path: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        form: aiohttp.FormData | None = None,
+        total: float | None,
+        idle: float | None = None,
+    ) -> aiohttp.ClientResponse:
+        """The API's reply to a POST with the token, whatever its status: the caller reads it.
+        `total` bounds the whole call, `idle` each wait for bytes (None: no bound)."""
+        return await self._session.post(
+            self._url(path),
+            json=json_body,
+            data=form,
+            headers=self._headers,
+            timeout=self._timeout(total, idle),
+            raise_for_status=False,
+        )
+
+    async def get_without_token(self, url: str, *, total: float) -> aiohttp.ClientResponse:
+        """A GET of a URL that may belong to another host (a storage host's image): no token."""
+        return await self._session.get(url, timeout=self._timeout(total), raise_for_status=False)
+
+    async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call`, retried per the policy; its final failure is logged, then raised."""
+        try:
+            return await with_retry(self._retry, call, what=what, rand=self._rand)
+        except ApiError as err:
+            self.log_failure(what, err)
+            raise
+
+    def log_failure(self, what: str, err: ApiError) -> None:
+        err.redact(self._secrets)
+        log.warning("%s failed: %s: %s", what, type(err).__name__, err)
+
+    async def error_from(self, resp: aiohttp.ClientResponse) -> ApiError:
+        """The ApiError an error status means, read from a bounded part of its body."""
+        body = bytearray()
+        while len(body) < _ERROR_BODY_LIMIT:
+            chunk = await resp.content.read(_ERROR_BODY_LIMIT - len(body))
+            if not chunk:
+                break
+            body += chunk
+        return error_from_response(resp.status, bytes(body), resp.headers, secrets=self._secrets)
+
+    def payload_error(
+        self, payload: Mapping[str, Any], resp: aiohttp.ClientResponse | None = None
+    ) -> ApiError:
+        """The ApiError an `error` in a reply's JSON means (`resp`: the reply it came in)."""
+        status, headers = (resp.status, resp.headers) if resp is not None else (None, None)
+        return error_from_response(status, payload, headers, secrets=self._secrets)
+
+
 # --- the client ----------------------------------------------------------------------------------
 
 
@@ -269,19 +360,16 @@ class ApiClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self._session = session
-        self._base_url = base_url.rstrip("/")
-        prefix = path_prefix.strip("/")
-        self._prefix = f"/{prefix}" if prefix else ""
-        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        self._secrets = (token,)
+        self._transport = _Transport(
+            session,
+            base_url=base_url,
+            token=token,
+            path_prefix=path_prefix,
+            timeouts=timeouts,
+            retry=retry,
+            rand=rand,
+        )
         self._timeouts = timeouts
-        self._retry = retry
-        self._rand = rand
-
-    def _url(self, path: str) -> str:
-        # The one place that knows the prefix: "/openai" for Ace Data Cloud, "/v1" elsewhere.
-        return f"{self._base_url}{self._prefix}/{path.lstrip('/')}"
 
     # --- chat completions ---
 
@@ -298,7 +386,7 @@ class ApiClient:
         payload = _chat_payload(messages, model, temperature, max_tokens, user, extra)
 
         def parse(data: Mapping[str, Any]) -> ChatResult:
-            parser = _ChatParser(self._payload_error)
+            parser = _ChatParser(self._transport.payload_error)
             text = parser.feed(data)
             return ChatResult(text, parser.finish_reason, parser.usage, parser.model)
 
@@ -317,7 +405,7 @@ class ApiClient:
         payload = _chat_payload(messages, model, temperature, max_tokens, user, extra)
         payload["stream"] = True
         payload.setdefault("stream_options", {"include_usage": True})
-        return ChatStream(self, "chat/completions", payload, _ChatParser)
+        return ChatStream(self._transport, "chat/completions", payload, _ChatParser)
 
     # --- responses ---
 
@@ -332,7 +420,7 @@ class ApiClient:
         payload = _response_payload(input, model, instructions, extra)
 
         def parse(data: Mapping[str, Any]) -> ChatResult:
-            parser = _ResponseParser(self._payload_error)
+            parser = _ResponseParser(self._transport.payload_error)
             text = parser.feed(data)
             return ChatResult(text, parser.finish_reason, parser.usage, parser.model)
 
@@ -348,7 +436,7 @@ class ApiClient:
     ) -> ResponseStream:
         payload = _response_payload(input, model, instructions, extra)
         payload["stream"] = True
-        return ResponseStream(self, "responses", payload, _ResponseParser)
+        return ResponseStream(self._transport, "responses", payload, _ResponseParser)
 
     # --- images ---
 
@@ -394,7 +482,7 @@ class ApiClient:
                 response = task.get("response")
                 response = response if isinstance(response, Mapping) else {}
                 if response.get("error") or response.get("success") is False:
-                    raise error_from_response(None, response, secrets=self._secrets)
+                    raise self._transport.payload_error(response)
                 return _image_result(response)
             if asyncio.get_running_loop().time() + poll_every > deadline:
                 raise ApiTimeout(
@@ -446,18 +534,16 @@ class ApiClient:
                 return await self._download(image.url, max_bytes)
             raise ApiError("the reply held no image")
         except ApiError as err:
-            self._log_failure("fetching an image", err)
+            self._transport.log_failure("fetching an image", err)
             raise
 
     async def _download(self, url: str, max_bytes: int) -> bytes:
         # No Authorization header: the URL may belong to a storage host, not to the API.
         # Neither the URL is logged: it may carry a signature.
-        timeout = aiohttp.ClientTimeout(
-            total=self._timeouts.other, sock_connect=self._timeouts.connect
-        )
+        seconds = self._timeouts.other
         what = "GET image"
-        with _translate(what, f"no image within {self._timeouts.other:g} s", detail=False):
-            async with self._session.get(url, timeout=timeout, raise_for_status=False) as resp:
+        with _translate(what, f"no image within {seconds:g} s", detail=False):
+            async with await self._transport.get_without_token(url, total=seconds) as resp:
                 request_id = resp.headers.get("x-request-id")
                 if resp.status >= 400:
                     raise ServiceUnavailable(
@@ -504,21 +590,16 @@ class ApiClient:
         parse: Callable[[Mapping[str, Any]], T],
     ) -> T:
         what = f"POST {path}"
-        client_timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self._timeouts.connect)
+        transport = self._transport
 
         async def once() -> T:
             json_body, form = (None, body()) if callable(body) else (body, None)
             with _translate(what, f"no reply within {seconds:g} s"):
-                async with self._session.post(
-                    self._url(path),
-                    json=json_body,
-                    data=form,
-                    headers=self._headers,
-                    timeout=client_timeout,
-                    raise_for_status=False,
+                async with await transport.post(
+                    path, json_body=json_body, form=form, total=seconds
                 ) as resp:
                     if resp.status >= 400:
-                        raise await self._error_from(resp)
+                        raise await transport.error_from(resp)
                     raw = await _read_bounded(resp, _MAX_REPLY, what)
             try:
                 data = json.loads(raw)
@@ -531,33 +612,10 @@ class ApiClient:
                     request_id=resp.headers.get("x-request-id"),
                 )
             if data.get("error"):
-                raise error_from_response(resp.status, data, resp.headers, secrets=self._secrets)
+                raise transport.payload_error(data, resp)
             return parse(data)
 
-        return await self._run(what, once)
-
-    async def _run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await with_retry(self._retry, call, what=what, rand=self._rand)
-        except ApiError as err:
-            self._log_failure(what, err)
-            raise
-
-    def _log_failure(self, what: str, err: ApiError) -> None:
-        err.redact(self._secrets)
-        log.warning("%s failed: %s: %s", what, type(err).__name__, err)
-
-    async def _error_from(self, resp: aiohttp.ClientResponse) -> ApiError:
-        body = bytearray()
-        while len(body) < _ERROR_BODY_LIMIT:
-            chunk = await resp.content.read(_ERROR_BODY_LIMIT - len(body))
-            if not chunk:
-                break
-            body += chunk
-        return error_from_response(resp.status, bytes(body), resp.headers, secrets=self._secrets)
-
-    def _payload_error(self, payload: Mapping[str, Any]) -> ApiError:
-        return error_from_response(None, payload, None, secrets=self._secrets)
+        return await transport.run(what, once)
 
 
 def _chat_payload(
@@ -609,12 +667,13 @@ class _EventStream:
 
     def __init__(
         self,
-        client: ApiClient,
+        transport: _Transport,
         path: str,
         payload: dict[str, Any],
         parser_type: type[_Parser],
     ) -> None:
-        self._client = client
+        self._transport = transport
+        self._idle = transport.stream_idle
         self._path = path
         self._payload = payload
         self._parser_type = parser_type
@@ -675,7 +734,7 @@ class _EventStream:
             if self._state == "closed":  # closed by another task meanwhile: not a failure
                 raise StopAsyncIteration from None
             self.close()
-            self._client._log_failure(self._what, err)
+            self._transport.log_failure(self._what, err)
             raise
         except BaseException:
             self.close()
@@ -703,7 +762,7 @@ class _EventStream:
             return
         self._state = "open"
         try:
-            await self._client._run(self._what, self._attempt)
+            await self._transport.run(self._what, self._attempt)
         except _StreamClosed:
             pass  # closed by another task while opening: an empty stream, not an error
         except BaseException:
@@ -722,14 +781,12 @@ class _EventStream:
         if self._state == "closed":
             raise _StreamClosed
         self._reset()
-        client = self._client
-        idle = client._timeouts.stream_idle
+        idle = self._idle
         self._quiet_deadline = asyncio.get_running_loop().time() + idle
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=client._timeouts.connect, sock_read=idle
-        )
         # The request runs as a task of its own so that close() can abort the wait for headers.
-        self._posting = posting = asyncio.create_task(self._post(client_timeout))
+        self._posting = posting = asyncio.create_task(
+            self._transport.post(self._path, json_body=self._payload, total=None, idle=idle)
+        )
         try:
             with _translate(self._what, f"no reply within {idle:g} s"):
                 resp = await posting
@@ -749,7 +806,7 @@ class _EventStream:
         self.request_id = resp.headers.get("x-request-id")
         if resp.status >= 400:
             with _translate(self._what, f"no error body within {idle:g} s"):
-                raise await client._error_from(resp)
+                raise await self._transport.error_from(resp)
         if resp.content_type == "application/json":
             # The server ignored `stream`: its whole reply parses like one big event.
             body = bytearray()
@@ -760,16 +817,6 @@ class _EventStream:
         first = await self._next_delta()
         if first is not None:
             self._pending.append(first)
-
-    async def _post(self, client_timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        client = self._client
-        return await client._session.post(
-            client._url(self._path),
-            json=self._payload,
-            headers=client._headers,
-            timeout=client_timeout,
-            raise_for_status=False,
-        )
 
     def _reset(self) -> None:
         if self._resp is not None:
@@ -803,8 +850,7 @@ class _EventStream:
                     return delta or None
                 if delta:
                     if not delta.isspace():
-                        idle = self._client._timeouts.stream_idle
-                        self._quiet_deadline = asyncio.get_running_loop().time() + idle
+                        self._quiet_deadline = asyncio.get_running_loop().time() + self._idle
                     return delta
             if self._eof:
                 problem = self._parser.incomplete()
@@ -826,8 +872,7 @@ class _EventStream:
     async def _read(self) -> bytes:
         if self._resp is None:  # closed meanwhile
             return b""
-        idle = self._client._timeouts.stream_idle
-        with _translate(self._what, f"no new text for {idle:g} s"):
+        with _translate(self._what, f"no new text for {self._idle:g} s"):
             # Checked here too: a read that finds bytes buffered never waits, so never times out.
             if asyncio.get_running_loop().time() >= self._quiet_deadline:
                 raise TimeoutError
@@ -841,7 +886,7 @@ class _EventStream:
             self._resp = None
 
     def _make_error(self, payload: Mapping[str, Any]) -> ApiError:
-        err = self._client._payload_error(payload)
+        err = self._transport.payload_error(payload)
         err.request_id = err.request_id or self.request_id
         return err
 
