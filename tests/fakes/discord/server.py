@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 
+from ._gateway import GatewayConnection, GatewaySession
+from ._ratelimit import RateLimiter, Window, bucket_hash, ratelimit_headers
 from ._util import (
     ApplicationFlag,
     CallbackType,
@@ -45,7 +47,6 @@ from ._util import (
     unknown_webhook,
 )
 from .config import FakeDiscordConfig
-from .gateway import GatewayConnection, GatewaySession
 from .model import (
     CallbackRecord,
     FakeChannel,
@@ -61,7 +62,6 @@ from .model import (
     UploadFile,
     parse_ids,
 )
-from .ratelimit import RateLimiter, Window, bucket_hash, ratelimit_headers
 
 log = logging.getLogger(__name__)
 
