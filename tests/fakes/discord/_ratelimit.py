@@ -96,6 +96,8 @@ class _RateLimits:
     """The global, per-route and shared per-channel windows of bot requests, and the
     per-token window of interaction webhooks."""
 
+    # The part of _State this uses, declared rather than inherited: _State makes its
+    # RateLimiter from this module.
     config: FakeDiscordConfig
     rate_limited_count: int
     _limiter: RateLimiter
