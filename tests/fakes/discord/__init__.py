@@ -17,6 +17,26 @@ Test actions (each dispatches over the gateway): ``post_message``, ``edit_messag
 ``rate_limited_count``, ``registered_commands``, ``identify_count``/``resume_count``, ``typing``.
 Wait without sleeping: ``await fake.wait_for(lambda: ..., timeout=5)``.
 Another process: ``python -m tests.fakes.discord --channels 50 --port N`` (see __main__).
+
+Where things are. ``FakeDiscord`` (``server``) combines one mixin per concern over the shared
+``_state._State``; a new route goes in the table in ``server._build_app``, its handler in the
+module of its concern:
+
+- ``server``: ``FakeDiscord``: start/stop, the route table, recording every request, queries
+  on the records (``requests_for``...)
+- ``_state``: the shared state, lookups, ``wait_for``, dispatching events to gateway sessions
+- ``_guilds``: users, guilds, members, roles, channels, DMs (``add_*``) and their REST reads
+- ``_permissions``: ``permissions_in`` (roles, overwrites), the bot's access to a channel
+- ``_gateway``: sessions, connections, HELLO/IDENTIFY/RESUME/READY, ``drop_gateway``
+- ``_messages``: messages and channels: REST routes, test actions (``post_message``...),
+  payloads, events, content/embed/component limits, reactions, typing
+- ``_threads``: threads (``add_thread``, starting and joining over REST)
+- ``_attachments``: stored files, uploads (``files[n]``) and the CDN
+- ``_commands``: application commands registered over REST
+- ``_interactions``: ``invoke_command``/``click_button``..., the callback, interaction webhooks
+- ``_ratelimit``: the rate-limit windows and the 429 replies
+- ``model``: world objects and records; ``config``: the knobs; ``control``: ``/_fake/``
+  endpoints for another process; ``_util``: Discord's constants, error bodies, snowflakes
 """
 
 from ._util import (

@@ -255,3 +255,10 @@ class OptionType:
     MENTIONABLE = 9
     NUMBER = 10
     ATTACHMENT = 11
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1

@@ -1,0 +1,245 @@
+"""Users, guilds, members, roles, channels and DMs: the world a test builds, and the REST
+reads of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ._state import ChannelRef, GuildRef, UserRef, _State
+from ._util import ChannelType, DiscordError, Intents, _int, field_error, invalid_form, json_reply
+from .model import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser
+
+if TYPE_CHECKING:
+    from ._gateway import GatewaySession
+
+
+class _Guilds(_State):
+    """Adds users, guilds, members, roles, channels and DMs (announcing each over the
+    gateway) and serves them over REST."""
+
+    # -----------------------------------------------------------------------------------------
+    # World
+    # -----------------------------------------------------------------------------------------
+
+    def add_user(self, name: str, *, bot: bool = False, global_name: str | None = None) -> FakeUser:
+        user = FakeUser(self.snowflake(), name, bot=bot, global_name=global_name)
+        self.users[user.id] = user
+        return user
+
+    def add_guild(
+        self,
+        name: str = "Test Guild",
+        *,
+        owner: FakeUser | None = None,
+        channels: Sequence[str] = ("general",),
+        bot_permissions: int | None = None,
+    ) -> FakeGuild:
+        owner = owner or self.owner
+        guild = FakeGuild(self.snowflake(), name, owner.id)
+        guild.roles[guild.id] = FakeRole(
+            guild.id, guild.id, "@everyone", self.config.everyone_permissions
+        )
+        bot_role = FakeRole(
+            self.snowflake(),
+            guild.id,
+            self.bot_user.name,
+            self.config.bot_permissions if bot_permissions is None else bot_permissions,
+            position=1,
+            managed=True,
+            bot_id=self.bot_user.id,
+        )
+        guild.roles[bot_role.id] = bot_role
+        guild.members[owner.id] = FakeMember(owner, guild.id)
+        guild.members[self.bot_user.id] = FakeMember(self.bot_user, guild.id, [bot_role.id])
+        self.guilds[guild.id] = guild
+        for position, channel_name in enumerate(channels):
+            channel = FakeChannel(
+                self.snowflake(), ChannelType.GUILD_TEXT, channel_name, guild.id, position
+            )
+            self.channels[channel.id] = channel
+            guild.channel_ids.append(channel.id)
+        self._dispatch_guild("GUILD_CREATE", guild.id, lambda s: self._guild_payload(guild, s), 0)
+        self._changed()
+        return guild
+
+    def add_role(
+        self, guild: GuildRef, name: str, permissions: int = 0, *, mentionable: bool = False
+    ) -> FakeRole:
+        g = self._guild(guild)
+        role = FakeRole(
+            self.snowflake(), g.id, name, permissions, len(g.roles), mentionable=mentionable
+        )
+        g.roles[role.id] = role
+        payload = {"guild_id": str(g.id), "role": role.payload()}
+        self._dispatch_guild("GUILD_ROLE_CREATE", g.id, lambda s: payload, Intents.GUILDS)
+        return role
+
+    def add_member(
+        self,
+        guild: GuildRef,
+        user: FakeUser,
+        *,
+        roles: Iterable[FakeRole] = (),
+        nick: str | None = None,
+        permissions: int | None = None,
+    ) -> FakeMember:
+        """Adds ``user`` to ``guild``. ``permissions`` gives them a role with those bits
+        (e.g. ``Perm.MANAGE_MESSAGES``)."""
+        g = self._guild(guild)
+        role_ids = [r.id for r in roles]
+        if permissions is not None:
+            role_ids.append(self.add_role(g, f"{user.name}-perms", permissions).id)
+        member = FakeMember(user, g.id, role_ids, nick)
+        g.members[user.id] = member
+        payload = {"guild_id": str(g.id), **member.payload()}
+        self._dispatch_guild("GUILD_MEMBER_ADD", g.id, lambda s: payload, Intents.GUILD_MEMBERS)
+        self._changed()
+        return member
+
+    def add_channel(
+        self,
+        guild: GuildRef,
+        name: str,
+        *,
+        type: int = ChannelType.GUILD_TEXT,
+        topic: str | None = None,
+        parent: ChannelRef | None = None,
+    ) -> FakeChannel:
+        g = self._guild(guild)
+        channel = FakeChannel(
+            self.snowflake(),
+            type,
+            name,
+            g.id,
+            len(g.channel_ids),
+            parent_id=None if parent is None else self._channel(parent).id,
+            topic=topic,
+        )
+        self.channels[channel.id] = channel
+        g.channel_ids.append(channel.id)
+        payload = channel.payload()
+        self._dispatch_guild("CHANNEL_CREATE", g.id, lambda s: payload, Intents.GUILDS)
+        self._changed()
+        return channel
+
+    def dm_channel(self, user: UserRef) -> FakeChannel:
+        """The DM channel between the bot and ``user`` (created on first use)."""
+        u = self._user(user)
+        if u.id in self._dms:
+            return self.channels[self._dms[u.id]]
+        channel = FakeChannel(self.snowflake(), ChannelType.DM, "", None, recipients=[u])
+        self.channels[channel.id] = channel
+        self._dms[u.id] = channel.id
+        return channel
+
+    def _first_text_channel(self) -> FakeChannel:
+        for channel in self.channels.values():
+            if channel.type == ChannelType.GUILD_TEXT:
+                return channel
+        raise LookupError("add a guild with a channel first")
+
+    def _first_human(self, guild_id: int | None) -> FakeUser:
+        for user in self.users.values():
+            if user.bot or user is self.owner:
+                continue
+            if guild_id is None or user.id in self._guild(guild_id).members:
+                return user
+        return self.owner
+
+    # -----------------------------------------------------------------------------------------
+    # Payloads
+    # -----------------------------------------------------------------------------------------
+
+    def _guild_payload(
+        self, guild: FakeGuild, session: GatewaySession | None = None
+    ) -> dict[str, Any]:
+        channels = [self.channels[c] for c in guild.channel_ids]
+        members = list(guild.members.values())
+        if session is not None and not session.has(Intents.GUILD_MEMBERS):
+            # Without the members intent Discord sends only the bot's own member.
+            members = [m for m in members if m.user.id == self.bot_user.id]
+        return {
+            "id": str(guild.id),
+            "name": guild.name,
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "description": None,
+            "owner_id": str(guild.owner_id),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "roles": [r.payload() for r in guild.roles.values()],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "application_id": None,
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "vanity_url_code": None,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "preferred_locale": "en-US",
+            "public_updates_channel_id": None,
+            "max_members": 500000,
+            "large": False,
+            "unavailable": False,
+            "joined_at": guild.joined_at,
+            "member_count": len(guild.members),
+            "members": [m.payload() for m in members],
+            "channels": [c.payload() for c in channels if not c.is_thread],
+            "threads": [c.payload() for c in channels if c.is_thread and not c.archived],
+            "presences": [],
+            "voice_states": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+
+    # -----------------------------------------------------------------------------------------
+    # REST: users, DMs and guilds
+    # -----------------------------------------------------------------------------------------
+
+    async def _get_user(self, request: web.Request) -> web.StreamResponse:
+        user = self.users.get(_int(request.match_info["user_id"]))
+        if user is None:
+            raise DiscordError(404, 10013, "Unknown User")
+        return json_reply(user.payload())
+
+    async def _create_dm(self, request: web.Request) -> web.StreamResponse:
+        body = self._body(request)
+        user = self.users.get(_int(body.get("recipient_id")))
+        if user is None:
+            raise invalid_form(field_error("recipient_id", "NUMBER_TYPE_COERCE", "Unknown user"))
+        return json_reply(self.dm_channel(user).payload())
+
+    def _bot_guild(self, request: web.Request) -> FakeGuild:
+        guild = self.guilds.get(_int(request.match_info["guild_id"]))
+        if guild is None:
+            raise DiscordError(404, 10004, "Unknown Guild")
+        if self.bot_user.id not in guild.members:
+            raise DiscordError(403, 50001, "Missing Access")
+        return guild
+
+    async def _get_guild(self, request: web.Request) -> web.StreamResponse:
+        guild = self._bot_guild(request)
+        data = self._guild_payload(guild)
+        for key in ("members", "channels", "threads", "presences", "voice_states", "joined_at"):
+            data.pop(key, None)
+        return json_reply(data)
+
+    async def _get_member(self, request: web.Request) -> web.StreamResponse:
+        guild = self._bot_guild(request)
+        member = guild.members.get(_int(request.match_info["user_id"]))
+        if member is None:
+            raise DiscordError(404, 10007, "Unknown Member")
+        return json_reply(member.payload())
