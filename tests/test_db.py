@@ -406,10 +406,13 @@ async def test_a_wrong_password_is_named_with_the_user() -> None:
         "postgresql://h/db?sslmode=sometimes",
         "postgresql://h/db?options=statement_timeout%3D5",
         "postgresql://h/db?options=-c%20statement_timeout",
+        "postgresql://h/db?connect_timeout=soon",
+        "postgresql://h/db?keepalives=1",
     ],
 )
 def test_malformed_libpq_options_are_refused_with_the_settings(url: str) -> None:
-    with pytest.raises(ValueError, match=r"^(sslmode must be one of|options must be -c)"):
+    refusals = "sslmode must be one of|options must be -c|connect_timeout must be|the URL option"
+    with pytest.raises(ValueError, match=rf"^({refusals})"):
         async_url(url)
 
 
@@ -431,12 +434,17 @@ async def test_provider_urls_work_on_postgresql() -> None:
     """`postgres://`, `sslmode` and `options=-c ...` as providers write them."""
     assert POSTGRES_URL is not None
     base = make_url(POSTGRES_URL).set(drivername="postgres").render_as_string(hide_password=False)
-    url = f"{base}?sslmode=prefer&options=-c%20statement_timeout%3D4500%20-c%20lock_timeout%3D7s"
+    url = (
+        f"{base}?sslmode=prefer&options=-c%20statement_timeout%3D4500%20-c%20lock_timeout%3D7s"
+        "&channel_binding=prefer&connect_timeout=10&application_name=acebot"
+        "&target_session_attrs=read-write"
+    )
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
             assert await connection.scalar(text("SHOW statement_timeout")) == "4500ms"
             assert await connection.scalar(text("SHOW lock_timeout")) == "7s"
+            assert await connection.scalar(text("SHOW application_name")) == "acebot"
             server_has_tls = await connection.scalar(text("SHOW ssl")) == "on"
     finally:
         await engine.dispose()

@@ -21,8 +21,17 @@ _ASYNC_DRIVERS = {
 }
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # Keys of libpq's URLs that asyncpg.connect() does not take as they are: SQLAlchemy hands every
-# query key to it as a keyword argument.
-_LIBPQ_KEYS = ("sslmode", "sslrootcert", "options")
+# query key to it as a keyword argument, so each is translated here, or dropped, or refused.
+_LIBPQ_KEYS = (
+    "sslmode",
+    "sslrootcert",
+    "options",
+    "application_name",
+    "connect_timeout",
+    "channel_binding",  # asyncpg negotiates SCRAM itself and has no such switch
+)
+# What asyncpg takes as it is.
+_ASYNCPG_KEYS = frozenset({"target_session_attrs", "krbsrvname", "gsslib"})
 
 
 class DatabaseUnavailable(Exception):
@@ -105,21 +114,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _libpq_options(
-    query: Mapping[str, str | tuple[str, ...]],
-) -> tuple[str | None, str | None, dict[str, str]]:
-    """`sslmode`, `sslrootcert` and the settings in `options`, as a provider's URL gives them."""
+def _libpq_options(query: Mapping[str, str | tuple[str, ...]]) -> dict[str, str]:
+    """The libpq keys of a provider's URL, checked; other keys asyncpg would not take are
+    refused here, at the settings, rather than with a traceback at connect."""
     values: dict[str, str] = {}
-    for key in _LIBPQ_KEYS:
-        value = query.get(key)
+    for key, value in query.items():
+        if key not in _LIBPQ_KEYS and key not in _ASYNCPG_KEYS:
+            raise ValueError(f"the URL option {key} is not supported: remove it")
         if isinstance(value, tuple):
             raise ValueError(f"give {key} once")
-        if value is not None:
-            values[key] = value
-    mode, rootcert, options = (values.get(key) for key in _LIBPQ_KEYS)
+        values[key] = value
+    mode = values.get("sslmode")
     if mode is not None and mode not in _SSL_MODES:
         raise ValueError(f"sslmode must be one of {', '.join(_SSL_MODES)}")
-    return mode, rootcert, _server_settings(options) if options is not None else {}
+    if "options" in values:
+        _server_settings(values["options"])
+    timeout = values.get("connect_timeout")
+    if timeout is not None and not timeout.isdigit():
+        raise ValueError("connect_timeout must be a whole number of seconds")
+    return values
 
 
 def _server_settings(options: str) -> dict[str, str]:
@@ -144,11 +157,18 @@ def _server_settings(options: str) -> dict[str, str]:
 
 
 def _asyncpg_arguments(query: Mapping[str, str | tuple[str, ...]]) -> dict[str, Any]:
-    """What asyncpg.connect() takes for libpq's `sslmode`, `sslrootcert` and `options`."""
-    mode, rootcert, settings = _libpq_options(query)
+    """What asyncpg.connect() takes for libpq's `sslmode`, `sslrootcert`, `options`,
+    `application_name` and `connect_timeout`."""
+    values = _libpq_options(query)
+    mode, rootcert = values.get("sslmode"), values.get("sslrootcert")
+    settings = _server_settings(values.get("options", ""))
+    if "application_name" in values:
+        settings["application_name"] = values["application_name"]
     arguments: dict[str, Any] = {}
     if settings:
         arguments["server_settings"] = settings
+    if values.get("connect_timeout", "0") != "0":  # libpq's 0: wait forever, asyncpg's default
+        arguments["timeout"] = float(values["connect_timeout"])
     if rootcert is not None and mode in ("require", "verify-ca", "verify-full"):
         # As in libpq: with a root certificate, `require` checks the chain like `verify-ca`;
         # only `verify-full` also checks the host name.
