@@ -28,7 +28,7 @@ _LIBPQ_KEYS = (
     "options",
     "application_name",
     "connect_timeout",
-    "channel_binding",  # asyncpg negotiates SCRAM itself and has no such switch
+    "channel_binding",  # asyncpg authenticates without it and has no such switch
 )
 # What asyncpg takes as it is.
 _ASYNCPG_KEYS = frozenset({"target_session_attrs", "krbsrvname", "gsslib"})
