@@ -21,6 +21,7 @@ from bot.images.files import (
     check_mask,
     check_size,
     fit_for_upload,
+    pixel_count,
     prepare_for_model,
     prepare_for_vision,
 )
@@ -176,6 +177,18 @@ def test_too_many_pixels_is_refused_from_the_header() -> None:
     assert problem(header_only_png(100_000, 100_000), max_pixels=10**11) == (
         "That image has too many pixels to open."
     )
+
+
+def test_a_webp_counts_five_times_its_pixels() -> None:
+    """Pillow decodes a WebP whole, with several copies: it is limited and budgeted for that."""
+    flat = encode(Image.new("RGB", (1000, 800), "teal"), "WEBP")
+    assert pixel_count(flat) == 5 * 800_000
+    assert pixel_count(encode(Image.new("RGB", (1000, 800), "teal"), "PNG")) == 800_000
+    assert problem(flat, max_pixels=3_000_000) == (
+        "That image is a WebP of 0.8 MP; WebP images can have up to 0.6 MP: send a PNG or "
+        "JPEG, or a smaller one."
+    )
+    assert check_image(flat, max_bytes=MB, max_pixels=4_000_000).format == "webp"
 
 
 def rotated_jpeg(orientation: int = 6) -> bytes:
@@ -450,6 +463,17 @@ def test_a_16_bit_colour_png_is_decoded_whole() -> None:
     image = check_image(data, max_bytes=LIMIT, max_pixels=PIXELS)
     square, _ = prepare_for_model(image, square_png_max_bytes=4 * MB, max_bytes=LIMIT)
     assert (square.width, square.height) == (256, 256)
+
+
+def test_a_png_still_converts_if_pillow_moves_its_table_of_formats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The band decoder borrows Pillow's private table of PNG formats; without it, PNGs are
+    decoded whole rather than refused as damaged."""
+    monkeypatch.setattr(files, "_png_formats", dict)
+    image = check_image(encode(halves((300, 200)), "PNG"), max_bytes=LIMIT, max_pixels=PIXELS)
+    square, _mask = prepare_for_model(image, square_png_max_bytes=4 * MB, max_bytes=LIMIT)
+    assert (square.width, square.height) == (512, 512)
 
 
 def test_a_big_jpeg_is_decoded_at_reduced_size() -> None:

@@ -107,8 +107,8 @@ def check_size(size: int, *, max_bytes: int, what: Literal["image", "mask"] = "i
 
 
 def pixel_count(data: bytes) -> int:
-    """The pixels `data` says it has, from its header alone (0 when it is no image we read): what
-    decoding it may cost, known before deciding when to decode it."""
+    """What decoding `data` may cost, in pixels, from its header alone (0 when it is no image we
+    read), known before deciding when to decode it. A WebP counts several times its pixels."""
     fmt = _sniff(data)
     if fmt is None:
         return 0
@@ -116,7 +116,7 @@ def pixel_count(data: bytes) -> int:
         width, height = _open(data, fmt, "That image").size
     except ImageProblem:
         return 0
-    return width * height
+    return width * height * (_WEBP_COST if fmt == "webp" else 1)
 
 
 def check_image(
@@ -244,6 +244,9 @@ def fit_for_upload(data: bytes, *, limit: int, max_pixels: int) -> tuple[bytes, 
 # --- checking ---------------------------------------------------------------------------------
 
 _LANCZOS = Image.Resampling.LANCZOS
+# Pillow decodes a WebP whole, and holds about four full copies while it does (some 15 bytes a
+# pixel, against 4 for a PNG or JPEG decoded as it goes): it counts five times its pixels.
+_WEBP_COST = 5
 
 
 def _check(
@@ -266,6 +269,11 @@ def _check(
         raise ImageProblem(
             f"{subject} is {width}×{height} pixels ({_megapixels(width * height)} MP); "
             f"the limit is {_megapixels(max_pixels)} MP."
+        )
+    if fmt == "webp" and width * height * _WEBP_COST > max_pixels:
+        raise ImageProblem(
+            f"{subject} is a WebP of {_megapixels(width * height)} MP; WebP images can have up "
+            f"to {_megapixels(max_pixels // _WEBP_COST)} MP: send a PNG or JPEG, or a smaller one."
         )
     if min(width, height) < min_side:
         raise ImageProblem(
@@ -399,6 +407,13 @@ _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
 _SAME_BYTES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
+def _png_formats() -> dict[tuple[int, int], tuple[str, str]]:
+    """Pillow's own table of PNG pixel formats (private): should a release move it, PNGs are
+    decoded whole instead, under the same pixel budget."""
+    formats: dict[tuple[int, int], tuple[str, str]] = getattr(PngImagePlugin, "_MODES", {})
+    return formats
+
+
 def _png_reduced(
     data: bytes, header: ImageFile.ImageFile, mode: str, factor: int
 ) -> Image.Image | None:
@@ -423,7 +438,10 @@ def _png_reduced(
         return None
     row_bytes = (width * bits + 7) // 8
     same_bytes_mode = _SAME_BYTES[pixel_bytes]
-    real_mode, rawmode = PngImagePlugin._MODES[(depth, colour)]
+    modes = _png_formats()
+    if (depth, colour) not in modes:
+        return None
+    real_mode, rawmode = modes[(depth, colour)]
     inflated = _inflated(body for kind, body in chunks if kind == b"IDAT")
 
     result = Image.new(mode, (math.ceil(width / factor), math.ceil(height / factor)))
