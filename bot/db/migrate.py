@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same in every process of this bot.
 _ADVISORY_LOCK_KEY = 0x4ACE_DA7A
+_LOCK_POLL_SECONDS = 0.05
 
 
 def alembic_config() -> Config:
@@ -62,8 +63,14 @@ async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
         yield
         return
     with open(f"{database}.lock", "a") as lock_file:  # noqa: ASYNC230 (creating it is instant)
-        # flock blocks until the other process is done: wait for it in a thread.
-        await asyncio.to_thread(fcntl.flock, lock_file.fileno(), fcntl.LOCK_EX)
+        # Asked again until the other process is done, rather than waited for in a thread:
+        # a thread blocked in flock could not be cancelled by a stop meanwhile.
+        while True:
+            try:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
         try:
             yield
         finally:
