@@ -154,7 +154,11 @@ class ChatCog(commands.Cog):
             )
         )
         require(
-            interaction, "create_public_threads", "send_messages_in_threads", purpose="for /chat"
+            interaction,
+            "create_public_threads",
+            "send_messages_in_threads",
+            "read_message_history",  # to see the later messages of the thread
+            purpose="for /chat",
         )
         await interaction.response.send_message(
             f"💬 **{author.display_name}** started a conversation: {prompt[:1800]}",
@@ -292,8 +296,9 @@ class ChatCog(commands.Cog):
         me = self.bot.user
         assert me is not None
         text = _without_mention(message, me)
-        # Attachments sent as pictures; each is then checked by what it holds.
-        images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+        # Every attachment is shown to the model, so each must be a picture, whatever its
+        # declared type says: the check looks at what it holds.
+        images = list(message.attachments)
         if not text and not images:
             raise UserError("Ask me something after the mention.")
         place = place_of(message.channel, message.guild.id if message.guild else None)

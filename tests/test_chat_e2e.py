@@ -314,10 +314,13 @@ async def test_ask_checks_the_image_by_its_content_before_any_request(
     assert harness.api.requests_to("/chat/completions") == []
 
 
-async def test_a_mention_with_a_file_that_is_no_image_gets_a_sentence(harness: Harness) -> None:
+@pytest.mark.parametrize("declared", ["image/png", "application/pdf", None])
+async def test_a_mention_with_a_file_that_is_no_image_gets_a_sentence(
+    harness: Harness, declared: str | None
+) -> None:
     question = await harness.mention(
         "what does this say?",
-        attachments=[UploadFile("notes.png", b"plain text, not a picture", "image/png")],
+        attachments=[UploadFile("notes.png", b"plain text, not a picture", declared)],
     )
 
     def replied() -> str:
@@ -433,6 +436,7 @@ async def test_a_chat_thread_is_reset_by_its_opener_or_a_moderator(harness: Harn
     [
         (Perm.CREATE_PUBLIC_THREADS, "Create Public Threads"),
         (Perm.SEND_MESSAGES_IN_THREADS, "Send Messages in Threads"),
+        (Perm.READ_MESSAGE_HISTORY, "Read Message History"),
     ],
 )
 async def test_chat_without_thread_permissions_is_refused_before_paying(
