@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -34,7 +33,6 @@ from cogs.sinks import (
     ChannelSink,
     DiscordBudget,
     InteractionSink,
-    tell_privately,
 )
 
 log = logging.getLogger(__name__)
@@ -203,12 +201,10 @@ class ChatCog(commands.Cog):
         await interaction.response.defer(thinking=True)
         opener_needed = interaction.guild is not None and not moderator
         if opener_needed and await self.chat.thread_opener(channel_id) != interaction.user.id:
-            await _refuse_after_deferral(
-                interaction,
+            raise UserError(
                 "Only the person who opened this thread with /chat, or someone who can "
-                "manage messages or threads, can make me forget it.",
+                "manage messages or threads, can make me forget it."
             )
-            return
         forgotten = await self.chat.reset(channel_id)
         await interaction.edit_original_response(
             content=f"🧹 Forgot this conversation ({forgotten} messages)."
@@ -445,14 +441,6 @@ def _image_note(images: Sequence[discord.Attachment]) -> str:
 def _thread_name(prompt: str) -> str:
     name = " ".join(prompt.split())
     return name if len(name) <= _THREAD_NAME_LIMIT else name[: _THREAD_NAME_LIMIT - 1] + "…"
-
-
-async def _refuse_after_deferral(interaction: discord.Interaction, sentence: str) -> None:
-    """A refusal only the person sees, though everyone saw the bot thinking: the first
-    followup would take the public deferral's place, so that goes first."""
-    with contextlib.suppress(discord.NotFound):
-        await interaction.delete_original_response()
-    await tell_privately(interaction, f"⚠️ {sentence}")
 
 
 def _can_manage_messages(interaction: discord.Interaction) -> bool:

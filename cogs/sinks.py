@@ -318,9 +318,13 @@ def _attachments(file: AttachedFile | None) -> dict[str, Any]:
 
 
 async def tell_privately(interaction: discord.Interaction[Any], text: str) -> None:
-    """One sentence only the person who acted sees (after a public deferral, the first
-    followup takes the deferred message's place instead)."""
+    """One sentence only the person who acted sees, also after everyone saw the bot thinking."""
     try:
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            # The first followup would take the "thinking" message's place, in public: that
+            # message goes first (a private one, too: the sentence comes all the same).
+            with contextlib.suppress(discord.NotFound):
+                await interaction.delete_original_response()
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:

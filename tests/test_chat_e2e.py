@@ -305,13 +305,16 @@ async def test_ask_checks_the_image_by_its_content_before_any_request(
     )
 
     def said() -> str:
-        original = interaction.original
-        return original.versions[-1].content if original and original.versions else ""
+        shown = [m for m in interaction.messages if not m.deleted and m.versions]
+        return shown[-1].versions[-1].content if shown else ""
 
     await harness.discord.wait_for(lambda: said().startswith("⚠️"), timeout=10)
     assert expected in said()
     assert said().startswith("⚠️")
     assert harness.api.requests_to("/chat/completions") == []
+    # Everyone saw the bot thinking; only the person sees why it stopped.
+    assert interaction.original is not None and interaction.original.deleted
+    assert [m.ephemeral for m in interaction.messages if not m.deleted] == [True]
 
 
 @pytest.mark.parametrize("declared", ["image/png", "application/pdf", None])
