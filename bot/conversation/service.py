@@ -482,7 +482,7 @@ class ChatService:
     async def recover(self, owns: Callable[[int | None], bool]) -> list[Interrupted]:
         """At start: answers a crash left in progress in the servers this process `owns` are
         marked interrupted; returns where their last messages are, to show it there too.
-        (Other processes' answers may still be run.)"""
+        (Other processes' answers may still be running.)"""
         turns = await self._conversations.interrupt_unfinished(owns)
         if turns:
             log.info("Marked %d answers left unfinished as interrupted", len(turns))

@@ -132,8 +132,8 @@ class Hang:
 @dataclass
 class Trickle:
     """After `after_chunks` content chunks, send bytes that carry no text every `every` seconds
-    for `seconds`, then go on: `comment` (`: ping`), `whitespace` (blank lines), or `empty`
-    (deltas with empty content, as role-only chunks are)."""
+    for `seconds`, then go on: `comment` (`: ping`), `whitespace` (blank lines), `empty`
+    (deltas with empty content, as role-only chunks are) or `space` (deltas of one space)."""
 
     seconds: float
     after_chunks: int = 0
@@ -831,8 +831,8 @@ class _SseWriter:
             loop = asyncio.get_running_loop()
             until = loop.time() + fault.seconds
             while loop.time() < until:
-                if fault.kind == "empty":
-                    await self.event(make(""))
+                if fault.kind in ("empty", "space"):
+                    await self.event(make("" if fault.kind == "empty" else " "))
                 else:
                     await self._resp.write(b": ping\n\n" if fault.kind == "comment" else b"\n\n")
                 await asyncio.sleep(fault.every)
