@@ -6,7 +6,6 @@ import asyncio
 import base64
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -100,6 +99,13 @@ async def stream_text(client: ApiClient, **kwargs: Any) -> tuple[list[str], Any]
     async with client.stream_chat(MESSAGES, model="gpt-4o-mini", **kwargs) as stream:
         deltas = [delta async for delta in stream]
     return deltas, stream
+
+
+async def read_into(deltas: list[str], client: ApiClient) -> None:
+    """Read a stream to its end, keeping the deltas that came before any failure."""
+    async with client.stream_chat(MESSAGES, model="m") as stream:
+        async for delta in stream:
+            deltas.append(delta)
 
 
 async def wait_disconnected(rec: RecordedRequest) -> None:
@@ -256,12 +262,8 @@ async def test_idle_gap_mid_stream_is_a_timeout(
     client = make_client(api, session, timeouts=Timeouts(stream_idle=0.2))
     api.script(Hang(seconds=30, after_chunks=2))
     deltas: list[str] = []
-    started = time.monotonic()
     with pytest.raises(ApiTimeout):
-        async with client.stream_chat(MESSAGES, model="m") as stream:
-            async for delta in stream:
-                deltas.append(delta)
-    assert time.monotonic() - started < WAIT
+        await asyncio.wait_for(read_into(deltas, client), WAIT)
     assert deltas == ["Echo", ": he"]
     assert len(api.requests) == 1
     await wait_disconnected(api.requests[0])  # the client hung up on the stalled stream
@@ -294,9 +296,7 @@ async def test_leaving_the_stream_early_closes_upstream(api: FakeApi, client: Ap
     async with client.stream_chat(MESSAGES, model="m") as stream:
         async for _ in stream:
             break
-    closed_at = time.monotonic()
-    await wait_disconnected(api.requests[0])
-    assert time.monotonic() - closed_at < 1.0
+    await wait_disconnected(api.requests[0])  # and so before the reply was complete
     assert len(api.requests[0].chunk_times) < 100
 
 
@@ -824,12 +824,8 @@ async def test_bytes_without_text_do_not_keep_a_stream_alive(
     client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3))
     api.script(Trickle(seconds=30, after_chunks=2, every=0.02, kind=kind))
     deltas: list[str] = []
-    started = time.monotonic()
     with pytest.raises(ApiTimeout, match="no new text"):
-        async with client.stream_chat(MESSAGES, model="m") as stream:
-            async for delta in stream:
-                deltas.append(delta)
-    assert time.monotonic() - started < WAIT
+        await asyncio.wait_for(read_into(deltas, client), WAIT)
     assert "".join(deltas).rstrip(" ") == "Echo: he"  # spaces are shown, but are no text
     await wait_disconnected(api.requests[0])
 

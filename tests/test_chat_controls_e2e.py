@@ -124,10 +124,18 @@ async def test_deleting_the_answer_stops_its_upstream_request(harness: Harness) 
     question = await harness.mention("Tell me a long story")
     answer = await streaming_answer(harness, question)
     request = harness.api.requests_to("/chat/completions")[-1]
-    await harness.discord.delete_message(harness.general, answer.id, by=harness.moderator)
+    deleted = await harness.discord.delete_message(harness.general, answer.id, by=harness.moderator)
     await asyncio.wait_for(request.disconnected.wait(), 5)
-    # The bot goes on serving.
-    await harness.answer_to(await harness.mention("Still there?"))
+    assert not request.completed
+    # The next question of this conversation waits for the deleted answer to be settled.
+    later = await harness.answer_to(await harness.mention("Still there?"))
+    assert later.content == "Echo: alice: Still there?"
+    # Nothing more was written for the deleted answer: no message took its place, and no
+    # write to it got through after it was deleted.
+    assert harness.bot_messages() == [later]
+    assert deleted.deleted_mono is not None
+    after = [r for r in harness.discord.requests if r.mono > deleted.deleted_mono]
+    assert [r.status for r in after if str(answer.id) in r.path] in ([], [404])
 
 
 async def test_questions_in_one_conversation_are_answered_in_order(harness: Harness) -> None:
@@ -194,15 +202,18 @@ async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) ->
         dm = harness.discord.dm_channel(harness.alice)
         await harness.start_bot()
         await harness.discord.post_message(dm, harness.alice, "hello in private")
+        # Events arrive in order: once a later question is answered, the message is settled.
         probe = await harness.mention("probe")
         await harness.answer_to(probe)
         assert harness.bot_messages(dm) == []
+        assert harness.sent_history(0)[1:] == ["alice: probe"]
+        assert len(harness.api.requests_to("/chat/completions")) == 1
 
         await harness.stop_bot()
         await harness.start_bot(allow_direct_messages=True)
         question = await harness.discord.post_message(dm, harness.alice, "hello again")
         answer = await harness.answer_to(question)
-        assert answer.versions[-1].content
+        assert answer.versions[-1].content == "Echo: alice: hello again"
         assert harness.sent_history()[1:] == ["alice: hello again"]
 
 
@@ -222,7 +233,14 @@ async def test_slash_commands_are_offered_in_direct_messages_only_when_allowed(
         await harness.start_bot(allow_direct_messages=True)
         assert all(c["contexts"] == [0, 1] for c in harness.discord.registered_commands())
         interaction = await harness.discord.invoke_command("ask", {"prompt": "hi"}, channel=dm)
-        await harness.discord.wait_for(lambda: interaction.acknowledged, timeout=5)
+        await harness.discord.wait_for(
+            lambda: (
+                interaction.original is not None
+                and interaction.original.latest.content == "Echo: alice: hi"
+            ),
+            timeout=10,
+        )
+        assert interaction.original is not None and interaction.original.channel_id == dm.id
 
 
 async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(harness: Harness) -> None:
@@ -299,13 +317,14 @@ async def test_a_channel_where_the_bot_cannot_write_is_explained_in_the_log(
     config = FakeDiscordConfig(bot_permissions=reading_only, everyone_permissions=reading_only)
     async with running_harness(sqlite_url(tmp_path), config=config) as harness:
         await harness.start_bot()
-        question = await harness.mention("hello?")
+        await harness.mention("hello?")
         await harness.discord.wait_for(
             lambda: "missing the permission(s) Send Messages" in caplog.text, timeout=5
         )
+        assert f"Mentioned in #general ({harness.general.id})" in caplog.text
+        assert "hello?" not in caplog.text  # the question is no business of the log
         assert harness.api.requests_to("/chat/completions") == []
         assert harness.bot_messages() == []
-        assert question.id
 
 
 async def test_answers_that_outlive_the_interaction_token(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ async def test_processes_starting_at_once_do_not_race(database_url: str, tmp_pat
 
 async def test_sqlite_runs_with_wal_and_foreign_keys(engine: AsyncEngine) -> None:
     if engine.dialect.name != "sqlite":
-        return
+        pytest.skip("SQLite's own settings")
     async with engine.connect() as connection:
         assert (await connection.scalar(text("PRAGMA journal_mode"))) == "wal"
         assert (await connection.scalar(text("PRAGMA foreign_keys"))) == 1

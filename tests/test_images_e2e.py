@@ -171,13 +171,23 @@ async def test_size_choices_follow_the_model(harness: Harness) -> None:
 async def test_progress_shows_the_time_waited(harness: Harness) -> None:
     harness.api.script(Hang(1.0))
     interaction = await harness.discord.invoke_command("image", {"prompt": "slow"})
+    await harness.discord.wait_for(
+        lambda: interaction.original is not None and interaction.original.content.endswith(" s"),
+        timeout=5,
+    )
+    # From now on each write takes longer than a tick: a tick still running would land
+    # after the result.
+    harness.discord.config.latency = 0.25
     message = await delivered(harness, interaction)
     contents = [version.content for version in message.versions]
     assert contents[0].startswith("🎨 Making an image with gpt-image-1")
     assert any(content.endswith(" s") for content in contents[1:-1])
-    # No tick lands after the result: the caption stays.
+    # No tick lands after the result: from the images on, the caption stays, up to the
+    # Regenerate button, the job's last write.
     await again_button(harness, message)
-    assert message.versions[-1].content.startswith("**alice**: slow")
+    with_images = [v.content for v in message.versions if v.attachments]
+    assert with_images == [v.content for v in message.versions[-len(with_images) :]]
+    assert all(content.startswith("**alice**: slow") for content in with_images)
 
 
 @pytest.mark.parametrize(
@@ -313,7 +323,7 @@ async def test_an_image_that_outlives_the_token_arrives_all_the_same(tmp_path: P
         interaction = await harness.discord.invoke_command("image", {"prompt": "patience"})
         message = await delivered(harness, interaction)
         assert attached(message) == [tiny_png(0)]
-        assert await again_button(harness, message)
+        await again_button(harness, message)  # shown once the images are remembered
         assert interaction.errors == []  # nothing was sent with the dead token
 
 
@@ -326,7 +336,7 @@ async def test_an_image_whose_token_is_refused_early_arrives_all_the_same(
     interaction.token_lifetime = 0  # Discord refuses the token from now on (401, 50027)
     message = await delivered(harness, interaction)
     assert attached(message) == [tiny_png(0)]
-    assert await again_button(harness, message)
+    await again_button(harness, message)  # shown once the images are remembered
 
 
 async def test_images_are_remembered_in_the_conversation_and_the_usage(harness: Harness) -> None:

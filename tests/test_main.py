@@ -190,7 +190,7 @@ async def test_an_answer_left_half_written_by_a_crash_is_marked_at_the_next_star
         crashing.kill()  # no goodbye: the answer stays half written
         await crashing.wait()
     assert answer.versions[-1].content.endswith("▌")
-    assert question.id
+    assert (answer.reference or {}).get("message_id") == str(question.id)
 
     restarted = await start()
     try:
