@@ -6,8 +6,8 @@ The picture (smooth colour fields under a few hundred drawn rings: photo-like de
 fits MAX_IMAGE_BYTES as a PNG) is made in a child process. Each measurement runs in a fresh
 child process that does what /edit does, with the real code: the attachment read as bytes,
 checked under the pixel budget, converted for dall-e-2 and sent by the API client to the fake
-API, the usage recorded in a SQLite file, the result fitted for upload. Memory is the peak
-resident set (VmHWM, reset once idle) over the resident set when idle, in MB.
+API, the usage recorded in a SQLite file, the result fitted for upload and remembered. Memory is
+the peak resident set (VmHWM, reset once idle) over the resident set when idle, in MB.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.db.repository import ImageRef
+    from bot.images.delivery import Delivery, Repeat
 
 SIDE = 8000
 TARGETS_MB = {1: 250.0, 4: 400.0}
@@ -74,22 +78,56 @@ class _File:
         return await asyncio.to_thread(self.path.read_bytes)
 
 
+class _Sink:
+    """Where /edit shows its result, short of Discord: the images fitted for upload."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None
+
+    async def start(self, text: str) -> None:
+        pass
+
+    async def attachments_of(self, message_id: int) -> None:
+        return None
+
+    async def deliver(self, delivery: Delivery) -> list[ImageRef]:
+        from bot.db.repository import ImageRef
+
+        files = await delivery.files(10 * MB)
+        return [ImageRef(1, 1, number, file.filename) for number, file in enumerate(files)]
+
+    async def fail(self, sentence: str) -> None:
+        self.failure = sentence
+
+    async def offer_again(self, repeat: Repeat) -> None:
+        pass
+
+
 async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
     import aiohttp
 
+    from bot.admission import Admission, Request, RequestKind, Rules
     from bot.ai import ApiClient, Timeouts
     from bot.config import Settings
     from bot.db import migrate
     from bot.db.engine import create_engine, create_sessionmaker
     from bot.db.models import ConversationKind
     from bot.db.repository import ConversationStore, UsageStore
-    from bot.images.files import fit_for_upload, pixel_count
     from bot.images.service import ImageOptions, ImageService
     from bot.images.work import ImageWork
     from bot.places import Place
     from tests.fakes.api import FakeApi
 
     defaults = Settings(discord_token="-", acedatacloud_api_token="-", _env_file=None)
+    rules = Rules(
+        chat_model=defaults.chat_model,
+        chat_models=defaults.chat_models,
+        vision_models=defaults.vision_models,
+        image_model="dall-e-2",
+        image_models=["dall-e-2"],
+        max_prompt_chars=defaults.max_prompt_chars,
+        allow_direct_messages=defaults.allow_direct_messages,
+    )
     engine = create_engine(f"sqlite+aiosqlite:///{folder / 'bench.db'}")
     await migrate.upgrade(engine)
     sessions = create_sessionmaker(engine)
@@ -102,22 +140,20 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
         )
         service = ImageService(
             client,
+            Admission(rules),
             ConversationStore(sessions),
             UsageStore(sessions),
-            ImageOptions("dall-e-2", ["dall-e-2"], defaults.max_image_bytes),
+            ImageOptions(defaults.max_image_bytes),
             work,
         )
-        place = Place(1, 1, ConversationKind.CHANNEL)
 
         async def edit(person: int) -> None:
-            request = service.request("make it autumn", model="dall-e-2", editing=True)
-            image = await work.read(_File(picture))
-            made = await service.edit(request, image, None, user_id=person, place=place)
-            for result in made:
-                pixels = await asyncio.to_thread(pixel_count, result.data)
-                await work.run(
-                    pixels, fit_for_upload, result.data, limit=10 * MB, max_pixels=work.max_pixels
-                )
+            place = Place(person, 1, ConversationKind.CHANNEL)
+            asked = Request(RequestKind.EDIT, place, person, model="dall-e-2")
+            request = await service.admit(asked, "make it autumn")
+            sink = _Sink()
+            await service.make(request, sink, author_name=f"person{person}", image=_File(picture))
+            assert sink.failure is None, sink.failure
 
         idle = _memory()
         _forget_peak()

@@ -156,11 +156,10 @@ class Bot(commands.AutoShardedBot):
         )
         images = ImageService(
             api,
+            admission,
             conversations,
             usage,
             ImageOptions(
-                default_model=settings.image_model,
-                models=settings.image_models,
                 max_image_bytes=settings.max_image_bytes,
                 task_poll_every=(
                     settings.image_task_poll_seconds if settings.image_async_tasks else None

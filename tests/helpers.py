@@ -1,25 +1,29 @@
-"""Built once for every service test: an in-memory delivery port, a scripted stream, and the
-chat service wired to them and to a real SQLite database."""
+"""Built once for every service test: in-memory delivery ports, a scripted API, and the chat
+and image services wired to them and to a real database."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
 from bot.admission import Admission, Request, RequestKind, Rules
-from bot.ai import Message, Usage
+from bot.ai import GeneratedImage, ImageResult, Message, Usage
 from bot.conversation.context import Question
 from bot.conversation.service import Ask, ChatOptions, ChatService
 from bot.db.models import ConversationKind
-from bot.db.repository import ConversationStore, UsageStore
+from bot.db.repository import ConversationStore, ImageRef, UsageStore
 from bot.delivery.pacing import Window, WriteScheduler
 from bot.delivery.reply import MessageGone, Replies, Shown
+from bot.images.delivery import Delivery, Repeat, UploadFile
+from bot.images.service import ImageOptions, ImageService
+from bot.images.work import Attachment, ImageWork
 from bot.places import Place
 
 RULES = Rules(
@@ -207,3 +211,143 @@ async def chat_rig(
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+class MemoryImageSink:
+    """An ImageSink that keeps what it was shown; `ended` is set once the job showed its images
+    or its sentence."""
+
+    def __init__(self, messages: Mapping[int, Mapping[int, Attachment]] | None = None) -> None:
+        self.messages = messages or {}  # earlier messages here: their files by id, by message id
+        self.progress: str | None = None
+        self.caption: str | None = None
+        self.files: list[UploadFile] = []
+        self.failure: str | None = None
+        self.repeat: Repeat | None = None
+        self.started = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    async def start(self, text: str) -> None:
+        self.progress = text
+        self.started.set()
+
+    async def attachments_of(self, message_id: int) -> Mapping[int, Attachment] | None:
+        return self.messages.get(message_id)
+
+    async def deliver(self, delivery: Delivery) -> list[ImageRef]:
+        self.caption = delivery.caption
+        self.files = await delivery.files(8 * 1024 * 1024)
+        message_id = next(_message_ids)
+        self.ended.set()
+        return [
+            ImageRef(10, message_id, number, file.filename, "image/png")
+            for number, file in enumerate(self.files, start=1)
+        ]
+
+    async def fail(self, sentence: str) -> None:
+        self.failure = sentence
+        self.ended.set()
+
+    async def offer_again(self, repeat: Repeat) -> None:
+        self.repeat = repeat
+
+
+@dataclass
+class ImageCall:
+    """One request for images, waiting for the test to `answer` or `fail` it."""
+
+    prompt: str
+    model: str
+    n: int
+    result: asyncio.Future[ImageResult]
+
+    def answer(self, *images: bytes, revised_prompt: str | None = None) -> None:
+        made = [
+            GeneratedImage(base64.b64encode(data).decode(), None, revised_prompt) for data in images
+        ]
+        self.result.set_result(ImageResult(made, None))
+
+    def fail(self, error: BaseException) -> None:
+        self.result.set_exception(error)
+
+
+class ScriptedImageApi:
+    """Stands in for the API client's image calls: each one waits for the test."""
+
+    def __init__(self) -> None:
+        self.calls: list[ImageCall] = []
+        self._called = asyncio.Condition()
+
+    async def generate_images(
+        self, prompt: str, *, model: str, n: int = 1, **_options: Any
+    ) -> ImageResult:
+        return await self._call(prompt, model, n)
+
+    async def edit_images(
+        self, prompt: str, images: Sequence[Any], *, model: str, n: int = 1, **_options: Any
+    ) -> ImageResult:
+        return await self._call(prompt, model, n)
+
+    async def fetch_image_bytes(self, image: GeneratedImage, *, max_bytes: int) -> bytes:
+        assert image.b64_json is not None
+        return base64.b64decode(image.b64_json)
+
+    async def _call(self, prompt: str, model: str, n: int) -> ImageResult:
+        call = ImageCall(prompt, model, n, asyncio.get_running_loop().create_future())
+        self.calls.append(call)
+        async with self._called:
+            self._called.notify_all()
+        return await call.result
+
+    async def call(self, number: int) -> ImageCall:
+        """The `number`th request made (1 for the first), once it is."""
+        async with asyncio.timeout(WAIT), self._called:
+            await self._called.wait_for(lambda: len(self.calls) >= number)
+        return self.calls[number - 1]
+
+
+@dataclass
+class ImageRig:
+    service: ImageService
+    api: ScriptedImageApi
+    conversations: ConversationStore
+    usage: UsageStore
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def make(
+        self,
+        prompt: str,
+        sink: MemoryImageSink,
+        *,
+        author_id: int = 1,
+        channel_id: int = 10,
+        kind: RequestKind = RequestKind.IMAGE,
+        count: int = 1,
+    ) -> asyncio.Task[None]:
+        """Start the job of person `author_id` in channel `channel_id`: admitted, then made."""
+        place = Place(channel_id, 1, ConversationKind.CHANNEL)
+
+        async def making() -> None:
+            request = await self.service.admit(Request(kind, place, author_id), prompt, count=count)
+            await self.service.make(request, sink, author_name=f"person{author_id}")
+
+        task = asyncio.create_task(making())
+        self.tasks.add(task)
+        return task
+
+
+@contextlib.asynccontextmanager
+async def image_rig(conversations: ConversationStore, usage: UsageStore) -> AsyncIterator[ImageRig]:
+    """The image service with a scripted API; its jobs cancelled after."""
+    api = ScriptedImageApi()
+    work = ImageWork(max_bytes=1024 * 1024, max_pixels=4096 * 4096, budget_pixels=4096 * 4096)
+    service = ImageService(
+        api, Admission(RULES), conversations, usage, ImageOptions(max_image_bytes=1024**2), work
+    )
+    rig = ImageRig(service, api, conversations, usage)
+    try:
+        yield rig
+    finally:
+        for task in rig.tasks:
+            task.cancel()
+        await asyncio.gather(*rig.tasks, return_exceptions=True)

@@ -1,4 +1,5 @@
-"""Generating and editing images, one job per person, remembered in the conversation."""
+"""Generating and editing images: the whole job, from admission to the images remembered in the
+conversation, shown through an ImageSink."""
 
 from __future__ import annotations
 
@@ -6,33 +7,66 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
 from weakref import WeakValueDictionary
 
-from bot.ai import ApiClient, GeneratedImage, ImageFile, ImageResult
+from bot.admission import Admission, Admitted, Request, RequestKind
+from bot.ai import GeneratedImage, ImageFile, ImageResult
 from bot.conversation.context import question_text
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
-from bot.errors import UserError
-from bot.images.files import CheckedImage, prepare_for_model
+from bot.errors import UserError, sentence_for
+from bot.images.delivery import Delivery, ImageSink, MadeImage, Repeat
+from bot.images.files import prepare_for_model
 from bot.images.models import ImageModel, image_model
-from bot.images.work import ImageWork
+from bot.images.work import Attachment, ImageWork
 from bot.places import Place
 
 log = logging.getLogger(__name__)
 
 # Image jobs one person may have running or waiting.
 _JOBS_PER_PERSON = 2
+RESTARTED = "The bot restarted before this was done; please ask again."
 T = TypeVar("T")
+
+
+class ImageApi(Protocol):
+    """What making images needs of the API client."""
+
+    async def generate_images(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        n: int = 1,
+        size: str | None = None,
+        quality: str | None = None,
+        response_format: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        background: bool = False,
+        poll_every: float = 3.0,
+    ) -> ImageResult: ...
+
+    async def edit_images(
+        self,
+        prompt: str,
+        images: Sequence[ImageFile],
+        *,
+        model: str,
+        mask: ImageFile | None = None,
+        n: int = 1,
+        size: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ImageResult: ...
+
+    async def fetch_image_bytes(self, image: GeneratedImage, *, max_bytes: int) -> bytes: ...
 
 
 @dataclass(frozen=True)
 class ImageOptions:
-    default_model: str
-    models: Sequence[str]
     max_image_bytes: int
     # Generations as tasks polled this often (None: one request held open until done).
     task_poll_every: float | None = None
@@ -40,74 +74,78 @@ class ImageOptions:
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What a person asked for, checked against what the model takes."""
+    """An admitted request, checked against what its model takes; only `admit` makes one."""
 
+    admitted: Admitted
     prompt: str
     model: ImageModel
     size: str | None
     quality: str | None
     count: int
 
+    @property
+    def kind(self) -> RequestKind:
+        return self.admitted.request.kind
 
-@dataclass(frozen=True)
-class MadeImage:
-    data: bytes
-    revised_prompt: str | None
+    @property
+    def author_id(self) -> int:
+        return self.admitted.request.author_id
 
+    @property
+    def place(self) -> Place:
+        return self.admitted.request.place
 
-@dataclass(frozen=True)
-class ShownImage:
-    """Where an image was attached on Discord."""
-
-    channel_id: int
-    message_id: int
-    attachment_id: int
-    filename: str
-    content_type: str | None
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """How the images of a message were made, to make them again."""
-
-    prompt: str
-    model: str | None
-    author_id: int | None
+    @property
+    def repeat(self) -> Repeat:
+        return Repeat(self.count, self.size, self.quality)
 
 
 class ImageService:
     def __init__(
         self,
-        api: ApiClient,
+        api: ImageApi,
+        admission: Admission,
         conversations: ConversationStore,
         usage: UsageStore,
         options: ImageOptions,
         work: ImageWork,
     ) -> None:
         self._api = api
+        self._admission = admission
         self._conversations = conversations
         self._usage = usage
         self.options = options
+        self.work = work
         self._jobs: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._queued: Counter[int] = Counter()
-        self.work = work
+        # The jobs running now, ended with a sentence when the bot stops.
+        self._running: set[asyncio.Task[Any]] = set()
 
-    def request(
+    @property
+    def models(self) -> Sequence[str]:
+        return self._admission.rules.image_models
+
+    @property
+    def default_model(self) -> str:
+        return self._admission.rules.image_model
+
+    # Admitting.
+
+    async def admit(
         self,
+        request: Request,
         prompt: str,
         *,
-        model: str | None,
         size: str | None = None,
         quality: str | None = None,
         count: int = 1,
-        editing: bool = False,
     ) -> ImageRequest:
-        """Check a request before anything is sent; UserError says what does not fit."""
-        name = model or self.options.default_model
-        if name not in self.options.models and name != self.options.default_model:
-            raise UserError(f"I don't know the image model {name!r}; pick one from the list.")
+        """Admit a request (see bot.admission) and check it against what its model takes,
+        before anything is sent; UserError says what does not fit."""
+        admitted = await self._admission.admit(request)
+        name = admitted.model
         spec = image_model(name)
-        if editing and not spec.edits:
+        if request.kind is RequestKind.EDIT and not spec.edits:
             raise UserError(f"{name} can't edit images; pick another model.")
         if size is not None and size not in spec.sizes:
             raise UserError(f"{name} makes images of {_listed(spec.sizes)}, not {size}.")
@@ -125,7 +163,92 @@ class ImageService:
             )
         if not 1 <= count <= 4:
             raise UserError("You can ask for 1 to 4 images at a time.")
-        return ImageRequest(prompt, spec, size, quality, count)
+        return ImageRequest(admitted, prompt, spec, size, quality, count)
+
+    async def admit_again(
+        self,
+        message_id: int | None,
+        place: Place,
+        author_id: int,
+        repeat: Repeat,
+        *,
+        moderator: bool,
+    ) -> ImageRequest:
+        """The request that made the images of message `message_id`, made again by
+        `author_id`; the prompt and model are found through the images."""
+        found = await self._conversations.image_of_message(message_id) if message_id else None
+        image, turn = found or (None, None)
+        if image is None or image.prompt is None or turn is None:
+            raise UserError("I no longer know how these images were made.")
+        # Images cost money: only the asker, or someone who can manage messages, repeats them.
+        if turn.author_id != author_id and not moderator:
+            raise UserError("Only the person who asked, or a moderator, can make these again.")
+        return await self.admit(
+            Request(RequestKind.IMAGE, place, author_id, model=turn.model),
+            image.prompt,
+            size=repeat.size,
+            quality=repeat.quality,
+            count=repeat.count,
+        )
+
+    # The job.
+
+    async def make(
+        self,
+        request: ImageRequest,
+        sink: ImageSink,
+        *,
+        author_name: str,
+        image: Attachment | None = None,
+        mask: Attachment | None = None,
+    ) -> None:
+        """Make the images `request` asks for, after the person's previous job, and show them
+        through `sink`; whatever happens, it ends with the images or a sentence. An edit
+        changes `image` (None: this conversation's newest), where `mask` lets it."""
+        spec = request.model
+        await sink.start(f"🎨 Making {_images(request.count)} with {spec.name}…")
+        job = asyncio.current_task()
+        if job is not None:
+            self._running.add(job)
+        delivered = False
+        try:
+            async with self.job_of(request.author_id):
+                if request.kind is RequestKind.EDIT:
+                    made = await self._edit(request, sink, image, mask)
+                else:
+                    made = await self._generate(request)
+                revised = next((m.revised_prompt for m in made if m.revised_prompt), None)
+                caption = _caption(author_name, request, revised)
+                shown = await sink.deliver(Delivery(caption, made, self.work))
+                delivered = True
+                await self._remember(request, author_name, revised, shown)
+                if request.kind is RequestKind.IMAGE:
+                    # The button comes once the images are remembered, so it works when it shows.
+                    await sink.offer_again(request.repeat)
+        except (Exception, asyncio.CancelledError) as exc:
+            stopping = isinstance(exc, asyncio.CancelledError)
+            if stopping:
+                sentence = RESTARTED
+            else:
+                sentence = sentence_for(exc, doing=f"Making images ({spec.name})", log=log)
+            if delivered:
+                # The images are there: they stay, whatever failed after them.
+                log.warning("After delivering images: %s", sentence)
+            else:
+                await sink.fail(sentence)
+            if stopping:
+                raise
+        finally:
+            if job is not None:
+                self._running.discard(job)
+
+    async def shutdown(self) -> None:
+        """Jobs still running end with their sentence while the person can still be told."""
+        jobs = list(self._running)
+        for job in jobs:
+            job.cancel()
+        if jobs:
+            await asyncio.wait(jobs, timeout=5)
 
     @contextlib.asynccontextmanager
     async def job_of(self, user_id: int) -> AsyncIterator[None]:
@@ -143,9 +266,7 @@ class ImageService:
             if not self._queued[user_id]:
                 del self._queued[user_id]
 
-    async def generate(
-        self, request: ImageRequest, *, user_id: int, place: Place
-    ) -> list[MadeImage]:
+    async def _generate(self, request: ImageRequest) -> list[MadeImage]:
         spec = request.model
         # Models that make one image per request are asked several times, side by side.
         batches = _batches(request.count, spec.per_request)
@@ -158,7 +279,7 @@ class ImageService:
                     size=request.size,
                     quality=request.quality,
                     response_format="b64_json" if spec.response_format else None,
-                    extra={"user": str(user_id)},
+                    extra={"user": str(request.author_id)},
                     background=self.options.task_poll_every is not None,
                     poll_every=self.options.task_poll_every or 0,
                 )
@@ -166,96 +287,92 @@ class ImageService:
             ]
         )
         images = await self._fetch(results)
-        await self._record_usage(UsageKind.IMAGE, spec.name, len(images), user_id, place)
+        await self._record_usage(UsageKind.IMAGE, request, len(images))
         return images
 
-    async def edit(
+    async def _edit(
         self,
         request: ImageRequest,
-        image: CheckedImage,
-        mask: CheckedImage | None,
-        *,
-        user_id: int,
-        place: Place,
+        sink: ImageSink,
+        image: Attachment | None,
+        mask: Attachment | None,
     ) -> list[MadeImage]:
         spec = request.model
-        image, mask = await self.work.run(
-            image.pixels + (mask.pixels if mask else 0),
+        if image is None:
+            image = await self._newest_image(request.place, sink)
+        source = await self.work.read(image)
+        checked_mask = await self.work.read_mask(mask, source) if mask is not None else None
+        prepared, prepared_mask = await self.work.run(
+            source.pixels + (checked_mask.pixels if checked_mask else 0),
             prepare_for_model,
-            image,
-            mask,
+            source,
+            checked_mask,
             square_png_max_bytes=spec.edit_square_png_bytes,
             max_bytes=self.options.max_image_bytes,
         )
         result = await self._api.edit_images(
             request.prompt,
-            [ImageFile(image.data, image.filename, image.content_type)],
+            [ImageFile(prepared.data, prepared.filename, prepared.content_type)],
             model=spec.name,
-            mask=ImageFile(mask.data, "mask.png", mask.content_type) if mask else None,
+            mask=(
+                ImageFile(prepared_mask.data, "mask.png", prepared_mask.content_type)
+                if prepared_mask
+                else None
+            ),
             n=request.count,
             size=request.size,
             extra={"response_format": "b64_json"} if spec.response_format else None,
         )
         images = await self._fetch([result])
-        await self._record_usage(UsageKind.EDIT, spec.name, len(images), user_id, place)
+        await self._record_usage(UsageKind.EDIT, request, len(images))
         return images
 
-    async def newest_image(self, channel_id: int) -> ImageRef | None:
-        """The image an edit without an attachment refines: the newest of this conversation."""
-        conversation = await self._conversations.find(channel_id)
-        if conversation is None:
-            return None
-        return await self._conversations.newest_image(conversation.id)
+    async def _newest_image(self, place: Place, sink: ImageSink) -> Attachment:
+        """The image an edit without an attachment refines: the newest of this conversation,
+        found again through its message, since attachment URLs expire."""
+        conversation = await self._conversations.find(place.channel_id)
+        ref = (
+            await self._conversations.newest_image(conversation.id)
+            if conversation is not None
+            else None
+        )
+        if ref is None:
+            raise UserError("There is no image in this conversation yet: attach one to edit.")
+        attachments = await sink.attachments_of(ref.message_id)
+        if attachments is None:
+            raise UserError("The newest image here was deleted: attach one to edit.")
+        found = attachments.get(ref.attachment_id)
+        if found is None:
+            raise UserError("The newest image here is gone: attach one to edit.")
+        return found
 
-    async def source_of(self, message_id: int) -> ImageSource | None:
-        """How the images a message shows were made, if the bot made them."""
-        found = await self._conversations.image_of_message(message_id)
-        if found is None or found[0].prompt is None:
-            return None
-        image, turn = found
-        return ImageSource(image.prompt or "", turn.model, turn.author_id)
-
-    async def remember(
+    async def _remember(
         self,
-        place: Place,
-        *,
-        author_id: int,
-        author_name: str,
-        asked: str,
         request: ImageRequest,
-        made: Sequence[MadeImage],
-        shown: Sequence[ShownImage],
+        author_name: str,
+        revised: str | None,
+        shown: Sequence[ImageRef],
     ) -> None:
         """Record the request and its images, so chat knows of them and /edit can refine them."""
+        place = request.place
         conversation = await self._conversations.open(
             place.channel_id, guild_id=place.guild_id, kind=place.kind
         )
-        question = question_text(author_name, asked)
+        question = question_text(author_name, f"/{request.kind.value} {request.prompt}")
         await self._conversations.append_turn(
             conversation.id,
             NewTurn(
                 role="user",
                 content=question,
                 token_estimate=estimate_tokens(question),
-                author_id=author_id,
+                author_id=request.author_id,
                 author_name=author_name,
             ),
         )
-        revised = next((image.revised_prompt for image in made if image.revised_prompt), None)
         answer = (
             f"[{len(shown)} image(s) made with {request.model.name}: {revised or request.prompt}]"
         )
-        refs = [
-            ImageRef(
-                image.channel_id,
-                image.message_id,
-                image.attachment_id,
-                image.filename,
-                image.content_type,
-                prompt=request.prompt,
-            )
-            for image in shown
-        ]
+        refs = [replace(ref, prompt=request.prompt) for ref in shown]
         await self._conversations.append_turn(
             conversation.id,
             NewTurn(
@@ -263,7 +380,7 @@ class ImageService:
                 content=answer,
                 token_estimate=estimate_tokens(answer),
                 # The asker, so that only they (or a moderator) may make them again.
-                author_id=author_id,
+                author_id=request.author_id,
                 message_ids=sorted({ref.message_id for ref in refs}),
                 images=refs,
                 model=request.model.name,
@@ -284,15 +401,13 @@ class ImageService:
             MadeImage(data, image.revised_prompt) for data, image in zip(datas, made, strict=True)
         ]
 
-    async def _record_usage(
-        self, kind: UsageKind, model: str, images: int, user_id: int, place: Place
-    ) -> None:
+    async def _record_usage(self, kind: UsageKind, request: ImageRequest, images: int) -> None:
         await self._usage.record(
-            user_id=user_id,
-            guild_id=place.guild_id,
-            channel_id=place.channel_id,
+            user_id=request.author_id,
+            guild_id=request.place.guild_id,
+            channel_id=request.place.channel_id,
             kind=kind,
-            model=model,
+            model=request.model.name,
             images=images,
         )
 
@@ -317,3 +432,17 @@ def _batches(count: int, per_request: int) -> list[int]:
 
 def _listed(values: Sequence[str]) -> str:
     return ", ".join(values[:-1]) + f" or {values[-1]}" if len(values) > 1 else values[0]
+
+
+def _images(count: int) -> str:
+    return "an image" if count == 1 else f"{count} images"
+
+
+def _caption(author_name: str, request: ImageRequest, revised: str | None) -> str:
+    details = " · ".join(
+        part for part in (request.model.name, request.size, request.quality) if part
+    )
+    caption = f"**{author_name}**: {request.prompt[:1500]}\n-# {details}"
+    if revised and revised != request.prompt:
+        caption += f"\n-# Revised prompt: {revised[:300]}"
+    return caption[:2000]
