@@ -292,9 +292,15 @@ class ChatCog(commands.Cog):
         me = self.bot.user
         assert me is not None
         text = _without_mention(message, me)
-        # Every attachment is shown to the model, so each must be a picture, whatever its
-        # declared type says: the check looks at what it holds.
+        # Every attachment is shown to the model, so each must be a picture: one not even
+        # declared as one is refused at once, the others by what they hold, once admitted.
         images = list(message.attachments)
+        for attachment in images:
+            if not (attachment.content_type or "").startswith("image/"):
+                raise UserError(
+                    f"{attachment.filename} is not an image: I can only look at PNG, JPEG or "
+                    "WebP images."
+                )
         if not text and not images:
             raise UserError("Ask me something after the mention.")
         place = place_of(message.channel, message.guild.id if message.guild else None)

@@ -318,13 +318,18 @@ def _attachments(file: AttachedFile | None) -> dict[str, Any]:
 
 
 async def tell_privately(interaction: discord.Interaction[Any], text: str) -> None:
-    """One sentence only the person who acted sees, also after everyone saw the bot thinking."""
+    """One sentence only the person who acted sees, also after everyone saw the bot thinking.
+
+    A deferred response is deleted first, so call this only before anything was shown in it:
+    an answer streamed into it handles its own failures (ChatService.ask finishes it)."""
+    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        # The first followup would take the "thinking" message's place, in public: that message
+        # goes first (a private one too: the sentence comes all the same).
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException as exc:
+            log.info("Could not remove the thinking message: %s", exc)
     try:
-        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
-            # The first followup would take the "thinking" message's place, in public: that
-            # message goes first (a private one, too: the sentence comes all the same).
-            with contextlib.suppress(discord.NotFound):
-                await interaction.delete_original_response()
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:

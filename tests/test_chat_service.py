@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.admission import Request, RequestKind
 from bot.conversation.runs import INTERRUPTED, StopResult
 from bot.conversation.service import WAITING, Ask
-from bot.db.models import TurnStatus
+from bot.db.models import ConversationKind, TurnStatus
 from bot.db.repository import ConversationStore, NewTurn, StoredTurn, UsageStore
 from bot.delivery.reply import Shown
+from bot.errors import UserError
+from bot.places import Place
 from tests.helpers import WAIT, ChatRig, MemorySink, chat_rig
 
 pytestmark = pytest.mark.timeout(10)
@@ -119,7 +122,9 @@ async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(rig: ChatRi
     assert [content for _, content, _ in await history(rig)] == ["person1: first", "One."]
 
 
-async def test_stop_as_its_turn_comes_stores_nothing(rig: ChatRig, store: GatedStore) -> None:
+async def test_stop_while_its_question_is_being_stored_stores_nothing(
+    rig: ChatRig, store: GatedStore
+) -> None:
     first, second = MemorySink(), MemorySink()
     rig.ask("first", first, author_id=1)
     stream = await rig.api.stream(1)
@@ -135,7 +140,7 @@ async def test_stop_as_its_turn_comes_stores_nothing(rig: ChatRig, store: GatedS
     await asyncio.wait_for(asyncio.shield(waiting), WAIT)
     assert second.latest().content == "Stopped by person2."
     assert [content for _, content, _ in await history(rig)] == ["person1: first", "One."]
-    assert all(stream.closed.is_set() for stream in rig.api.streams)
+    assert len(rig.api.streams) == 1  # the stopped question was never sent
 
 
 async def test_regenerate_pressed_the_moment_it_shows_works(
@@ -197,3 +202,42 @@ async def test_shutdown_ends_answers_with_a_notice_and_marks_them(rig: ChatRig) 
     assert stream.closed.is_set()
     assert sink.latest().content == f"It began\n\n-# {INTERRUPTED}"
     assert (await history(rig))[-1] == ("assistant", "It began", TurnStatus.INTERRUPTED)
+
+
+async def test_a_person_may_have_three_questions_waiting_and_no_more(rig: ChatRig) -> None:
+    sinks = [MemorySink() for _ in range(3)]
+    rig.ask("first", sinks[0])
+    stream = await rig.api.stream(1)
+    stream.send("Working on it")
+    rig.ask("second", sinks[1])
+    rig.ask("third", sinks[2])
+    for sink in sinks[1:]:
+        await sink.wait_for(lambda s: s.latest().content == WAITING)
+    busy = "You already have questions waiting for answers; wait for them or press Stop."
+    place = Place(10, 1, ConversationKind.CHANNEL)
+    with pytest.raises(UserError, match=busy):
+        await rig.service.admit(Request(RequestKind.QUESTION, place, 1, prompt_chars=5))
+    # Someone else is not held up by it.
+    assert (await rig.service.admit(Request(RequestKind.QUESTION, place, 2))).model
+
+
+async def test_regenerate_is_refused_at_admission_when_the_person_is_busy(
+    rig: ChatRig, store: GatedStore
+) -> None:
+    """Refused before anything is changed (the old answer keeps its button)."""
+    done = MemorySink()
+    answering = rig.ask("hi", done)
+    first = await rig.api.stream(1)
+    first.send("Hello.")
+    first.end()
+    await asyncio.wait_for(asyncio.shield(answering), WAIT)
+    turn = done.latest().controls.regenerate_turn
+    assert turn is not None
+    rig.ask("a", MemorySink(), channel_id=20)
+    await rig.api.stream(2)
+    waiting = [MemorySink(), MemorySink()]
+    for text, sink in zip("bc", waiting, strict=True):
+        rig.ask(text, sink, channel_id=20)
+        await sink.wait_for(lambda s: s.latest().content == WAITING)
+    with pytest.raises(UserError, match="You already have questions waiting"):
+        await rig.service.regeneration(turn, channel_id=10, user_id=1, can_manage=False)

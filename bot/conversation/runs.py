@@ -79,7 +79,7 @@ class Runs:
         self._conversations: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._people: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
 
-    def check(self, author_id: int) -> None:
+    def refuse_if_busy(self, author_id: int) -> None:
         """Refuse a question from someone who has too many waiting already."""
         waiting = sum(run.author_id == author_id for run in self._runs.values())
         if waiting >= _MAX_QUESTIONS_PER_PERSON:
@@ -121,7 +121,7 @@ class Runs:
         run.cancel(StopReason(StopKind.PRESSED, by))
         return StopResult.STOPPED
 
-    async def finished(self, answer_turn: int) -> None:
+    async def wait_until_stored(self, answer_turn: int) -> None:
         """Wait until the answer stored as `answer_turn` is written and stored, if it still is
         being written."""
         for run in list(self._runs.values()):

@@ -152,15 +152,16 @@ class ChatService:
     # Asking.
 
     async def admit(self, request: Request) -> Admitted:
-        """Admit a question (see bot.admission), and keep each person to a few at once."""
+        """Admit a question, a /chat thread or a Regenerate (see bot.admission), and keep each
+        person to a few at once."""
         admitted = await self._admission.admit(request)
-        self._runs.check(request.author_id)
+        self._runs.refuse_if_busy(request.author_id)
         return admitted
 
     async def ask(self, ask: Ask, sink: ReplySink) -> None:
         """Answer a question into `sink`: after the asker's previous question, and after the
         earlier questions of the same conversation. Whatever happens, the reply is finished."""
-        self._runs.check(ask.author_id)  # again: more may have come since it was admitted
+        self._runs.refuse_if_busy(ask.author_id)  # more may have come since admitted
         run = self._runs.start(ask.author_id)
         reply = self._replies.open(
             sink,
@@ -410,7 +411,7 @@ class ChatService:
         """The question to ask again so that its new answer replaces answer `turn_id`."""
         # The button shows with the answer's last write, a moment before the answer is stored
         # as finished: a quick press waits for that.
-        await self._runs.finished(turn_id)
+        await self._runs.wait_until_stored(turn_id)
         answer = await self._conversations.get_turn(turn_id)
         conversation = (
             await self._conversations.get_conversation(answer.conversation_id) if answer else None
@@ -438,7 +439,7 @@ class ChatService:
             RequestKind.REGENERATE, place, question.author_id or user_id, model=answer.model
         )
         return Ask(
-            admitted=await self._admission.admit(request),
+            admitted=await self.admit(request),
             place=place,
             author_name=question.author_name or "",
             question=Question(question.content),
