@@ -143,7 +143,7 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
             Admission(rules),
             ConversationStore(sessions),
             UsageStore(sessions),
-            ImageOptions(defaults.max_image_bytes),
+            ImageOptions(),
             work,
         )
 

@@ -160,7 +160,6 @@ class Bot(commands.AutoShardedBot):
             conversations,
             usage,
             ImageOptions(
-                max_image_bytes=settings.max_image_bytes,
                 task_poll_every=(
                     settings.image_task_poll_seconds if settings.image_async_tasks else None
                 ),

@@ -341,9 +341,7 @@ async def image_rig(conversations: ConversationStore, usage: UsageStore) -> Asyn
     """The image service with a scripted API; its jobs cancelled after."""
     api = ScriptedImageApi()
     work = ImageWork(max_bytes=1024 * 1024, max_pixels=4096 * 4096, budget_pixels=4096 * 4096)
-    service = ImageService(
-        api, Admission(RULES), conversations, usage, ImageOptions(max_image_bytes=1024**2), work
-    )
+    service = ImageService(api, Admission(RULES), conversations, usage, ImageOptions(), work)
     rig = ImageRig(service, api, conversations, usage)
     try:
         yield rig

@@ -67,7 +67,6 @@ class ImageApi(Protocol):
 
 @dataclass(frozen=True)
 class ImageOptions:
-    max_image_bytes: int
     # Generations as tasks polled this often (None: one request held open until done).
     task_poll_every: float | None = None
 
@@ -308,7 +307,7 @@ class ImageService:
             source,
             checked_mask,
             square_png_max_bytes=spec.edit_square_png_bytes,
-            max_bytes=self.options.max_image_bytes,
+            max_bytes=self.work.max_bytes,
         )
         result = await self._api.edit_images(
             request.prompt,
@@ -392,10 +391,7 @@ class ImageService:
         if not made:
             raise UserError("The model returned no image; try again, or change the prompt.")
         datas = await _all_or_none(
-            [
-                self._api.fetch_image_bytes(image, max_bytes=self.options.max_image_bytes)
-                for image in made
-            ]
+            [self._api.fetch_image_bytes(image, max_bytes=self.work.max_bytes) for image in made]
         )
         return [
             MadeImage(data, image.revised_prompt) for data, image in zip(datas, made, strict=True)
