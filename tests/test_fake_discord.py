@@ -24,6 +24,7 @@ from tests.fakes.discord import (
     FakeGuild,
     FakeUser,
     Intents,
+    InteractionRecord,
     MessageFlag,
     Perm,
     UploadFile,
@@ -575,6 +576,334 @@ async def test_button_click_reaches_persistent_view(make_env: EnvFactory) -> Non
     assert clicks == [env.bob.id]
     assert rec.response_type == 7 and rec.payload["message"]["id"] == str(sent.id)
     assert record.contents == ["answer", "regenerated"] and record.components == []
+
+
+class NameModal(discord.ui.Modal, title="Who are you?"):
+    """The older layout: each text input in an action row, with its own label."""
+
+    name: discord.ui.TextInput[NameModal] = discord.ui.TextInput(
+        label="Your name", custom_id="name", default="anon", max_length=20
+    )
+    notes: discord.ui.TextInput[NameModal] = discord.ui.TextInput(
+        label="Notes", custom_id="notes", style=discord.TextStyle.paragraph, required=False
+    )
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.send_message(f"{self.name.value}|{self.notes.value}")
+
+
+class DrawModal(discord.ui.Modal, title="Draw"):
+    """The newer layout: a label around the text input."""
+
+    prompt: discord.ui.Label[DrawModal] = discord.ui.Label(
+        text="Prompt",
+        description="What to draw",
+        component=discord.ui.TextInput(custom_id="prompt", min_length=3, max_length=50),
+    )
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        text_input = self.prompt.component
+        assert isinstance(text_input, discord.ui.TextInput)
+        await interaction.response.edit_message(content=f"drawing {text_input.value}", view=None)
+
+
+class DrawButton(discord.ui.View):
+    @discord.ui.button(label="Draw", custom_id="draw:open")
+    async def open(self, interaction: BotInteraction, button: discord.ui.Button[Any]) -> None:
+        await interaction.response.send_modal(DrawModal(custom_id="draw:modal"))
+
+
+async def test_modals_are_submitted_and_parsed_by_discord_py(make_env: EnvFactory) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def setup(bot: commands.Bot) -> None:
+        @app_commands.command(name="whoami", description="Asks your name")
+        async def whoami(interaction: BotInteraction) -> None:
+            await interaction.response.send_modal(NameModal(custom_id="who:modal"))
+
+        bot.tree.add_command(whoami)
+
+        async def hook() -> None:
+            bot.add_view(DrawButton(timeout=None))
+
+        bot.setup_hook = hook  # type: ignore[method-assign]
+
+        @bot.listen()
+        async def on_interaction(interaction: BotInteraction) -> None:
+            if interaction.type is discord.InteractionType.modal_submit:
+                assert interaction.data is not None
+                seen.append(dict(interaction.data))
+
+    env = await make_env(setup=setup)
+    fake = env.fake
+
+    # A slash command opens a modal of action rows; the prefilled name is kept.
+    who = await fake.invoke_command("whoami", user=env.alice)
+    await fake.wait_for(lambda: who.modal, what="modal opened")
+    assert who.response_type == 9 and who.modal is not None
+    assert who.modal["custom_id"] == "who:modal" and who.modal["title"] == "Who are you?"
+    with pytest.raises(ValueError, match="required"):
+        await fake.submit_modal(who, {"name": ""})
+    with pytest.raises(ValueError, match="0 to 20 characters, not 21"):
+        await fake.submit_modal(who, {"name": "x" * 21})
+    with pytest.raises(ValueError, match="no text input"):
+        await fake.submit_modal(who, {"age": "3"})
+    with pytest.raises(ValueError, match="only alice"):
+        await fake.submit_modal(who, {"notes": "hi"}, user=env.bob)
+    submit = await fake.submit_modal(who, {"notes": "likes cats"})
+    await fake.wait_for(lambda: submit.original, what="modal submit answered")
+    assert submit.original is not None and submit.original.content == "anon|likes cats"
+    assert submit.type == 5 and submit.user is env.alice and submit.channel_id == env.general.id
+    assert submit.data == {
+        "custom_id": "who:modal",
+        "components": [
+            {
+                "type": 1,
+                "id": 1,
+                "components": [{"type": 4, "id": 2, "custom_id": "name", "value": "anon"}],
+            },
+            {
+                "type": 1,
+                "id": 3,
+                "components": [{"type": 4, "id": 4, "custom_id": "notes", "value": "likes cats"}],
+            },
+        ],
+    }
+    assert seen[0] == submit.data
+    with pytest.raises(ValueError, match="already submitted"):
+        await fake.submit_modal(who, {})
+
+    # A button opens a modal with a label; submitting it updates the button's message.
+    sent = await env.channel().send("pick", view=DrawButton(timeout=1))
+    click = await fake.click_button(sent.id, "draw:open", env.bob)
+    await fake.wait_for(lambda: click.modal, what="label modal opened")
+    assert click.modal is not None
+    assert click.modal["components"][0]["type"] == 18
+    with pytest.raises(ValueError, match="3 to 50"):
+        await fake.submit_modal(click, {"prompt": "ox"})
+    drawn = await fake.submit_modal(click, {"prompt": "a red fox"})
+    await fake.wait_for(lambda: drawn.acknowledged, what="label modal answered")
+    assert drawn.response_type == 7 and drawn.payload["message"]["id"] == str(sent.id)
+    assert fake.message(sent.id).content == "drawing a red fox"
+    assert drawn.data["components"] == [
+        {
+            "type": 18,
+            "id": 1,
+            "component": {"type": 4, "id": 2, "custom_id": "prompt", "value": "a red fox"},
+        }
+    ]
+
+
+async def test_modal_submission_keeps_component_ids_and_takes_no_modal() -> None:
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        guild = fake.add_guild()
+        alice = fake.add_user("alice")
+        fake.add_member(guild, alice)
+
+        async def callback(rec: InteractionRecord, body: dict[str, Any]) -> tuple[int, Any]:
+            url = f"{fake.api_base}/interactions/{rec.id}/{rec.token}/callback"
+            async with session.post(url, json=body) as resp:
+                return resp.status, await resp.json() if resp.status != 204 else None
+
+        rec = await fake.invoke_command("anything", user=alice)
+        modal = {
+            "custom_id": "m",
+            "title": "Ids",
+            "components": [
+                {"type": 1, "components": [_text_input("a", id=2)]},
+                {"type": 18, "id": 7, "label": "B", "component": _text_input("b", label=None)},
+            ],
+        }
+        assert await callback(rec, {"type": 9, "data": modal}) == (204, None)
+        submit = await fake.submit_modal(rec, {"a": "x", "b": "y"})
+        # The bot's own ids are kept; Discord numbers the rest, skipping ids in use.
+        assert submit.data["components"] == [
+            {
+                "type": 1,
+                "id": 1,
+                "components": [{"type": 4, "id": 2, "custom_id": "a", "value": "x"}],
+            },
+            {
+                "type": 18,
+                "id": 7,
+                "component": {"type": 4, "id": 3, "custom_id": "b", "value": "y"},
+            },
+        ]
+        assert "message" not in submit.payload
+        status, body = await callback(submit, {"type": 9, "data": modal})
+        assert status == 400 and body["code"] == 50035
+        assert await callback(submit, {"type": 4, "data": {"content": "thanks"}}) == (204, None)
+        assert submit.original is not None and submit.original.content == "thanks"
+
+
+def _text_input(custom_id: str, **extra: Any) -> dict[str, Any]:
+    return {"type": 4, "custom_id": custom_id, "style": 1, "label": "Text", **extra}
+
+
+def _row(component: dict[str, Any]) -> dict[str, Any]:
+    return {"type": 1, "components": [component]}
+
+
+@pytest.mark.parametrize(
+    ("modal", "path", "code"),
+    [
+        ({"title": "T", "components": [_row(_text_input("a"))]}, "custom_id", "BASE_TYPE_REQUIRED"),
+        (
+            {"custom_id": "m", "title": "T" * 46, "components": [_row(_text_input("a"))]},
+            "title",
+            "BASE_TYPE_BAD_LENGTH",
+        ),
+        (
+            {"custom_id": "m" * 101, "title": "T", "components": [_row(_text_input("a"))]},
+            "custom_id",
+            "BASE_TYPE_BAD_LENGTH",
+        ),
+        ({"custom_id": "m", "title": "T", "components": []}, "components", "BASE_TYPE_MIN_LENGTH"),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [_row(_text_input(str(i))) for i in range(6)],
+            },
+            "components",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [
+                    {"type": 1, "components": [_text_input("a"), _text_input("b")]},
+                ],
+            },
+            "components.0.components",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            {"custom_id": "m", "title": "T", "components": [_row({"type": 2, "custom_id": "b"})]},
+            "components.0.components.0.type",
+            "UNION_TYPE_CHOICES",
+        ),
+        (
+            {"custom_id": "m", "title": "T", "components": [_row(_text_input("a", label=None))]},
+            "components.0.components.0.label",
+            "BASE_TYPE_REQUIRED",
+        ),
+        (
+            {"custom_id": "m", "title": "T", "components": [_row(_text_input("a", style=3))]},
+            "components.0.components.0.style",
+            "BASE_TYPE_CHOICES",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [_row(_text_input("a", max_length=5, value="123456"))],
+            },
+            "components.0.components.0.value",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [_row(_text_input("a", min_length=4001))],
+            },
+            "components.0.components.0.min_length",
+            "NUMBER_TYPE_MAX",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [_row(_text_input("a", max_length=0))],
+            },
+            "components.0.components.0.max_length",
+            "NUMBER_TYPE_MIN",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [_row(_text_input("a", placeholder="p" * 101))],
+            },
+            "components.0.components.0.placeholder",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [_row(_text_input("a")), _row(_text_input("a"))],
+            },
+            "components.1.components.0.custom_id",
+            "COMPONENT_CUSTOM_ID_DUPLICATED",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [{"type": 18, "label": "L", "component": _text_input("a")}],
+            },
+            "components.0.component.label",
+            "COMPONENT_INVALID_FIELD",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [
+                    {
+                        "type": 18,
+                        "label": "L" * 46,
+                        "component": _text_input("a", label=None),
+                    }
+                ],
+            },
+            "components.0.label",
+            "BASE_TYPE_BAD_LENGTH",
+        ),
+        (
+            {
+                "custom_id": "m",
+                "title": "T",
+                "components": [
+                    {
+                        "type": 18,
+                        "label": "L",
+                        "description": "d" * 101,
+                        "component": _text_input("a", label=None),
+                    }
+                ],
+            },
+            "components.0.description",
+            "BASE_TYPE_MAX_LENGTH",
+        ),
+        (
+            {"custom_id": "m", "title": "T", "components": [{"type": 18, "label": "L"}]},
+            "components.0.component",
+            "BASE_TYPE_REQUIRED",
+        ),
+    ],
+)
+async def test_modal_callback_is_checked_as_discord_does(
+    modal: dict[str, Any], path: str, code: str
+) -> None:
+    async with FakeDiscord() as fake:
+        guild = fake.add_guild()
+        alice = fake.add_user("alice")
+        fake.add_member(guild, alice)
+        rec = await fake.invoke_command("anything", user=alice)
+        async with aiohttp.ClientSession() as session:
+            url = f"{fake.api_base}/interactions/{rec.id}/{rec.token}/callback"
+            async with session.post(url, json={"type": 9, "data": modal}) as resp:
+                body = await resp.json()
+        assert resp.status == 400 and body["code"] == 50035
+        node = body["errors"]["data"]
+        for key in path.split("."):
+            node = node[key]
+        assert node["_errors"][0]["code"] == code
+        assert rec.modal is None and not rec.acknowledged
 
 
 # ---------------------------------------------------------------------------------------------

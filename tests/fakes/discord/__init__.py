@@ -12,9 +12,10 @@ A real discord.py client talks to it over real sockets::
 
 Test actions (each dispatches over the gateway): ``post_message``, ``edit_message``,
 ``delete_message``, ``add_reaction``, ``invoke_command`` ("name" or "group sub"),
-``invoke_autocomplete``, ``click_button``, ``drop_gateway``. Queries: ``messages_in``,
-``message``, ``interaction``, ``requests``/``requests_for``, ``request_counts``,
-``rate_limited_count``, ``registered_commands``, ``identify_count``/``resume_count``, ``typing``.
+``invoke_autocomplete``, ``click_button``, ``submit_modal``, ``drop_gateway``. Queries:
+``messages_in``, ``message``, ``interaction``, ``requests``/``requests_for``,
+``request_counts``, ``rate_limited_count``, ``registered_commands``,
+``identify_count``/``resume_count``, ``typing``.
 Wait without sleeping: ``await fake.wait_for(lambda: ..., timeout=5)``.
 Another process: ``python -m tests.fakes.discord --channels 50 --port N`` (see __main__).
 
@@ -33,7 +34,9 @@ module of its concern:
 - ``_threads``: threads (``add_thread``, starting and joining over REST)
 - ``_attachments``: stored files, uploads (``files[n]``) and the CDN
 - ``_commands``: application commands registered over REST
-- ``_interactions``: ``invoke_command``/``click_button``..., the callback, interaction webhooks
+- ``_interactions``: ``invoke_command``/``click_button``/``submit_modal``..., the callback,
+  interaction webhooks
+- ``_modals``: the MODAL callback's checks and the MODAL_SUBMIT data a person sends back
 - ``_ratelimit``: the rate-limit windows and the 429 replies
 - ``model``: world objects and records; ``config``: the knobs; ``control``: ``/_fake/``
   endpoints for another process; ``_util``: Discord's constants, error bodies, snowflakes

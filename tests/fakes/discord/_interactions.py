@@ -1,5 +1,6 @@
-"""Interactions and their webhooks: a test invokes a command, autocompletes or clicks a
-component; the bot answers through the callback and the interaction's webhook."""
+"""Interactions and their webhooks: a test invokes a command, autocompletes, clicks a
+component or submits a modal; the bot answers through the callback and the interaction's
+webhook."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from ._commands import _Commands
 from ._messages import SENDABLE_FLAGS, _Messages
+from ._modals import submitted_components, typed_values, validate_modal
 from ._state import ChannelRef, UserRef
 from ._util import (
     CallbackType,
@@ -345,6 +347,47 @@ class _Interactions(_Commands, _Messages):
         await self._flush()
         return interaction
 
+    async def submit_modal(
+        self,
+        interaction: InteractionRecord,
+        values: Mapping[str, str],
+        *,
+        user: UserRef | None = None,
+    ) -> InteractionRecord:
+        """The person fills in and submits the modal the bot opened in answer to
+        ``interaction``: INTERACTION_CREATE type 5 (MODAL_SUBMIT) from the same user and
+        channel (with the message, when the modal came from a component). ``values`` maps
+        text inputs' custom ids to the text typed; inputs left out keep their prefilled
+        ``value`` (or ""). Raises ValueError for what Discord's client would not send: no
+        modal open, a second submission, another user, a required input left empty, a text
+        outside min/max length."""
+        modal = interaction.modal
+        if modal is None:
+            raise ValueError(f"interaction {interaction.id} opened no modal")
+        if interaction.modal_submission is not None:
+            raise ValueError(f"the modal of interaction {interaction.id} was already submitted")
+        u = interaction.user if user is None else self._user(user)
+        if u is not interaction.user:
+            raise ValueError(f"only {interaction.user.name} sees the modal, not {u.name}")
+        ch = self._channel(interaction.channel_id)
+        typed = typed_values(modal, values)
+        data = {
+            "custom_id": modal["custom_id"],
+            "components": submitted_components(modal, typed),
+        }
+        message = self.messages.get(interaction.message_id or 0)
+        rec = self._interaction(
+            InteractionType.MODAL_SUBMIT,
+            ch,
+            u,
+            data,
+            custom_id=str(modal["custom_id"]),
+            message=None if message is None or message.deleted else message,
+        )
+        interaction.modal_submission = rec
+        await self._flush()
+        return rec
+
     # -----------------------------------------------------------------------------------------
     # Queries
     # -----------------------------------------------------------------------------------------
@@ -450,7 +493,7 @@ class _Interactions(_Commands, _Messages):
             rec.autocomplete_choices = list(choices)
             return None
         if ctype == CallbackType.MODAL:
-            rec.modal = data
+            rec.modal = validate_modal(data)
             return None
         return None
 

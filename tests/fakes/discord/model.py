@@ -496,7 +496,8 @@ class InteractionRecord:
     original: MessageRecord | None = None
     followups: list[MessageRecord] = field(default_factory=list)
     autocomplete_choices: list[dict[str, Any]] | None = None
-    modal: dict[str, Any] | None = None
+    modal: dict[str, Any] | None = None  # the modal the bot opened (callback type 9)
+    modal_submission: InteractionRecord | None = None  # its MODAL_SUBMIT, once sent
     errors: list[tuple[str, int]] = field(default_factory=list)  # (route, Discord code)
 
     @property
