@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from tests.fakes.discord import (
+    ChannelType,
     FakeChannel,
     FakeDiscord,
     FakeDiscordConfig,
@@ -904,6 +905,155 @@ async def test_modal_callback_is_checked_as_discord_does(
             node = node[key]
         assert node["_errors"][0]["code"] == code
         assert rec.modal is None and not rec.acknowledged
+
+
+# ---------------------------------------------------------------------------------------------
+# Channels and guilds going away
+# ---------------------------------------------------------------------------------------------
+
+
+def _events(fake: FakeDiscord, t: str) -> list[Any]:
+    """The ``d`` of every event ``t`` the fake dispatched, over all sessions."""
+    return [
+        json.loads(frame)["d"]
+        for session in fake.sessions.values()
+        for _, name, frame in session.events
+        if name == t
+    ]
+
+
+async def test_deleted_channels_and_threads_are_gone(make_env: EnvFactory) -> None:
+    env = await make_env(FakeDiscordConfig(interaction_ack_deadline=60))
+    fake, bot = env.fake, env.bot
+    random = fake.channels[env.guild.channel_ids[1]]
+    planning = fake.add_thread(env.general, "planning")
+    side = fake.add_thread(random, "side talk")
+    category = fake.add_channel(env.guild, "topics", type=ChannelType.GUILD_CATEGORY)
+    child = fake.add_channel(env.guild, "cats", parent=category)
+    guild = bot.get_guild(env.guild.id)
+    assert guild is not None
+    await fake.wait_for(lambda: guild.get_channel(child.id), what="channels cached")
+    await fake.wait_for(lambda: guild.get_thread(side.id), what="threads cached")
+    bot_message = await bot.http.send_message(
+        random.id, params=discord.http.handle_message_parameters("before")
+    )
+    user_message = await fake.post_message(random, env.alice, "hello")
+    pending = await fake.invoke_command("anything", channel=random, user=env.alice)
+
+    # A thread: THREAD_DELETE with the four fields Discord sends.
+    raw = await env.expect("raw_thread_delete", fake.delete_channel(planning))
+    assert (raw.thread_id, raw.parent_id, raw.guild_id) == (planning.id, env.general.id, guild.id)
+    assert _events(fake, "THREAD_DELETE") == [
+        {
+            "id": str(planning.id),
+            "guild_id": str(guild.id),
+            "parent_id": str(env.general.id),
+            "type": ChannelType.PUBLIC_THREAD,
+        }
+    ]
+    assert guild.get_thread(planning.id) is None
+
+    # A text channel takes its threads with it, with no THREAD_DELETE of their own.
+    gone = await env.expect("guild_channel_delete", fake.delete_channel(random))
+    assert gone.id == random.id and guild.get_channel(random.id) is None
+    assert guild.get_thread(side.id) is None and side.deleted
+    assert [d["id"] for d in _events(fake, "CHANNEL_DELETE")] == [str(random.id)]
+    assert len(_events(fake, "THREAD_DELETE")) == 1
+    listed = [c["id"] for c in fake._guild_payload(env.guild)["channels"]]
+    assert str(random.id) not in listed and str(env.general.id) in listed
+    assert not fake._guild_payload(env.guild)["threads"]
+    assert fake.messages_in(random) == [fake.message(int(bot_message["id"])), user_message]
+
+    # REST on the deleted channel and thread: 404 Unknown Channel.
+    http = bot.http
+    say = discord.http.handle_message_parameters("x")
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: http.send_message(random.id, params=say),
+        lambda: http.get_channel(random.id),
+        lambda: http.get_message(random.id, user_message.id),
+        lambda: http.logs_from(random.id, 10),
+        lambda: http.edit_message(random.id, int(bot_message["id"]), params=say),
+        lambda: http.start_thread_without_message(
+            random.id, name="t", auto_archive_duration=60, type=11
+        ),
+        lambda: http.get_channel(side.id),
+        lambda: http.send_message(side.id, params=say),
+    ]
+    for call in calls:
+        with pytest.raises(discord.NotFound) as unknown:
+            await call()
+        assert unknown.value.code == 10003
+    # An interaction made there before cannot be answered with a message any more.
+    async with aiohttp.ClientSession() as session:
+        url = f"{fake.api_base}/interactions/{pending.id}/{pending.token}/callback"
+        async with session.post(url, json={"type": 4, "data": {"content": "hi"}}) as resp:
+            assert resp.status == 404 and (await resp.json())["code"] == 10003
+
+    # Test actions refuse it: no message, interaction or thread can be made there.
+    with pytest.raises(KeyError, match="deleted"):
+        await fake.post_message(random, env.alice, "anyone?")
+    with pytest.raises(KeyError, match="deleted"):
+        await fake.invoke_command("anything", channel=random.id, user=env.alice)
+    with pytest.raises(KeyError, match="deleted"):
+        fake.add_thread(random, "again")
+    with pytest.raises(KeyError, match="deleted"):
+        await fake.edit_message(user_message, "changed")
+
+    # A category's channels stay, out of the category, with a CHANNEL_UPDATE each.
+    cats = guild.get_channel(child.id)
+    assert cats is not None and cats.category_id == category.id
+    _, after = await env.expect("guild_channel_update", fake.delete_channel(category))
+    assert after.id == child.id and after.category_id is None
+    assert child.parent_id is None and child.id in env.guild.channel_ids
+    with pytest.raises(ValueError, match="guild channels"):
+        await fake.delete_channel(fake.dm_channel(env.alice))
+
+
+async def test_bot_removed_from_guild(make_env: EnvFactory) -> None:
+    env = await make_env()
+    fake, bot = env.fake, env.bot
+    other = fake.add_guild("Other Guild", channels=["lobby"])
+    await fake.wait_for(lambda: bot.get_guild(other.id), what="second guild")
+    general = env.general
+
+    removed = await env.expect("guild_remove", fake.remove_bot(env.guild))
+    assert removed.id == env.guild.id
+    assert _events(fake, "GUILD_DELETE") == [{"id": str(env.guild.id)}]
+    assert bot.get_guild(env.guild.id) is None and bot.get_guild(other.id) is not None
+    assert fake.bot_user.id not in env.guild.members and general.deleted
+
+    http = bot.http
+    say = discord.http.handle_message_parameters("x")
+    calls: list[tuple[Callable[[], Awaitable[Any]], int]] = [
+        (lambda: http.get_guild(env.guild.id), 10004),
+        (lambda: http.get_member(env.guild.id, env.alice.id), 10004),
+        (lambda: http.bulk_upsert_guild_commands(fake.application_id, env.guild.id, []), 10004),
+        (lambda: http.get_channel(general.id), 10003),
+        (lambda: http.send_message(general.id, params=say), 10003),
+    ]
+    for call, code in calls:
+        with pytest.raises(discord.NotFound) as unknown:
+            await call()
+        assert unknown.value.code == code
+
+    # Nothing more happens there for the bot.
+    seq = max(s.seq for s in fake.sessions.values())
+    with pytest.raises(KeyError, match="removed"):
+        fake.add_member(env.guild, fake.add_user("carol"))
+    with pytest.raises(KeyError):
+        await fake.post_message(general, env.alice, "still there?")
+    with pytest.raises(KeyError):
+        await fake.invoke_command("anything", channel=general, user=env.alice)
+    assert max(s.seq for s in fake.sessions.values()) == seq
+    assert fake.messages_in(general) == []
+
+    # A new session hears only of the guilds the bot is still in.
+    async def no_pause(shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+    bot.before_identify_hook = no_pause  # type: ignore[method-assign]
+    await env.expect("ready", fake.drop_gateway(resumable=False))
+    assert [g.id for g in bot.guilds] == [other.id]
 
 
 # ---------------------------------------------------------------------------------------------

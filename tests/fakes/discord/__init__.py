@@ -12,10 +12,10 @@ A real discord.py client talks to it over real sockets::
 
 Test actions (each dispatches over the gateway): ``post_message``, ``edit_message``,
 ``delete_message``, ``add_reaction``, ``invoke_command`` ("name" or "group sub"),
-``invoke_autocomplete``, ``click_button``, ``submit_modal``, ``drop_gateway``. Queries:
-``messages_in``, ``message``, ``interaction``, ``requests``/``requests_for``,
-``request_counts``, ``rate_limited_count``, ``registered_commands``,
-``identify_count``/``resume_count``, ``typing``.
+``invoke_autocomplete``, ``click_button``, ``submit_modal``, ``delete_channel``,
+``remove_bot``, ``drop_gateway``. Queries: ``messages_in``, ``message``, ``interaction``,
+``requests``/``requests_for``, ``request_counts``, ``rate_limited_count``,
+``registered_commands``, ``identify_count``/``resume_count``, ``typing``.
 Wait without sleeping: ``await fake.wait_for(lambda: ..., timeout=5)``.
 Another process: ``python -m tests.fakes.discord --channels 50 --port N`` (see __main__).
 
@@ -26,7 +26,8 @@ module of its concern:
 - ``server``: ``FakeDiscord``: start/stop, the route table, recording every request, queries
   on the records (``requests_for``...)
 - ``_state``: the shared state, lookups, ``wait_for``, dispatching events to gateway sessions
-- ``_guilds``: users, guilds, members, roles, channels, DMs (``add_*``) and their REST reads
+- ``_guilds``: users, guilds, members, roles, channels, DMs (``add_*``) and their REST reads;
+  taking them away (``delete_channel``, ``remove_bot``)
 - ``_permissions``: ``permissions_in`` (roles, overwrites), the bot's access to a channel
 - ``_gateway``: sessions, connections, HELLO/IDENTIFY/RESUME/READY, ``drop_gateway``
 - ``_messages``: messages and channels: REST routes, test actions (``post_message``...),

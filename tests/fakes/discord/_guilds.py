@@ -135,6 +135,81 @@ class _Guilds(_State):
         self._dms[u.id] = channel.id
         return channel
 
+    # -----------------------------------------------------------------------------------------
+    # Taking the world away
+    # -----------------------------------------------------------------------------------------
+
+    async def delete_channel(self, channel: ChannelRef) -> FakeChannel:
+        """Someone deletes a guild channel or a thread, as Discord announces it:
+
+        - a thread: THREAD_DELETE with ``{id, guild_id, parent_id, type}``;
+        - any other channel: CHANNEL_DELETE with the channel object. Its threads go with it,
+          without THREAD_DELETE of their own (clients drop a deleted channel's threads). A
+          category's channels stay, with their ``parent_id`` removed and one CHANNEL_UPDATE
+          each, as Discord documents.
+
+        Afterwards REST calls on it answer 404 10003 Unknown Channel, it leaves the guild's
+        channel list (and GUILD_CREATE), and test actions in it raise KeyError."""
+        ch = self._channel(channel)
+        if ch.guild_id is None:
+            raise ValueError("only guild channels and threads are deleted this way")
+        guild = self._guild(ch.guild_id)
+        if ch.is_thread:
+            gone = {
+                "id": str(ch.id),
+                "guild_id": str(guild.id),
+                "parent_id": str(ch.parent_id),
+                "type": ch.type,
+            }
+            self._forget_channel(guild, ch)
+            self._dispatch_guild("THREAD_DELETE", guild.id, lambda s: gone, Intents.GUILDS)
+        else:
+            children = [self.channels[c] for c in guild.channel_ids]
+            children = [c for c in children if c.parent_id == ch.id]
+            payload = ch.payload()
+            self._forget_channel(guild, ch)
+            for thread in (c for c in children if c.is_thread):
+                self._forget_channel(guild, thread)
+            self._dispatch_guild("CHANNEL_DELETE", guild.id, lambda s: payload, Intents.GUILDS)
+            for child in (c for c in children if not c.is_thread):
+                child.parent_id = None
+                self._announce_channel_update(child)
+        self._changed()
+        await self._flush()
+        return ch
+
+    async def remove_bot(self, guild: GuildRef) -> FakeGuild:
+        """The bot is kicked from ``guild`` (or the guild is deleted): GUILD_DELETE
+        ``{"id": ...}`` reaches the session covering it, without ``unavailable`` (that key
+        would mean an outage, after which the guild comes back). From then on the guild and
+        its channels are not the bot's: REST answers 404 (10004 Unknown Guild on guild routes,
+        10003 Unknown Channel on its channels), no more events come for it, and test actions
+        on it raise KeyError."""
+        g = self._guild(guild)
+        payload = {"id": str(g.id)}
+        self._dispatch_guild("GUILD_DELETE", g.id, lambda s: payload, Intents.GUILDS)
+        for channel_id in g.channel_ids:
+            channel = self.channels.pop(channel_id)
+            channel.deleted = True
+            self.deleted_channels[channel_id] = channel
+        g.members.pop(self.bot_user.id, None)
+        g.bot_removed = True
+        del self.guilds[g.id]
+        self.removed_guilds[g.id] = g
+        self._changed()
+        await self._flush()
+        return g
+
+    def _announce_channel_update(self, channel: FakeChannel) -> None:
+        payload = channel.payload()
+        self._dispatch_guild("CHANNEL_UPDATE", channel.guild_id, lambda s: payload, Intents.GUILDS)
+
+    def _forget_channel(self, guild: FakeGuild, channel: FakeChannel) -> None:
+        channel.deleted = True
+        del self.channels[channel.id]
+        self.deleted_channels[channel.id] = channel
+        guild.channel_ids.remove(channel.id)
+
     def _first_text_channel(self) -> FakeChannel:
         for channel in self.channels.values():
             if channel.type == ChannelType.GUILD_TEXT:

@@ -456,7 +456,7 @@ class _Interactions(_Commands, _Messages):
             raise invalid_form(
                 field_error("type", "INTERACTION_RESPONSE_TYPE_INVALID", "Invalid response type")
             )
-        channel = self.channels[rec.channel_id]
+        channel = self._live_channel(rec.channel_id)
         msg_type = 20 if rec.type == InteractionType.APPLICATION_COMMAND else 0
         if ctype == CallbackType.CHANNEL_MESSAGE:
             rec.original = self._webhook_message(request, rec, channel, data, msg_type)
@@ -539,6 +539,7 @@ class _Interactions(_Commands, _Messages):
         return rec
 
     def _webhook_target(self, request: web.Request, rec: InteractionRecord) -> MessageRecord:
+        self._live_channel(rec.channel_id)
         ident = request.match_info["message_id"]
         if ident == "@original":
             target = rec.original
@@ -552,6 +553,7 @@ class _Interactions(_Commands, _Messages):
         rec = self._webhook_interaction(request)
         if rec.callback is None:
             raise unknown_webhook()
+        channel = self._live_channel(rec.channel_id)
         body = self._body(request)
         original = rec.original
         if original is not None and not original.deleted and original.latest.loading:
@@ -561,7 +563,6 @@ class _Interactions(_Commands, _Messages):
             message = original
             rec.followups.append(message)
         else:
-            channel = self.channels[rec.channel_id]
             msg_type = 20 if rec.type == InteractionType.APPLICATION_COMMAND else 0
             message = self._webhook_message(request, rec, channel, body, msg_type)
             rec.followups.append(message)

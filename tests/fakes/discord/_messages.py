@@ -390,6 +390,7 @@ class _Messages(_Attachments, _Permissions):
     async def edit_message(self, message: MessageRecord | int, content: str) -> MessageRecord:
         """A user edits their own message: MESSAGE_UPDATE."""
         rec = message if isinstance(message, MessageRecord) else self.message(message)
+        self._channel(rec.channel_id)
         self._edit(rec, content=content)
         await self._flush()
         return rec
@@ -415,6 +416,7 @@ class _Messages(_Attachments, _Permissions):
 
     async def add_reaction(self, message: MessageRecord | int, user: UserRef, emoji: str) -> None:
         rec = message if isinstance(message, MessageRecord) else self.message(message)
+        self._channel(rec.channel_id)
         u = self._user(user)
         rec.reactions.setdefault(emoji, set()).add(u.id)
         self._dispatch_reaction("MESSAGE_REACTION_ADD", rec, u, emoji)
@@ -457,8 +459,8 @@ class _Messages(_Attachments, _Permissions):
         include_deleted: bool = False,
     ) -> list[MessageRecord]:
         """Messages in the channel, oldest first: what everyone sees, plus the ephemeral ones
-        ``as_user`` sees."""
-        ch = self._channel(channel)
+        ``as_user`` sees. A deleted channel keeps its messages here."""
+        ch = self._channel(channel, deleted_ok=True)
         viewer = None if as_user is None else self._user(as_user).id
         out = []
         for mid in self._channel_messages.get(ch.id, []):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from ._ratelimit import RateLimiter
-from ._util import SnowflakeFactory, field_error, invalid_form
+from ._util import SnowflakeFactory, field_error, invalid_form, unknown_channel
 from .config import FakeDiscordConfig
 from .model import (
     FakeChannel,
@@ -52,6 +52,9 @@ class _State:
         self.users: dict[int, FakeUser] = {}
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}
+        # Gone from the bot's view, kept for queries (``messages_in``...).
+        self.deleted_channels: dict[int, FakeChannel] = {}
+        self.removed_guilds: dict[int, FakeGuild] = {}
         self.messages: dict[int, MessageRecord] = {}
         self.files: dict[int, StoredFile] = {}
         self.interactions: dict[int, InteractionRecord] = {}
@@ -152,18 +155,37 @@ class _State:
     # -----------------------------------------------------------------------------------------
 
     def _guild(self, guild: GuildRef | None) -> FakeGuild:
+        """A guild the bot is in (KeyError for one it was removed from)."""
         if isinstance(guild, FakeGuild):
-            return guild
-        if guild is None or guild not in self.guilds:
+            found: FakeGuild | None = guild
+        else:
+            found = self.guilds.get(guild) if guild is not None else None
+            if found is None and guild in self.removed_guilds:
+                found = self.removed_guilds[guild]
+        if found is None:
             raise KeyError(f"unknown guild {guild}")
-        return self.guilds[guild]
+        if found.bot_removed:
+            raise KeyError(f"the bot was removed from guild {found.id}")
+        return found
 
-    def _channel(self, channel: ChannelRef) -> FakeChannel:
+    def _channel(self, channel: ChannelRef, *, deleted_ok: bool = False) -> FakeChannel:
+        """A channel that exists (KeyError for a deleted one, unless ``deleted_ok``)."""
         if isinstance(channel, FakeChannel):
-            return channel
-        if channel not in self.channels:
+            found: FakeChannel | None = channel
+        else:
+            found = self.channels.get(channel) or self.deleted_channels.get(channel)
+        if found is None:
             raise KeyError(f"unknown channel {channel}")
-        return self.channels[channel]
+        if found.deleted and not deleted_ok:
+            raise KeyError(f"channel {found.id} was deleted")
+        return found
+
+    def _live_channel(self, channel_id: int) -> FakeChannel:
+        """For REST: the channel, or 404 Unknown Channel once it is deleted."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise unknown_channel()
+        return channel
 
     def _user(self, user: UserRef) -> FakeUser:
         if isinstance(user, FakeUser):

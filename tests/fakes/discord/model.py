@@ -128,6 +128,8 @@ class FakeChannel:
     overwrites: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     # DMs.
     recipients: list[FakeUser] = field(default_factory=list)
+    # Deleted (or in a guild the bot was removed from): unknown to REST and test actions.
+    deleted: bool = False
 
     @property
     def is_thread(self) -> bool:
@@ -193,6 +195,7 @@ class FakeGuild:
     members: dict[int, FakeMember] = field(default_factory=dict)
     channel_ids: list[int] = field(default_factory=list)
     joined_at: str = field(default_factory=iso)
+    bot_removed: bool = False  # kicked or deleted: no longer the bot's
 
     @property
     def everyone(self) -> FakeRole:
