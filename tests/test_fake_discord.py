@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1057,6 +1059,80 @@ async def test_bot_removed_from_guild(make_env: EnvFactory) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Twin worlds
+# ---------------------------------------------------------------------------------------------
+
+
+def _build_world(fake: FakeDiscord) -> list[int]:
+    """A small world, built the same way every time; the ids it was given, in order."""
+    guild = fake.add_guild("Twin", channels=["general", "random"])
+    alice, bob = fake.add_user("alice"), fake.add_user("bob")
+    fake.add_member(guild, alice, permissions=Perm.MANAGE_MESSAGES)
+    helpers = fake.add_role(guild, "helpers")
+    fake.add_member(guild, bob, roles=[helpers])
+    extra = fake.add_channel(guild, "extra")
+    thread = fake.add_thread(extra, "notes")
+    dm = fake.dm_channel(alice)
+    return [
+        fake.bot_user.id,
+        fake.application_id,
+        fake.owner.id,
+        guild.id,
+        *guild.roles,
+        *guild.channel_ids,
+        alice.id,
+        bob.id,
+        extra.id,
+        thread.id,
+        dm.id,
+    ]
+
+
+async def test_twin_fakes_with_one_seed_give_the_world_the_same_ids() -> None:
+    first = FakeDiscord(FakeDiscordConfig(snowflake_seed=7))
+    twin = FakeDiscord(FakeDiscordConfig(snowflake_seed=7))
+    ids = _build_world(first)
+    assert _build_world(twin) == ids
+    other = _build_world(FakeDiscord(FakeDiscordConfig(snowflake_seed=8)))
+    assert not set(other) & set(ids)
+
+    # The n-th id made is 2025-01-01 00:00 UTC plus n ms: the bot user's is the first.
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    assert discord.utils.snowflake_time(first.bot_user.id) == start
+    for snowflake in ids:
+        assert start <= discord.utils.snowflake_time(snowflake) < start + dt.timedelta(seconds=1)
+    before, after = first.world_snowflake(), first.world_snowflake()
+    assert after > before > max(ids) and (after >> 22) - (before >> 22) == 1
+
+    # Ids made while serving still tell the current time.
+    message = await first.post_message(first._first_text_channel(), first.owner, "now")
+    age = dt.datetime.now(dt.UTC) - discord.utils.snowflake_time(message.id)
+    assert abs(age.total_seconds()) < 60
+    # Without a seed, ids come from the clock.
+    plain = FakeDiscord()
+    assert abs(time.time() - discord.utils.snowflake_time(plain.bot_user.id).timestamp()) < 60
+
+
+async def test_seeded_world_serves_a_real_client(make_env: EnvFactory) -> None:
+    expired: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def setup(bot: commands.Bot) -> None:
+        @app_commands.command(name="when", description="When")
+        async def when(interaction: BotInteraction) -> None:
+            expired.set_result(interaction.is_expired())
+            await interaction.response.send_message("now")
+
+        bot.tree.add_command(when)
+
+    env = await make_env(FakeDiscordConfig(snowflake_seed=1), setup=setup)
+    guild = env.bot.get_guild(env.guild.id)
+    assert guild is not None and guild.created_at.year == 2025
+    rec = await env.fake.invoke_command("when", user=env.alice)
+    assert await asyncio.wait_for(expired, 5) is False
+    await env.fake.wait_for(lambda: rec.original, what="answered")
+
+
+# ---------------------------------------------------------------------------------------------
 # Threads, rate limits, reconnects, process mode
 # ---------------------------------------------------------------------------------------------
 
@@ -1176,6 +1252,8 @@ async def test_process_mode_serves_control_endpoints() -> None:
         "0",
         "--set",
         "latency=0.001",
+        "--set",
+        "snowflake_seed=7",
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -1183,6 +1261,14 @@ async def test_process_mode_serves_control_endpoints() -> None:
         assert proc.stdout is not None
         info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
         assert info["api_base"].endswith("/api/v10") and len(info["channel_ids"]) == 3
+        # A twin built in this process the way the process builds its world has its ids.
+        twin = FakeDiscord(FakeDiscordConfig(snowflake_seed=7))
+        guild = twin.add_guild("Bench Guild", channels=[f"channel-{i}" for i in range(3)])
+        for i in range(2):
+            twin.add_member(guild, twin.add_user(f"user{i}"))
+        assert info["bot_user_id"] == str(twin.bot_user.id)
+        assert info["channel_ids"] == [str(c) for c in guild.channel_ids]
+        assert info["users"] == {u.name: str(u.id) for u in twin.users.values()}
         control = info["control_base"]
         async with aiohttp.ClientSession() as session:
             post = {"channel_id": info["channel_ids"][1], "content": "bench"}

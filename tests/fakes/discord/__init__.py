@@ -17,6 +17,8 @@ Test actions (each dispatches over the gateway): ``post_message``, ``edit_messag
 ``requests``/``requests_for``, ``request_counts``, ``rate_limited_count``,
 ``registered_commands``, ``identify_count``/``resume_count``, ``typing``.
 Wait without sleeping: ``await fake.wait_for(lambda: ..., timeout=5)``.
+Twin worlds: fakes made with one ``FakeDiscordConfig(snowflake_seed=N)`` give the world they
+build (in the same order) the same ids.
 Another process: ``python -m tests.fakes.discord --channels 50 --port N`` (see __main__).
 
 Where things are. ``FakeDiscord`` (``server``) combines one mixin per concern over the shared
@@ -41,6 +43,7 @@ module of its concern:
 - ``_ratelimit``: the rate-limit windows and the 429 replies
 - ``model``: world objects and records; ``config``: the knobs; ``control``: ``/_fake/``
   endpoints for another process; ``_util``: Discord's constants, error bodies, snowflakes
+  (from the clock, or from a seed)
 """
 
 from ._util import (

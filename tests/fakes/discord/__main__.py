@@ -3,7 +3,8 @@
     python -m tests.fakes.discord --channels 50 --port 8765
 
 prints one JSON line (api_base, gateway_url, token, guild and channel ids, control_base) on
-stdout, then serves until SIGINT/SIGTERM. Drive it over HTTP under ``/_fake/``.
+stdout, then serves until SIGINT/SIGTERM. Drive it over HTTP under ``/_fake/``. With
+``--set snowflake_seed=N`` two such processes (same arguments) give their worlds the same ids.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def build_config(args: argparse.Namespace) -> FakeDiscordConfig:
     config = FakeDiscordConfig(host=args.host, port=args.port)
     if args.token:
         config.token = args.token
-    types = {f.name: type(getattr(config, f.name)) for f in fields(config)}
+    types = {f.name: _knob_type(getattr(config, f.name)) for f in fields(config)}
     for item in args.set:
         key, _, raw = item.partition("=")
         if key not in types:
@@ -51,6 +52,12 @@ def build_config(args: argparse.Namespace) -> FakeDiscordConfig:
         value: object = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
         setattr(config, key, value)
     return config
+
+
+def _knob_type(default: object) -> type:
+    """The type a knob's value is parsed as; the knobs that default to None (such as
+    ``snowflake_seed``) take integers."""
+    return int if default is None else type(default)
 
 
 async def serve(args: argparse.Namespace) -> None:

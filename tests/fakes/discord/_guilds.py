@@ -3,7 +3,7 @@ reads of it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -25,7 +25,7 @@ class _Guilds(_State):
     # -----------------------------------------------------------------------------------------
 
     def add_user(self, name: str, *, bot: bool = False, global_name: str | None = None) -> FakeUser:
-        user = FakeUser(self.snowflake(), name, bot=bot, global_name=global_name)
+        user = FakeUser(self.world_snowflake(), name, bot=bot, global_name=global_name)
         self.users[user.id] = user
         return user
 
@@ -38,12 +38,12 @@ class _Guilds(_State):
         bot_permissions: int | None = None,
     ) -> FakeGuild:
         owner = owner or self.owner
-        guild = FakeGuild(self.snowflake(), name, owner.id)
+        guild = FakeGuild(self.world_snowflake(), name, owner.id)
         guild.roles[guild.id] = FakeRole(
             guild.id, guild.id, "@everyone", self.config.everyone_permissions
         )
         bot_role = FakeRole(
-            self.snowflake(),
+            self.world_snowflake(),
             guild.id,
             self.bot_user.name,
             self.config.bot_permissions if bot_permissions is None else bot_permissions,
@@ -57,7 +57,7 @@ class _Guilds(_State):
         self.guilds[guild.id] = guild
         for position, channel_name in enumerate(channels):
             channel = FakeChannel(
-                self.snowflake(), ChannelType.GUILD_TEXT, channel_name, guild.id, position
+                self.world_snowflake(), ChannelType.GUILD_TEXT, channel_name, guild.id, position
             )
             self.channels[channel.id] = channel
             guild.channel_ids.append(channel.id)
@@ -70,7 +70,7 @@ class _Guilds(_State):
     ) -> FakeRole:
         g = self._guild(guild)
         role = FakeRole(
-            self.snowflake(), g.id, name, permissions, len(g.roles), mentionable=mentionable
+            self.world_snowflake(), g.id, name, permissions, len(g.roles), mentionable=mentionable
         )
         g.roles[role.id] = role
         payload = {"guild_id": str(g.id), "role": role.payload()}
@@ -110,7 +110,7 @@ class _Guilds(_State):
     ) -> FakeChannel:
         g = self._guild(guild)
         channel = FakeChannel(
-            self.snowflake(),
+            self.world_snowflake(),
             type,
             name,
             g.id,
@@ -127,10 +127,13 @@ class _Guilds(_State):
 
     def dm_channel(self, user: UserRef) -> FakeChannel:
         """The DM channel between the bot and ``user`` (created on first use)."""
+        return self._open_dm(user, self.world_snowflake)
+
+    def _open_dm(self, user: UserRef, make_id: Callable[[], int]) -> FakeChannel:
         u = self._user(user)
         if u.id in self._dms:
             return self.channels[self._dms[u.id]]
-        channel = FakeChannel(self.snowflake(), ChannelType.DM, "", None, recipients=[u])
+        channel = FakeChannel(make_id(), ChannelType.DM, "", None, recipients=[u])
         self.channels[channel.id] = channel
         self._dms[u.id] = channel.id
         return channel
@@ -295,7 +298,8 @@ class _Guilds(_State):
         user = self.users.get(_int(body.get("recipient_id")))
         if user is None:
             raise invalid_form(field_error("recipient_id", "NUMBER_TYPE_COERCE", "Unknown user"))
-        return json_reply(self.dm_channel(user).payload())
+        # Opened while serving: an id from the clock, leaving the seeded world's ids alone.
+        return json_reply(self._open_dm(user, self.snowflake).payload())
 
     def _bot_guild(self, request: web.Request) -> FakeGuild:
         guild = self.guilds.get(_int(request.match_info["guild_id"]))

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from ._ratelimit import RateLimiter
-from ._util import SnowflakeFactory, field_error, invalid_form, unknown_channel
+from ._util import (
+    SeededSnowflakes,
+    SnowflakeFactory,
+    field_error,
+    invalid_form,
+    unknown_channel,
+)
 from .config import FakeDiscordConfig
 from .model import (
     FakeChannel,
@@ -48,7 +54,13 @@ class _State:
 
     def __init__(self, config: FakeDiscordConfig | None = None) -> None:
         self.config = config or FakeDiscordConfig()
+        # Ids made while serving encode the current time; the world's come from the seed
+        # when there is one (see FakeDiscordConfig.snowflake_seed).
         self.snowflake = SnowflakeFactory()
+        seed = self.config.snowflake_seed
+        self.world_snowflake: Callable[[], int] = (
+            self.snowflake if seed is None else SeededSnowflakes(seed)
+        )
         self.users: dict[int, FakeUser] = {}
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}

@@ -42,7 +42,7 @@ class _Threads(_Messages):
             raise ValueError("threads live in guild text channels")
         owner = owner or self.owner
         thread = FakeChannel(
-            thread_id or self.snowflake(),
+            thread_id or self.world_snowflake(),
             ChannelType.PRIVATE_THREAD if private else ChannelType.PUBLIC_THREAD,
             name,
             parent_channel.guild_id,

@@ -34,6 +34,30 @@ class SnowflakeFactory:
             return value
 
 
+SEEDED_START_MS = 1735689600000  # 2025-01-01T00:00:00Z
+
+
+class SeededSnowflakes:
+    """Snowflakes from a seed instead of the clock: the n-th one made (n = 0, 1, 2...) is the
+    same in every fake with that seed. Its timestamp part is 2025-01-01 00:00 UTC plus n
+    milliseconds, so the ids increase and read as plausible creation times; the seed's low 22
+    bits fill the worker, process and increment parts, so fakes with different seeds (below
+    2**22) never make the same id."""
+
+    def __init__(self, seed: int) -> None:
+        if seed < 0:
+            raise ValueError(f"snowflake seed must not be negative, not {seed}")
+        self._low = seed & 0x3FFFFF
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            ms = SEEDED_START_MS - DISCORD_EPOCH_MS + self._made
+            self._made += 1
+        return (ms << 22) | self._low
+
+
 def snowflake_time(snowflake: int) -> dt.datetime:
     ms = (snowflake >> 22) + DISCORD_EPOCH_MS
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)

@@ -66,6 +66,13 @@ class FakeDiscordConfig:
     heartbeat_interval_ms: int = 41250
     shards: int = 1
     max_recorded_events: int = 10000
+    # Twin worlds: with a seed, the ids of the world a test builds (bot user and application,
+    # owner, users, guilds, roles, channels, threads and DMs the test adds) come from the
+    # seed, not the clock: two fakes with one seed that build the same world in the same
+    # order give it the same ids. Ids made while serving (messages, interactions, files,
+    # commands, what the bot creates) still encode the current time, which discord.py reads
+    # (``Interaction.created_at``/``is_expired``: an id from the past is an expired token).
+    snowflake_seed: int | None = None
 
     # Permissions of the bot's managed role in each guild.
     bot_permissions: int = Perm.BOT_DEFAULT
