@@ -154,6 +154,9 @@ class _Commands(_Guilds):
             **cmd,
         }
         stored["type"] = ctype
+        # Sent as a number or a string, kept and returned as a string (a permission bitfield).
+        if stored["default_member_permissions"] is not None:
+            stored["default_member_permissions"] = str(stored["default_member_permissions"])
         if guild_id is not None:
             stored["guild_id"] = guild_id
         else:
