@@ -106,8 +106,9 @@ class _Sink:
 async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
     import aiohttp
 
-    from bot.admission import Admission, Request, RequestKind, Rules
+    from bot.admission import Person, Request, RequestKind
     from bot.ai import ApiClient, Timeouts
+    from bot.app import build_admission
     from bot.config import Settings
     from bot.db import migrate
     from bot.db.engine import create_engine, create_sessionmaker
@@ -118,15 +119,12 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
     from bot.places import Place
     from tests.fakes.api import FakeApi
 
-    defaults = Settings(discord_token="-", acedatacloud_api_token="-", _env_file=None)
-    rules = Rules(
-        chat_model=defaults.chat_model,
-        chat_models=defaults.chat_models,
-        vision_models=defaults.vision_models,
+    defaults = Settings(
+        discord_token="-",
+        acedatacloud_api_token="-",
         image_model="dall-e-2",
         image_models=["dall-e-2"],
-        max_prompt_chars=defaults.max_prompt_chars,
-        allow_direct_messages=defaults.allow_direct_messages,
+        _env_file=None,
     )
     engine = create_engine(f"sqlite+aiosqlite:///{folder / 'bench.db'}")
     await migrate.upgrade(engine)
@@ -140,7 +138,7 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
         )
         service = ImageService(
             client,
-            Admission(rules),
+            build_admission(defaults, sessions),
             ConversationStore(sessions),
             UsageStore(sessions),
             ImageOptions(),
@@ -149,7 +147,7 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
 
         async def edit(person: int) -> None:
             place = Place(person, 1, ConversationKind.CHANNEL)
-            asked = Request(RequestKind.EDIT, place, person, model="dall-e-2")
+            asked = Request(RequestKind.EDIT, place, Person(person), model="dall-e-2")
             request = await service.admit(asked, "make it autumn")
             sink = _Sink()
             await service.make(request, sink, author_name=f"person{person}", image=_File(picture))

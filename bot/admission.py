@@ -1,22 +1,25 @@
 """The one step every request passes before anything is paid for.
 
-A question, a /chat thread, a Regenerate, an image or an edit is admitted here: the effective
-settings for its place are resolved, and whether it may be asked there is checked. What comes
-back is what to run with (`Admitted`); a refusal is a `UserError` whose text is one sentence for
-the person. Per-server settings, permissions and budgets belong here too, and nowhere else.
+A question, a /chat thread, a Regenerate, an image, an edit or a /reset is admitted here: the
+effective settings for its place are resolved (bot.server_config), and whether this person may
+ask there is checked: direct messages, the place's reply mode and its roles. What comes back is
+what to run with (`Admitted`); a refusal is a `UserError` whose text is one sentence for the
+person, or `Ignored` for a message the bot lets pass without a word.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.db.models import ConversationKind
 from bot.errors import UserError
 from bot.places import Place
+from bot.server_config import History, PlaceSettings, ReplyMode, ServerConfig
 
 NOT_HERE = "This command isn't available here."
+BOT_OFF = "The bot is off in this channel."
 
 
 class RequestKind(enum.StrEnum):
@@ -25,20 +28,43 @@ class RequestKind(enum.StrEnum):
     REGENERATE = "regenerate"  # an answer asked again
     IMAGE = "image"  # /image, or its Regenerate
     EDIT = "edit"  # /edit
+    RESET = "reset"  # /reset: costs nothing, but is the bot's like the others
 
     @property
     def makes_images(self) -> bool:
         return self in (RequestKind.IMAGE, RequestKind.EDIT)
 
 
+class Via(enum.StrEnum):
+    """How a request reached the bot."""
+
+    COMMAND = "command"  # a slash command or a button
+    MENTION = "mention"  # a mention, a reply to the bot, a message in a /chat thread
+    MESSAGE = "message"  # any other message
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who makes a request (for a button: who pressed it)."""
+
+    id: int
+    roles: frozenset[int] = frozenset()
+    admin: bool = False  # Manage Server or Administrator: may always use the bot
+
+
 @dataclass(frozen=True)
 class Request:
     kind: RequestKind
     place: Place
-    author_id: int
-    model: str | None = None  # as the person picked it; None: the place's default
+    person: Person
+    via: Via = Via.COMMAND
+    model: str | None = None  # as the person picked it; None: the place's
     prompt_chars: int = 0  # what the person typed
     images: int = 0  # images a chat model is asked to look at
+
+    @property
+    def author_id(self) -> int:
+        return self.person.id
 
 
 @dataclass(frozen=True)
@@ -47,55 +73,100 @@ class Admitted:
 
     request: Request
     model: str
+    settings: PlaceSettings
+    # Where its conversation is: with `history personal`, the person's own one.
+    place: Place
+
+
+class Ignored(Exception):
+    """A message that is not for the bot here: it passes without a word."""
 
 
 @dataclass(frozen=True)
 class Rules:
-    """The deployment's settings that admission applies."""
+    """The deployment's settings that admission applies besides the places' own."""
 
-    chat_model: str
-    chat_models: Sequence[str]
     vision_models: Sequence[str]
-    image_model: str
-    image_models: Sequence[str]
     max_prompt_chars: int
     allow_direct_messages: bool
 
 
 class Admission:
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, config: ServerConfig, rules: Rules) -> None:
+        self.config = config
         self.rules = rules
 
     async def admit(self, request: Request) -> Admitted:
-        """What `request` runs with; raises UserError with the sentence for the person."""
-        rules = self.rules
-        if request.place.kind is ConversationKind.DIRECT and not rules.allow_direct_messages:
+        """What `request` runs with; raises UserError with the sentence for the person, or
+        Ignored for a message to let pass."""
+        place = request.place
+        if place.kind is ConversationKind.DIRECT and not self.rules.allow_direct_messages:
+            if request.via is not Via.COMMAND:
+                raise Ignored
             raise UserError(NOT_HERE)
+        settings = await self.config.for_place(place)
+        _check_reply_mode(request, settings.reply_mode)
+        _check_roles(request, settings.roles)
         if request.kind.makes_images:
-            return Admitted(request, self._image_model(request.model))
-        model = self._chat_model(request)
-        limit = rules.max_prompt_chars
+            model = self._image_model(request.model, settings)
+            return Admitted(request, model, settings, _conversation_place(request, settings))
+        model = self._chat_model(request, settings)
+        limit = self.rules.max_prompt_chars
         if request.prompt_chars > limit:
             raise UserError(
                 f"Your message is {request.prompt_chars} characters long; the limit is {limit}."
             )
-        if request.images and model not in rules.vision_models:
+        if request.images and model not in self.rules.vision_models:
             raise UserError(f"{model} can't look at images; pick a model that can.")
-        return Admitted(request, model)
+        return Admitted(request, model, settings, _conversation_place(request, settings))
 
-    def _chat_model(self, request: Request) -> str:
+    def _chat_model(self, request: Request, settings: PlaceSettings) -> str:
         model = request.model
         if model is None:
-            return self.rules.chat_model
+            return settings.model
         # An answer asked again keeps the model it was made with.
-        if request.kind is not RequestKind.REGENERATE and model not in self.rules.chat_models:
+        offered = self.config.catalog.chat_models
+        if request.kind is not RequestKind.REGENERATE and model not in offered:
             raise UserError(f"I don't know the model {model!r}; pick one from the list.")
         return model
 
-    def _image_model(self, model: str | None) -> str:
-        rules = self.rules
-        if model is None or model == rules.image_model:
-            return rules.image_model
-        if model not in rules.image_models:
+    def _image_model(self, model: str | None, settings: PlaceSettings) -> str:
+        if model is None:
+            return settings.image_model
+        if model not in self.config.catalog.image_models:
             raise UserError(f"I don't know the image model {model!r}; pick one from the list.")
         return model
+
+
+def _refuse(request: Request, sentence: str) -> None:
+    """A command or a mention is told why; a plain message passes without a word."""
+    if request.via is Via.MESSAGE:
+        raise Ignored
+    raise UserError(sentence)
+
+
+def _check_reply_mode(request: Request, mode: ReplyMode) -> None:
+    if mode is ReplyMode.OFF:
+        if request.via is not Via.COMMAND:
+            raise Ignored  # the bot ignores mentions here
+        raise UserError(BOT_OFF)
+    if request.via is Via.MESSAGE and mode is not ReplyMode.ALL:
+        raise Ignored
+
+
+def _check_roles(request: Request, roles: frozenset[int]) -> None:
+    person = request.person
+    if not roles or person.admin or person.roles & roles:
+        return
+    listed = ", ".join(f"<@&{role}>" for role in sorted(roles))
+    _refuse(request, f"Only members with one of the roles {listed} can use the bot here.")
+
+
+def _conversation_place(request: Request, settings: PlaceSettings) -> Place:
+    """With `history personal` a question goes to the person's own conversation in a channel
+    (threads stay shared); an answer asked again stays in the conversation it was in."""
+    place = request.place
+    personal = settings.history is History.PERSONAL and place.kind is ConversationKind.CHANNEL
+    if request.kind is RequestKind.REGENERATE or not personal:
+        return place
+    return replace(place, owner_id=request.author_id)

@@ -16,6 +16,7 @@ import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import health
 from bot.admission import Admission, Rules
@@ -23,6 +24,7 @@ from bot.ai import ApiClient, Timeouts
 from bot.config import Settings
 from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
+from bot.db.config_store import ConfigStore
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore, UsageStore
@@ -30,7 +32,9 @@ from bot.delivery.pacing import WriteScheduler
 from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
-from cogs.chat import ChatCog, ChatSettings
+from bot.server_config import Catalog, PlaceSettings, ServerConfig
+from cogs.chat import ChatCog
+from cogs.config import ConfigCog
 from cogs.failures import tell_failure
 from cogs.images import ImagesCog
 from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits
@@ -107,17 +111,7 @@ class Bot(commands.AutoShardedBot):
 
         conversations = ConversationStore(sessions)
         usage = UsageStore(sessions)
-        admission = Admission(
-            Rules(
-                chat_model=settings.chat_model,
-                chat_models=settings.chat_models,
-                vision_models=settings.vision_models,
-                image_model=settings.image_model,
-                image_models=settings.image_models,
-                max_prompt_chars=settings.max_prompt_chars,
-                allow_direct_messages=settings.allow_direct_messages,
-            )
-        )
+        admission = build_admission(settings, sessions)
         self.chat = ChatService(
             api,
             admission,
@@ -125,10 +119,7 @@ class Bot(commands.AutoShardedBot):
             usage,
             Replies(scheduler),
             ChatOptions(
-                system_prompt=settings.system_prompt,
-                temperature=settings.temperature,
                 history_token_budget=settings.history_token_budget,
-                max_answer_tokens=settings.max_answer_tokens,
                 max_concurrent_requests=settings.max_concurrent_requests,
                 answer_timeout=settings.answer_timeout,
                 max_answer_messages=settings.max_answer_messages,
@@ -146,10 +137,6 @@ class Bot(commands.AutoShardedBot):
                 self,
                 self.chat,
                 DiscordBudget(self.limits),
-                ChatSettings(
-                    models=settings.chat_models,
-                    allow_direct_messages=settings.allow_direct_messages,
-                ),
                 image_work,
                 interrupted=interrupted,
             )
@@ -166,9 +153,8 @@ class Bot(commands.AutoShardedBot):
             ),
             image_work,
         )
-        await self.add_cog(
-            ImagesCog(images, self.limits, allow_direct_messages=settings.allow_direct_messages)
-        )
+        await self.add_cog(ImagesCog(images, self.limits))
+        await self.add_cog(ConfigCog(self, admission.config))
         await self._sync_commands(StateStore(sessions))
         self._start_heartbeat()
 
@@ -251,6 +237,27 @@ def _sharding(settings: Settings) -> dict[str, Any]:
     if settings.shard_ids is None:
         return {"shard_count": settings.shard_count}
     return {"shard_count": settings.shard_count, "shard_ids": settings.shard_ids}
+
+
+def build_admission(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Admission:
+    """Admission with the places' settings, as `settings` make the deployment's."""
+    server_config = ServerConfig(
+        ConfigStore(sessions),
+        PlaceSettings(
+            model=settings.chat_model,
+            image_model=settings.image_model,
+            system_prompt=settings.system_prompt,
+            temperature=settings.temperature,
+            max_answer_tokens=settings.max_answer_tokens,
+        ),
+        Catalog(chat_models=settings.chat_models, image_models=settings.image_models),
+    )
+    rules = Rules(
+        vision_models=settings.vision_models,
+        max_prompt_chars=settings.max_prompt_chars,
+        allow_direct_messages=settings.allow_direct_messages,
+    )
+    return Admission(server_config, rules)
 
 
 def open_api(settings: Settings) -> tuple[aiohttp.ClientSession, ApiClient]:

@@ -6,13 +6,12 @@ import base64
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.admission import Request, RequestKind
+from bot.admission import Admitted, Ignored, Request, RequestKind, Via
 from bot.conversation.context import Question, question_text
 from bot.conversation.runs import INTERRUPTED, StopResult
 from bot.conversation.service import Ask, ChatService, Interrupted
@@ -23,9 +22,10 @@ from bot.errors import UserError
 from bot.images.files import prepare_for_vision
 from bot.images.work import ImageWork
 from bot.places import Place
+from bot.server_config import ReplyMode
 from cogs.failures import tell_failure
 from cogs.permissions import require, sending
-from cogs.places import place_of
+from cogs.places import person_of, place_of
 from cogs.sinks import (
     NO_MENTIONS,
     REGENERATE_PREFIX,
@@ -46,21 +46,12 @@ _STOP_REFUSALS = {
 }
 
 
-@dataclass(frozen=True)
-class ChatSettings:
-    """What the chat cog needs to know of the bot's settings."""
-
-    models: Sequence[str]
-    allow_direct_messages: bool
-
-
 class ChatCog(commands.Cog):
     def __init__(
         self,
         bot: commands.AutoShardedBot,
         chat: ChatService,
         budget: DiscordBudget,
-        settings: ChatSettings,
         image_work: ImageWork,
         *,
         interrupted: Sequence[Interrupted] = (),
@@ -68,17 +59,12 @@ class ChatCog(commands.Cog):
         self.bot = bot
         self.chat = chat
         self.budget = budget
-        self.settings = settings
         self.image_work = image_work
         # Threads known to be opened by /chat (or not), to spare a lookup per message.
         self._chat_threads: dict[int, bool] = {}
         self._warned_channels: set[int] = set()
         # Answers the last run left half written, marked as such once connected.
         self._interrupted = list(interrupted)
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        """Direct messages are a setting: off, the commands work in servers only."""
-        return interaction.guild is not None or self.settings.allow_direct_messages
 
     # Slash commands.
 
@@ -98,26 +84,26 @@ class ChatCog(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         author = interaction.user
-        place = place_of(interaction.channel, interaction.guild_id)
+        sink = InteractionSink(interaction, self.budget, private=private)
+        # Acknowledged first: admission reads the place's settings from the database.
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        sink.acknowledged()
         admitted = await self.chat.admit(
             Request(
                 RequestKind.QUESTION,
-                place,
-                author.id,
+                place_of(interaction.channel, interaction.guild_id),
+                person_of(author, interaction.permissions),
                 model=model,
                 prompt_chars=len(prompt),
                 images=1 if image else 0,
             )
         )
-        sink = InteractionSink(interaction, self.budget, private=private)
-        await interaction.response.defer(thinking=True, ephemeral=private)
-        sink.acknowledged()
         image_urls, _ = await self._read_images([image] if image else [], None)
         text = question_text(author.display_name, prompt) + _image_note([image] if image else [])
         await self.chat.ask(
             Ask(
                 admitted,
-                place,
+                admitted.place,
                 author.display_name,
                 Question(text, image_urls),
                 private=private,
@@ -130,7 +116,7 @@ class ChatCog(commands.Cog):
         self, _interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         typed = current.lower()
-        matching = [name for name in self.settings.models if typed in name.lower()]
+        matching = [name for name in self.chat.models if typed in name.lower()]
         return [app_commands.Choice(name=name, value=name) for name in matching[:25]]
 
     @app_commands.command(name="chat", description="Start a thread with the AI; talk there freely.")
@@ -142,15 +128,6 @@ class ChatCog(commands.Cog):
         channel = interaction.channel
         if not isinstance(channel, discord.TextChannel):
             raise UserError("/chat opens a thread, so it only works in a server's text channel.")
-        admitted = await self.chat.admit(
-            Request(
-                RequestKind.THREAD,
-                place_of(channel, channel.guild.id),
-                author.id,
-                model=model,
-                prompt_chars=len(prompt),
-            )
-        )
         require(
             interaction,
             "create_public_threads",
@@ -158,26 +135,53 @@ class ChatCog(commands.Cog):
             "read_message_history",  # to see the later messages of the thread
             purpose="for /chat",
         )
-        await interaction.response.send_message(
-            f"💬 **{author.display_name}** started a conversation: {prompt[:1800]}",
+        await interaction.response.defer(thinking=True)
+        admitted = await self.chat.admit(
+            Request(
+                RequestKind.THREAD,
+                place_of(channel, channel.guild.id),
+                person_of(author, interaction.permissions),
+                model=model,
+                prompt_chars=len(prompt),
+            )
+        )
+        starter = await interaction.edit_original_response(
+            content=f"💬 **{author.display_name}** started a conversation: {prompt[:1800]}",
             allowed_mentions=NO_MENTIONS,
         )
-        starter = await interaction.original_response()
-        thread = await starter.create_thread(name=_thread_name(prompt), auto_archive_duration=1440)
+        await self._answer_in_thread(
+            admitted,
+            starter,
+            name=prompt,
+            author_name=author.display_name,
+            question=Question(question_text(author.display_name, prompt)),
+        )
+
+    async def _answer_in_thread(
+        self,
+        admitted: Admitted,
+        starter: discord.Message,
+        *,
+        name: str,
+        author_name: str,
+        question: Question,
+        message_id: int | None = None,
+        images: Sequence[ImageRef] = (),
+    ) -> None:
+        """Open a thread on `starter`, named after `name`, and answer `question` there; the
+        thread then answers every message without a mention, as /chat threads do."""
+        thread = await starter.create_thread(name=_thread_name(name), auto_archive_duration=1440)
         self._chat_threads[thread.id] = True
+        place = Place(
+            thread.id,
+            thread.guild.id,
+            ConversationKind.THREAD,
+            opened_by_chat=True,
+            opened_by=admitted.request.author_id,
+            parent_id=starter.channel.id,
+        )
         await self.chat.ask(
-            Ask(
-                admitted,
-                Place(
-                    thread.id,
-                    channel.guild.id,
-                    ConversationKind.THREAD,
-                    opened_by_chat=True,
-                    opened_by=author.id,
-                ),
-                author.display_name,
-                Question(question_text(author.display_name, prompt)),
-            ),
+            Ask(admitted, place, author_name, question, message_id=message_id, images=images),
             ChannelSink(thread, thread.id, self.budget),
         )
 
@@ -185,29 +189,23 @@ class ChatCog(commands.Cog):
         name="reset", description="Forget this channel's or thread's conversation."
     )
     async def reset(self, interaction: discord.Interaction) -> None:
-        channel_id = interaction.channel_id
-        if channel_id is None:
-            raise UserError("There is no conversation here to forget.")
         # A channel's history is everyone's: forgetting it takes Manage Messages. A thread's
-        # also lets Manage Threads; a /chat thread's also its opener. A direct message is theirs.
+        # also lets Manage Threads; a /chat thread's also its opener. A person's own
+        # conversation, or a direct message, is theirs.
         in_thread = isinstance(interaction.channel, discord.Thread)
         permissions = interaction.permissions
         moderator = permissions.manage_messages or (in_thread and permissions.manage_threads)
-        if interaction.guild is not None and not in_thread and not moderator:
-            raise UserError(
-                "Forgetting a channel's conversation takes the Manage Messages permission."
-            )
         # Acknowledged before the database is asked: it may be busy for longer than Discord waits.
         await interaction.response.defer(thinking=True)
-        opener_needed = interaction.guild is not None and not moderator
-        if opener_needed and await self.chat.thread_opener(channel_id) != interaction.user.id:
-            raise UserError(
-                "Only the person who opened this thread with /chat, or someone who can "
-                "manage messages or threads, can make me forget it."
-            )
-        forgotten = await self.chat.reset(channel_id)
+        request = Request(
+            RequestKind.RESET,
+            place_of(interaction.channel, interaction.guild_id),
+            person_of(interaction.user, permissions),
+        )
+        forgotten, personal = await self.chat.reset(request, moderator=moderator)
+        whose = "your conversation here" if personal else "this conversation"
         await interaction.edit_original_response(
-            content=f"🧹 Forgot this conversation ({forgotten} messages)."
+            content=f"🧹 Forgot {whose} ({forgotten} messages)."
             if forgotten
             else "There was nothing to forget here.",
             allowed_mentions=NO_MENTIONS,
@@ -234,33 +232,41 @@ class ChatCog(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self.bot.user is None:
             return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return  # joins, pins, thread announcements
+        via = await self._via(message)
+        if via is None:
+            return
         try:
-            if await self._addressed_to_us(message) and self._may_answer_in(message.channel):
-                await self._answer_message(message)
+            await self._answer_message(message, via)
+        except Ignored:
+            pass
         except Exception as exc:
             doing = f"Answering message {message.id} in channel {message.channel.id}"
             await tell_failure(message, exc, doing=doing)
 
-    async def _addressed_to_us(self, message: discord.Message) -> bool:
+    async def _via(self, message: discord.Message) -> Via | None:
+        """How the message reaches the bot; None: it cannot be for the bot anywhere."""
         me = self.bot.user
         assert me is not None
-        if message.guild is None:
-            return self.settings.allow_direct_messages
-        if me in message.mentions:
-            return True
+        if message.guild is None or me in message.mentions:
+            return Via.MENTION
         if not self.bot.intents.message_content:
             # Without the intent only mentions carry their text: the rest arrive empty.
-            return False
+            return None
         reference = message.reference
         resolved = reference.resolved if reference is not None else None
         if isinstance(resolved, discord.Message) and resolved.author.id == me.id:
-            return True
-        if isinstance(message.channel, discord.Thread):
-            return await self._is_chat_thread(message.channel.id)
-        return False
+            return Via.MENTION
+        if isinstance(message.channel, discord.Thread) and await self._is_chat_thread(
+            message.channel.id
+        ):
+            return Via.MENTION
+        return Via.MESSAGE  # answered where the reply mode is `all`
 
-    def _may_answer_in(self, channel: discord.abc.MessageableChannel) -> bool:
-        """Whether the bot can write here; if not, the admin learns why from the log, once."""
+    def _may_answer_in(self, channel: discord.abc.MessageableChannel, *, threads: bool) -> bool:
+        """Whether the bot can write here (in a new thread of it, with `threads`); if not,
+        the admin learns why from the log, once."""
         if isinstance(channel, discord.DMChannel | discord.GroupChannel) or channel.guild is None:
             return True
         me = channel.guild.me
@@ -269,13 +275,15 @@ class ChatCog(commands.Cog):
             "Send Messages": permissions.send_messages,
             "Read Message History": permissions.read_message_history,
         }
-        if isinstance(channel, discord.Thread):
+        if threads:
+            needed["Create Public Threads"] = permissions.create_public_threads
+        if threads or isinstance(channel, discord.Thread):
             needed["Send Messages in Threads"] = permissions.send_messages_in_threads
         missing = [name for name, granted in needed.items() if not granted]
         if missing and channel.id not in self._warned_channels:
             self._warned_channels.add(channel.id)
             log.warning(
-                "Mentioned in #%s (%s), but missing the permission(s) %s there: not answering",
+                "Asked in #%s (%s), but missing the permission(s) %s there: not answering",
                 getattr(channel, "name", "?"),
                 channel.id,
                 ", ".join(missing),
@@ -288,13 +296,32 @@ class ChatCog(commands.Cog):
             known = self._chat_threads[thread_id] = await self.chat.is_chat_thread(thread_id)
         return known
 
-    async def _answer_message(self, message: discord.Message) -> None:
+    async def _answer_message(self, message: discord.Message, via: Via) -> None:
         me = self.bot.user
         assert me is not None
+        author = message.author
         text = _without_mention(message, me)
-        # Every attachment is shown to the model, so each must be a picture: one not even
-        # declared as one is refused at once, the others by what they hold, once admitted.
         images = list(message.attachments)
+        place = place_of(message.channel, message.guild.id if message.guild else None)
+        permissions = message.channel.permissions_for(author)  # type: ignore[arg-type]
+        admitted = await self.chat.admit(
+            Request(
+                RequestKind.QUESTION,
+                place,
+                person_of(author, permissions),
+                via=via,
+                prompt_chars=len(text),
+                images=len(images),
+            )
+        )
+        in_thread = (
+            admitted.settings.reply_mode is ReplyMode.THREAD
+            and place.kind is ConversationKind.CHANNEL
+        )
+        if not self._may_answer_in(message.channel, threads=in_thread):
+            return
+        # Every attachment is shown to the model, so each must be a picture: one not even
+        # declared as one is refused at once, the others by what they hold.
         for attachment in images:
             if not (attachment.content_type or "").startswith("image/"):
                 raise UserError(
@@ -302,17 +329,9 @@ class ChatCog(commands.Cog):
                     "WebP images."
                 )
         if not text and not images:
+            if via is Via.MESSAGE:
+                raise Ignored  # a sticker, say, in a channel where every message is answered
             raise UserError("Ask me something after the mention.")
-        place = place_of(message.channel, message.guild.id if message.guild else None)
-        admitted = await self.chat.admit(
-            Request(
-                RequestKind.QUESTION,
-                place,
-                message.author.id,
-                prompt_chars=len(text),
-                images=len(images),
-            )
-        )
         image_urls, image_refs = await self._read_images(images, message)
         quoted = None
         reference = message.reference
@@ -320,14 +339,25 @@ class ChatCog(commands.Cog):
             replied = reference.resolved
             if replied.author.id != me.id:
                 quoted = (replied.author.display_name, replied.clean_content[:2000])
-        author = message.author
         said = question_text(author.display_name, text, quoted) + _image_note(images)
+        question = Question(said, image_urls)
+        if in_thread:
+            await self._answer_in_thread(
+                admitted,
+                message,
+                name=text or "Images",
+                author_name=author.display_name,
+                question=question,
+                message_id=message.id,
+                images=image_refs,
+            )
+            return
         await self.chat.ask(
             Ask(
                 admitted,
-                place,
+                admitted.place,
                 author.display_name,
-                Question(said, image_urls),
+                question,
                 message_id=message.id,
                 images=image_refs,
             ),
@@ -370,8 +400,8 @@ class ChatCog(commands.Cog):
         await interaction.response.defer()
         ask = await self.chat.regeneration(
             int(turn),
-            channel_id=interaction.channel_id or 0,
-            user_id=interaction.user.id,
+            place=place_of(channel, interaction.guild_id),
+            person=person_of(interaction.user, interaction.permissions),
             can_manage=_can_manage_messages(interaction),
         )
         if ask.images:

@@ -23,7 +23,7 @@ from bot.images.service import ImageRequest, ImageService
 from bot.images.work import Attachment
 from cogs.failures import tell_failure
 from cogs.permissions import require
-from cogs.places import place_of
+from cogs.places import person_of, place_of
 from cogs.sinks import NO_MENTIONS, DiscordLimits, token_expiry, token_refused
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,9 @@ AGAIN_PREFIX = "image:again:"
 
 
 class ImagesCog(commands.Cog):
-    def __init__(
-        self, images: ImageService, limits: DiscordLimits, *, allow_direct_messages: bool
-    ) -> None:
+    def __init__(self, images: ImageService, limits: DiscordLimits) -> None:
         self.images = images
         self.limits = limits
-        self.allow_direct_messages = allow_direct_messages
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        """Direct messages are a setting: off, the commands work in servers only."""
-        return interaction.guild is not None or self.allow_direct_messages
 
     @app_commands.command(name="image", description="Make images from a description.")
     @app_commands.describe(
@@ -60,6 +53,9 @@ class ImagesCog(commands.Cog):
         quality: str | None = None,
         count: app_commands.Range[int, 1, 4] = 1,
     ) -> None:
+        require(interaction, "attach_files", purpose="to deliver images")
+        # Acknowledged first: admission reads the place's settings from the database.
+        await interaction.response.defer(thinking=True)
         request = await self.images.admit(
             _request(interaction, RequestKind.IMAGE, model),
             prompt,
@@ -67,7 +63,6 @@ class ImagesCog(commands.Cog):
             quality=quality,
             count=count,
         )
-        require(interaction, "attach_files", purpose="to deliver images")
         await self._make(interaction, request)
 
     @app_commands.command(
@@ -89,12 +84,13 @@ class ImagesCog(commands.Cog):
         model: str | None = None,
         size: str | None = None,
     ) -> None:
-        request = await self.images.admit(
-            _request(interaction, RequestKind.EDIT, model), prompt, size=size
-        )
         # Without an attachment the image is read again from its message.
         reading = () if image is not None else ("read_message_history",)
         require(interaction, "attach_files", *reading, purpose="to edit images")
+        await interaction.response.defer(thinking=True)
+        request = await self.images.admit(
+            _request(interaction, RequestKind.EDIT, model), prompt, size=size
+        )
         await self._make(interaction, request, image=image, mask=mask)
 
     @image.autocomplete("model")
@@ -109,16 +105,19 @@ class ImagesCog(commands.Cog):
     async def _size_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return _choices(self._chosen_model(interaction).sizes, current)
+        return _choices((await self._chosen_model(interaction)).sizes, current)
 
     @image.autocomplete("quality")
     async def _quality_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        return _choices(self._chosen_model(interaction).qualities, current)
+        return _choices((await self._chosen_model(interaction)).qualities, current)
 
-    def _chosen_model(self, interaction: discord.Interaction) -> ImageModel:
-        name = getattr(interaction.namespace, "model", None) or self.images.default_model
+    async def _chosen_model(self, interaction: discord.Interaction) -> ImageModel:
+        """The model typed so far, else the one used here."""
+        name = getattr(interaction.namespace, "model", None) or await self.images.model_at(
+            place_of(interaction.channel, interaction.guild_id)
+        )
         return image_model(str(name))
 
     @commands.Cog.listener()
@@ -126,7 +125,7 @@ class ImagesCog(commands.Cog):
         if interaction.type is not discord.InteractionType.component or interaction.data is None:
             return
         custom_id = str(interaction.data.get("custom_id", ""))
-        if not custom_id.startswith(AGAIN_PREFIX) or not await self.interaction_check(interaction):
+        if not custom_id.startswith(AGAIN_PREFIX):
             return
         try:
             require(interaction, "attach_files", purpose="to deliver images")
@@ -136,7 +135,7 @@ class ImagesCog(commands.Cog):
             request = await self.images.admit_again(
                 interaction.message.id if interaction.message else None,
                 place_of(interaction.channel, interaction.guild_id),
-                interaction.user.id,
+                person_of(interaction.user, interaction.permissions),
                 _repeat_of(custom_id.removeprefix(AGAIN_PREFIX)),
                 moderator=interaction.permissions.manage_messages,
             )
@@ -277,7 +276,10 @@ class _Progress:
 
 def _request(interaction: discord.Interaction, kind: RequestKind, model: str | None) -> Request:
     return Request(
-        kind, place_of(interaction.channel, interaction.guild_id), interaction.user.id, model=model
+        kind,
+        place_of(interaction.channel, interaction.guild_id),
+        person_of(interaction.user, interaction.permissions),
+        model=model,
     )
 
 

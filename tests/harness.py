@@ -19,6 +19,7 @@ from tests.fakes.discord import (
     FakeDiscordConfig,
     FakeGuild,
     FakeUser,
+    InteractionRecord,
     MessageRecord,
     Perm,
 )
@@ -108,6 +109,13 @@ class Harness:
         messages = self.api.requests_to("/chat/completions")[index].json["messages"]
         return [str(message["content"]) for message in messages]
 
+    async def told(self, interaction: InteractionRecord, *, within: float = 5) -> str:
+        """What the person who acted was last told (see `shown_to`), once there is something."""
+        await self.discord.wait_for(lambda: shown_to(interaction) is not None, timeout=within)
+        text = shown_to(interaction)
+        assert text is not None
+        return text
+
     async def answer_to(self, question: MessageRecord, *, within: float = 10) -> MessageRecord:
         """Wait until the bot's reply to `question` is finished (no Stop button), and return it.
 
@@ -125,6 +133,21 @@ class Harness:
         answer = finished()
         assert answer is not None
         return answer
+
+
+def shown_to(interaction: InteractionRecord) -> str | None:
+    """What the person who acted was last shown: the interaction's response, or a followup (a
+    refusal after a public "thinking" message comes as a private followup once that message
+    is removed). A button's message itself does not count."""
+    shown = [
+        message.versions[-1].content
+        for message in (interaction.original, *interaction.followups)
+        if message is not None
+        and message.id != interaction.message_id
+        and not message.deleted
+        and message.versions[-1].content
+    ]
+    return shown[-1] if shown else None
 
 
 def _has_stop(message: MessageRecord) -> bool:

@@ -13,10 +13,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from bot.admission import Admission, Request, RequestKind, Rules
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.admission import Admission, Person, Request, RequestKind, Rules
 from bot.ai import GeneratedImage, ImageResult, Message, Usage
 from bot.conversation.context import Question
 from bot.conversation.service import Ask, ChatOptions, ChatService
+from bot.db.config_store import ConfigStore
 from bot.db.models import ConversationKind
 from bot.db.repository import ConversationStore, ImageRef, UsageStore
 from bot.delivery.pacing import Window, WriteScheduler
@@ -25,16 +28,24 @@ from bot.images.delivery import Delivery, Repeat, UploadFile
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import Attachment, ImageWork
 from bot.places import Place
+from bot.server_config import Catalog, PlaceSettings, ServerConfig
 
-RULES = Rules(
-    chat_model="gpt-4o-mini",
-    chat_models=["gpt-4o-mini", "gpt-4o"],
-    vision_models=["gpt-4o"],
+DEFAULTS = PlaceSettings(
+    model="gpt-4o-mini",
     image_model="gpt-image-1",
-    image_models=["gpt-image-1", "dall-e-2"],
-    max_prompt_chars=4000,
-    allow_direct_messages=False,
+    system_prompt="Be brief.",
+    temperature=None,
+    max_answer_tokens=None,
 )
+CATALOG = Catalog(chat_models=["gpt-4o-mini", "gpt-4o"], image_models=["gpt-image-1", "dall-e-2"])
+RULES = Rules(vision_models=["gpt-4o"], max_prompt_chars=4000, allow_direct_messages=False)
+
+
+def admission_on(sessions: async_sessionmaker[AsyncSession]) -> Admission:
+    """Admission as the bot builds it, with the test deployment's settings."""
+    return Admission(ServerConfig(ConfigStore(sessions), DEFAULTS, CATALOG), RULES)
+
+
 WAIT = 2.0  # seconds any awaited event may take before the test fails
 _message_ids = itertools.count(1000)
 
@@ -170,12 +181,14 @@ class ChatRig:
     ) -> asyncio.Task[None]:
         """Start answering `text` from person `author_id` in channel `channel_id`."""
         place = Place(channel_id, 1, ConversationKind.CHANNEL)
-        request = Request(RequestKind.QUESTION, place, author_id, prompt_chars=len(text))
+        request = Request(RequestKind.QUESTION, place, Person(author_id), prompt_chars=len(text))
 
         async def asking() -> None:
             admitted = await self.service.admit(request)
             question = Question(f"person{author_id}: {text}")
-            await self.service.ask(Ask(admitted, place, f"person{author_id}", question), sink)
+            await self.service.ask(
+                Ask(admitted, admitted.place, f"person{author_id}", question), sink
+            )
 
         task = asyncio.create_task(asking())
         self.tasks.add(task)
@@ -184,22 +197,16 @@ class ChatRig:
 
 @contextlib.asynccontextmanager
 async def chat_rig(
-    conversations: ConversationStore, usage: UsageStore, **options: Any
+    conversations: ConversationStore, usage: UsageStore, admission: Admission, **options: Any
 ) -> AsyncIterator[ChatRig]:
     """The chat service with a scripted API, its scheduler running; torn down after."""
     scheduler = WriteScheduler()
     running = asyncio.create_task(scheduler.run())
     api = ScriptedApi()
-    settings: dict[str, Any] = {
-        "system_prompt": "Be brief.",
-        "temperature": None,
-        "history_token_budget": 6000,
-        "max_answer_tokens": None,
-        "max_concurrent_requests": 4,
-    }
+    settings: dict[str, Any] = {"history_token_budget": 6000, "max_concurrent_requests": 4}
     settings.update(options)
     service = ChatService(
-        api, Admission(RULES), conversations, usage, Replies(scheduler), ChatOptions(**settings)
+        api, admission, conversations, usage, Replies(scheduler), ChatOptions(**settings)
     )
     rig = ChatRig(service, api, conversations, usage, scheduler)
     try:
@@ -328,7 +335,9 @@ class ImageRig:
         place = Place(channel_id, 1, ConversationKind.CHANNEL)
 
         async def making() -> None:
-            request = await self.service.admit(Request(kind, place, author_id), prompt, count=count)
+            request = await self.service.admit(
+                Request(kind, place, Person(author_id)), prompt, count=count
+            )
             await self.service.make(request, sink, author_name=f"person{author_id}")
 
         task = asyncio.create_task(making())
@@ -337,11 +346,13 @@ class ImageRig:
 
 
 @contextlib.asynccontextmanager
-async def image_rig(conversations: ConversationStore, usage: UsageStore) -> AsyncIterator[ImageRig]:
+async def image_rig(
+    conversations: ConversationStore, usage: UsageStore, admission: Admission
+) -> AsyncIterator[ImageRig]:
     """The image service with a scripted API; its jobs cancelled after."""
     api = ScriptedImageApi()
     work = ImageWork(max_bytes=1024 * 1024, max_pixels=4096 * 4096, budget_pixels=4096 * 4096)
-    service = ImageService(api, Admission(RULES), conversations, usage, ImageOptions(), work)
+    service = ImageService(api, admission, conversations, usage, ImageOptions(), work)
     rig = ImageRig(service, api, conversations, usage)
     try:
         yield rig

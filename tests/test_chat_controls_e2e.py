@@ -321,7 +321,7 @@ async def test_a_channel_where_the_bot_cannot_write_is_explained_in_the_log(
         await harness.discord.wait_for(
             lambda: "missing the permission(s) Send Messages" in caplog.text, timeout=5
         )
-        assert f"Mentioned in #general ({harness.general.id})" in caplog.text
+        assert f"Asked in #general ({harness.general.id})" in caplog.text
         assert "hello?" not in caplog.text  # the question is no business of the log
         assert harness.api.requests_to("/chat/completions") == []
         assert harness.bot_messages() == []

@@ -258,9 +258,7 @@ async def test_an_unknown_model_gets_a_sentence_and_no_request(harness: Harness)
     interaction = await harness.discord.invoke_command(
         "ask", {"prompt": "hi", "model": "gpt-imaginary"}
     )
-    await harness.discord.wait_for(lambda: interaction.acknowledged, timeout=5)
-    assert interaction.original is not None
-    assert "gpt-imaginary" in interaction.original.versions[-1].content
+    assert "gpt-imaginary" in await harness.told(interaction)
     assert harness.api.requests_to("/chat/completions") == []
 
 
@@ -384,9 +382,7 @@ async def test_history_is_per_channel_and_survives_a_restart(harness: Harness) -
 async def test_reset_forgets_the_conversation(harness: Harness) -> None:
     await harness.answer_to(await harness.mention("Remember the number 7."))
     refused = await harness.discord.invoke_command("reset", channel=harness.general)
-    await harness.discord.wait_for(lambda: refused.original is not None, timeout=5)
-    assert refused.original is not None
-    assert "takes the Manage Messages permission" in refused.original.versions[-1].content
+    assert "takes the Manage Messages permission" in await harness.told(refused)
 
     interaction = await harness.discord.invoke_command(
         "reset", channel=harness.general, user=harness.moderator
@@ -647,9 +643,7 @@ async def test_commands_are_registered_only_when_they_change(harness: Harness) -
 
 async def test_a_prompt_over_the_limit_gets_a_sentence_and_no_request(harness: Harness) -> None:
     interaction = await harness.discord.invoke_command("ask", {"prompt": "x" * 4500})
-    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
-    assert interaction.original is not None
-    assert interaction.original.versions[-1].content == (
+    assert await harness.told(interaction) == (
         "⚠️ Your message is 4500 characters long; the limit is 4000."
     )
     question = await harness.mention("y" * 4100)

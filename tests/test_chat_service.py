@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.admission import Request, RequestKind
+from bot.admission import Person, Request, RequestKind
 from bot.conversation.runs import INTERRUPTED, StopResult
 from bot.conversation.service import WAITING, Ask
 from bot.db.models import ConversationKind, TurnStatus
@@ -20,7 +20,9 @@ from bot.db.repository import ConversationStore, NewTurn, StoredTurn, UsageStore
 from bot.delivery.reply import Shown
 from bot.errors import UserError
 from bot.places import Place
-from tests.helpers import WAIT, ChatRig, MemorySink, chat_rig
+from tests.helpers import WAIT, ChatRig, MemorySink, admission_on, chat_rig
+
+CHANNEL = Place(10, 1, ConversationKind.CHANNEL)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -66,7 +68,7 @@ async def store(sessions: async_sessionmaker[AsyncSession]) -> GatedStore:
 async def rig(
     store: GatedStore, sessions: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[ChatRig]:
-    async with chat_rig(store, UsageStore(sessions)) as rig:
+    async with chat_rig(store, UsageStore(sessions), admission_on(sessions)) as rig:
         yield rig
 
 
@@ -156,7 +158,7 @@ async def test_regenerate_pressed_the_moment_it_shows_works(
         turn = shown.controls.regenerate_turn
         if turn is not None and not pressed:
             regenerating = rig.service.regeneration(
-                turn, channel_id=10, user_id=1, can_manage=False
+                turn, place=CHANNEL, person=Person(1), can_manage=False
             )
             pressed.append(asyncio.create_task(regenerating))
 
@@ -216,9 +218,9 @@ async def test_a_person_may_have_three_questions_waiting_and_no_more(rig: ChatRi
     busy = "You already have questions waiting for answers; wait for them or press Stop."
     place = Place(10, 1, ConversationKind.CHANNEL)
     with pytest.raises(UserError, match=busy):
-        await rig.service.admit(Request(RequestKind.QUESTION, place, 1, prompt_chars=5))
+        await rig.service.admit(Request(RequestKind.QUESTION, place, Person(1), prompt_chars=5))
     # Someone else is not held up by it.
-    assert (await rig.service.admit(Request(RequestKind.QUESTION, place, 2))).model
+    assert (await rig.service.admit(Request(RequestKind.QUESTION, place, Person(2)))).model
 
 
 async def test_regenerate_is_refused_at_admission_when_the_person_is_busy(
@@ -240,4 +242,4 @@ async def test_regenerate_is_refused_at_admission_when_the_person_is_busy(
         rig.ask(text, sink, channel_id=20)
         await sink.wait_for(lambda s: s.latest().content == WAITING)
     with pytest.raises(UserError, match="You already have questions waiting"):
-        await rig.service.regeneration(turn, channel_id=10, user_id=1, can_manage=False)
+        await rig.service.regeneration(turn, place=CHANNEL, person=Person(1), can_manage=False)

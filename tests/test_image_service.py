@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.admission import RequestKind
+from bot.admission import Person, RequestKind
 from bot.ai import ContentRefused
 from bot.db.models import ConversationKind
 from bot.db.repository import ConversationStore, UsageStore
@@ -21,7 +21,7 @@ from bot.images.delivery import Repeat
 from bot.images.service import RESTARTED
 from bot.places import Place
 from tests.fakes.api import tiny_png
-from tests.helpers import WAIT, ImageRig, MemoryImageSink, image_rig
+from tests.helpers import WAIT, ImageRig, MemoryImageSink, admission_on, image_rig
 
 pytestmark = pytest.mark.timeout(10)
 BUSY = "You already have images being made; wait for them to finish."
@@ -29,7 +29,9 @@ BUSY = "You already have images being made; wait for them to finish."
 
 @pytest.fixture
 async def rig(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[ImageRig]:
-    async with image_rig(ConversationStore(sessions), UsageStore(sessions)) as rig:
+    async with image_rig(
+        ConversationStore(sessions), UsageStore(sessions), admission_on(sessions)
+    ) as rig:
         yield rig
 
 
@@ -71,12 +73,12 @@ async def test_a_job_is_delivered_remembered_and_offered_again(rig: ImageRig) ->
     # What was remembered is enough to make them again.
     place = Place(10, 1, ConversationKind.CHANNEL)
     again = await rig.service.admit_again(
-        newest.message_id, place, 1, Repeat(1, None, None), moderator=False
+        newest.message_id, place, Person(1), Repeat(1, None, None), moderator=False
     )
     assert (again.prompt, again.model.name, again.count) == ("a red boat", "gpt-image-1", 1)
     with pytest.raises(UserError, match="Only the person who asked"):
         await rig.service.admit_again(
-            newest.message_id, place, 2, Repeat(1, None, None), moderator=False
+            newest.message_id, place, Person(2), Repeat(1, None, None), moderator=False
         )
 
 

@@ -23,7 +23,7 @@ from tests.fakes.discord import (
     Perm,
     UploadFile,
 )
-from tests.harness import Harness, custom_ids, running_harness, sqlite_url
+from tests.harness import Harness, custom_ids, running_harness, shown_to, sqlite_url
 
 
 def picture(width: int = 64, height: int = 64, *, fmt: str = "PNG", seed: int = 1) -> bytes:
@@ -80,15 +80,11 @@ def attached(message: MessageRecord) -> list[bytes]:
 
 
 async def sentence(harness: Harness, interaction: InteractionRecord) -> str:
+    """The sentence the person is told, after any progress shown before it."""
     await harness.discord.wait_for(
-        lambda: (
-            interaction.original is not None
-            and interaction.original.versions[-1].content.startswith("⚠️")
-        ),
-        timeout=10,
+        lambda: (shown_to(interaction) or "").startswith("⚠️"), timeout=10
     )
-    assert interaction.original is not None
-    return interaction.original.versions[-1].content
+    return await harness.told(interaction)
 
 
 @pytest.mark.parametrize("response_format", ["b64_json", "url"])
@@ -179,7 +175,7 @@ async def test_progress_shows_the_time_waited(harness: Harness) -> None:
     # after the result.
     harness.discord.config.latency = 0.25
     message = await delivered(harness, interaction)
-    contents = [version.content for version in message.versions]
+    contents = [version.content for version in message.versions if version.content]
     assert contents[0].startswith("🎨 Making an image with gpt-image-1")
     assert any(content.endswith(" s") for content in contents[1:-1])
     # No tick lands after the result: from the images on, the caption stays, up to the
@@ -332,7 +328,9 @@ async def test_an_image_whose_token_is_refused_early_arrives_all_the_same(
 ) -> None:
     harness.api.script(Hang(1.0))  # then the fake's own first image
     interaction = await harness.discord.invoke_command("image", {"prompt": "patience"})
-    await harness.discord.wait_for(lambda: interaction.original is not None, timeout=5)
+    await harness.discord.wait_for(
+        lambda: interaction.original is not None and interaction.original.content, timeout=5
+    )
     interaction.token_lifetime = 0  # Discord refuses the token from now on (401, 50027)
     message = await delivered(harness, interaction)
     assert attached(message) == [tiny_png(0)]

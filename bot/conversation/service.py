@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from bot.admission import Admission, Admitted, Request, RequestKind
+from bot.admission import Admission, Admitted, Person, Request, RequestKind
 from bot.ai import Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
 from bot.conversation.tokens import estimate_tokens
-from bot.db.models import TurnStatus, UsageKind
+from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn, UsageStore
 from bot.delivery.reply import Controls, Replies, ReplySink, StreamingReply
 from bot.errors import UserError, sentence_for
@@ -75,10 +75,7 @@ class ChatApi(Protocol):
 
 @dataclass(frozen=True)
 class ChatOptions:
-    system_prompt: str
-    temperature: float | None
     history_token_budget: int
-    max_answer_tokens: int | None
     max_concurrent_requests: int
     # The longest an answer may be written for, from the request on.
     answer_timeout: float = 600.0
@@ -91,7 +88,9 @@ class Ask:
     """An admitted question, ready to be answered."""
 
     admitted: Admitted
-    place: Place  # where it is answered and remembered (a /chat thread: the new thread)
+    # Where it is answered and remembered: the admitted place (a person's own conversation
+    # with `history personal`), or the new thread of /chat.
+    place: Place
     author_name: str
     question: Question
     private: bool = False
@@ -149,6 +148,11 @@ class ChatService:
         self._runs = Runs()
         self._background: set[asyncio.Task[None]] = set()
 
+    @property
+    def models(self) -> Sequence[str]:
+        """The chat models people may pick."""
+        return self._admission.config.catalog.chat_models
+
     # Asking.
 
     async def admit(self, request: Request) -> Admitted:
@@ -199,20 +203,23 @@ class ChatService:
 
     async def _answer(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
         model = ask.model
+        place = ask.place
         conversation = await self._conversations.open(
-            ask.place.channel_id,
-            guild_id=ask.place.guild_id,
-            kind=ask.place.kind,
-            opened_by_chat=ask.place.opened_by_chat,
-            opened_by=ask.place.opened_by,
+            place.channel_id,
+            guild_id=place.guild_id,
+            kind=place.kind,
+            opened_by_chat=place.opened_by_chat,
+            opened_by=place.opened_by,
+            owner_id=place.owner_id,
         )
+        system_prompt = ask.admitted.settings.system_prompt
         budget = history_budget(
-            model, self.options.history_token_budget, self.options.system_prompt, ask.question
+            model, self.options.history_token_budget, system_prompt, ask.question
         )
         history = await self._conversations.newest_turns(
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
-        messages = build_messages(self.options.system_prompt, history, ask.question)
+        messages = build_messages(system_prompt, history, ask.question)
         stored = [] if ask.private else await self._store_question(conversation.id, ask, model)
         answer_turn = run.answer_turn = stored[-1] if stored else None
         self._note_messages(run, sink)  # a status line may already be showing
@@ -339,8 +346,8 @@ class ChatService:
                     self._api.stream_chat(
                         messages,
                         model=model,
-                        temperature=self.options.temperature,
-                        max_tokens=self.options.max_answer_tokens,
+                        temperature=ask.admitted.settings.temperature,
+                        max_tokens=ask.admitted.settings.answer_tokens(model),
                         user=str(ask.author_id),
                     ) as stream,
                 ):
@@ -406,9 +413,10 @@ class ChatService:
         )
 
     async def regeneration(
-        self, turn_id: int, *, channel_id: int, user_id: int, can_manage: bool
+        self, turn_id: int, *, place: Place, person: Person, can_manage: bool
     ) -> Ask:
-        """The question to ask again so that its new answer replaces answer `turn_id`."""
+        """The question to ask again, where `person` pressed Regenerate at `place`, so that
+        its new answer replaces answer `turn_id`."""
         # The button shows with the answer's last write, a moment before the answer is stored
         # as finished: a quick press waits for that.
         await self._runs.wait_until_stored(turn_id)
@@ -416,7 +424,7 @@ class ChatService:
         conversation = (
             await self._conversations.get_conversation(answer.conversation_id) if answer else None
         )
-        if answer is None or conversation is None or conversation.channel_id != channel_id:
+        if answer is None or conversation is None or conversation.channel_id != place.channel_id:
             raise UserError("That answer is no longer in this conversation's history.")
         newest = await self._conversations.newest_turns(
             answer.conversation_id, token_budget=2**62, max_turns=2
@@ -424,23 +432,23 @@ class ChatService:
         if len(newest) != 2 or newest[1].id != turn_id or newest[0].role != "user":
             raise UserError("Only the newest answer of a conversation can be regenerated.")
         question = newest[0]
-        if question.author_id != user_id and not can_manage:
+        if question.author_id != person.id and not can_manage:
             raise UserError(
                 "Only the person who asked, or someone who can manage messages, can regenerate."
             )
-        place = Place(
-            conversation.channel_id,
-            conversation.guild_id,
-            conversation.kind,
-            conversation.opened_by_chat,
-            conversation.opened_by,
+        # The answer stays in the conversation it was in, whatever the settings are now.
+        place = replace(
+            place,
+            opened_by_chat=conversation.opened_by_chat,
+            opened_by=conversation.opened_by,
+            owner_id=conversation.owner_id,
         )
-        request = Request(
-            RequestKind.REGENERATE, place, question.author_id or user_id, model=answer.model
+        admitted = await self.admit(
+            Request(RequestKind.REGENERATE, place, person, model=answer.model)
         )
         return Ask(
-            admitted=await self.admit(request),
-            place=place,
+            admitted=admitted,
+            place=admitted.place,
             author_name=question.author_name or "",
             question=Question(question.content),
             # Where the question's images are, for the caller to read again.
@@ -512,8 +520,26 @@ class ChatService:
         conversation = await self._conversations.find(channel_id)
         return conversation.opened_by if conversation else None
 
-    async def reset(self, channel_id: int) -> int:
-        return await self._conversations.reset(channel_id)
+    async def reset(self, request: Request, *, moderator: bool) -> tuple[int, bool]:
+        """Forget the conversation where `request` is made; returns how many messages were
+        forgotten, and whether it was the person's own. A channel's shared history is
+        everyone's: forgetting it takes a
+        `moderator`; a /chat thread's may be forgotten by its opener too; a person's own
+        conversation, and a direct message's, by that person."""
+        place = (await self._admission.admit(request)).place
+        guild = place.guild_id is not None
+        if guild and place.owner_id == 0 and not moderator:
+            if place.kind is not ConversationKind.THREAD:
+                raise UserError(
+                    "Forgetting a channel's conversation takes the Manage Messages permission."
+                )
+            if await self.thread_opener(place.channel_id) != request.author_id:
+                raise UserError(
+                    "Only the person who opened this thread with /chat, or someone who can "
+                    "manage messages or threads, can make me forget it."
+                )
+        forgotten = await self._conversations.reset(place.channel_id, place.owner_id)
+        return forgotten, place.owner_id != 0
 
 
 def _duration(seconds: float) -> str:

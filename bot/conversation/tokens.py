@@ -27,12 +27,34 @@ _CONTEXT_WINDOWS = {
 }
 _DEFAULT_WINDOW = 32_000
 
+# The most a model writes in one answer, by model-name prefix.
+_OUTPUT_LIMITS = {
+    "gpt-3.5": 4_096,
+    "gpt-4": 8_192,
+    "gpt-4-turbo": 4_096,
+    "gpt-4o": 16_384,
+    "gpt-4.1": 32_768,
+    "gpt-5": 128_000,
+    "o1": 100_000,
+    "o3": 100_000,
+    "o4": 100_000,
+}
+_DEFAULT_OUTPUT_LIMIT = 4_096
+
 
 def estimate_tokens(text: str, *, images: int = 0) -> int:
     return -(-len(text.encode()) // 3) + MESSAGE_OVERHEAD + images * IMAGE_TOKENS
 
 
 def context_window(model: str) -> int:
+    return _by_prefix(_CONTEXT_WINDOWS, model, _DEFAULT_WINDOW)
+
+
+def output_limit(model: str) -> int:
+    return _by_prefix(_OUTPUT_LIMITS, model, _DEFAULT_OUTPUT_LIMIT)
+
+
+def _by_prefix(table: dict[str, int], model: str, default: int) -> int:
     name = model.lower().split(":", 1)[0]  # "gpt-4o-mini:free" is gpt-4o-mini
-    matches = [prefix for prefix in _CONTEXT_WINDOWS if name.startswith(prefix)]
-    return _CONTEXT_WINDOWS[max(matches, key=len)] if matches else _DEFAULT_WINDOW
+    matches = [prefix for prefix in table if name.startswith(prefix)]
+    return table[max(matches, key=len)] if matches else default

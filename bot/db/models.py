@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -26,7 +27,7 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -67,10 +68,16 @@ class Conversation(Base):
     """One channel, thread or direct-message channel, keyed by its Discord id."""
 
     __tablename__ = "conversations"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (
+        UniqueConstraint("channel_id", "owner_id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    channel_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    # With `history personal`, each person has a conversation of their own in a channel;
+    # 0 is the channel's shared one.
+    owner_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[ConversationKind] = mapped_column(_enum(ConversationKind))
     # A thread opened by /chat answers every message without a mention.
@@ -145,12 +152,17 @@ class TurnImage(Base):
 
 
 class ScopeSettings:
-    """Overrides an admin sets with /config; None means "inherit"."""
+    """What an admin set with /config for a server or a channel; None means "inherit"."""
 
-    chat_model: Mapped[str | None] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(100))  # for chat
     image_model: Mapped[str | None] = mapped_column(String(100))
     system_prompt: Mapped[str | None] = mapped_column(Text)
     temperature: Mapped[float | None] = mapped_column(Float)
+    max_answer_tokens: Mapped[int | None] = mapped_column(Integer)
+    reply_mode: Mapped[str | None] = mapped_column(String(16))
+    history: Mapped[str | None] = mapped_column(String(16))
+    # Role ids allowed to use the bot; an empty list: everyone.
+    roles: Mapped[list[int] | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
@@ -160,15 +172,36 @@ class GuildSettings(ScopeSettings, Base):
     __tablename__ = "guild_settings"
 
     guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # Changed with every change to the server's settings or its channels', so that every
+    # process can tell with one read whether what it holds is current. Random, never reused.
+    version: Mapped[str] = mapped_column(String(32))
 
 
 class ChannelSettings(ScopeSettings, Base):
     __tablename__ = "channel_settings"
 
     channel_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
-    # None: follow the server; False: the bot stays silent here.
-    enabled: Mapped[bool | None] = mapped_column()
+    guild_id: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ConfigChange(Base):
+    """One change made with /config: the server's audit log."""
+
+    __tablename__ = "config_changes"
+    __table_args__ = (
+        Index("ix_config_changes_guild_id_id", "guild_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)  # None: the server's setting
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    setting: Mapped[str] = mapped_column(String(32))
+    # As shown to people; None: not set here (inherited).
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class BotState(Base):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -34,6 +34,7 @@ class ConversationRef:
     kind: ConversationKind
     opened_by_chat: bool
     opened_by: int | None
+    owner_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,19 @@ def _storable(text: _Text) -> _Text:
 
 def _conversation_ref(row: Conversation) -> ConversationRef:
     return ConversationRef(
-        row.id, row.channel_id, row.guild_id, row.kind, row.opened_by_chat, row.opened_by
+        row.id,
+        row.channel_id,
+        row.guild_id,
+        row.kind,
+        row.opened_by_chat,
+        row.opened_by,
+        row.owner_id,
+    )
+
+
+def _conversation_of(channel_id: int, owner_id: int) -> Select[Conversation]:
+    return select(Conversation).where(
+        Conversation.channel_id == channel_id, Conversation.owner_id == owner_id
     )
 
 
@@ -124,11 +137,10 @@ class ConversationStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def find(self, channel_id: int) -> ConversationRef | None:
+    async def find(self, channel_id: int, owner_id: int = 0) -> ConversationRef | None:
+        """The channel's shared conversation, or with `owner_id` a person's own one there."""
         async with self._sessions() as session:
-            row = await session.scalar(
-                select(Conversation).where(Conversation.channel_id == channel_id)
-            )
+            row = await session.scalar(_conversation_of(channel_id, owner_id))
             return _conversation_ref(row) if row else None
 
     async def get_conversation(self, conversation_id: int) -> ConversationRef:
@@ -146,9 +158,11 @@ class ConversationStore:
         kind: ConversationKind,
         opened_by_chat: bool = False,
         opened_by: int | None = None,
+        owner_id: int = 0,
     ) -> ConversationRef:
-        """The conversation of this channel or thread, created on first use."""
-        found = await self.find(channel_id)
+        """The conversation of this channel or thread (a person's own one: `owner_id`),
+        created on first use."""
+        found = await self.find(channel_id, owner_id)
         if found is not None:
             return found
         try:
@@ -159,12 +173,13 @@ class ConversationStore:
                     kind=kind,
                     opened_by_chat=opened_by_chat,
                     opened_by=opened_by,
+                    owner_id=owner_id,
                 )
                 session.add(row)
             return _conversation_ref(row)
         except IntegrityError:
             # Another process or task created it first: theirs is as good as ours.
-            found = await self.find(channel_id)
+            found = await self.find(channel_id, owner_id)
             assert found is not None
             return found
 
@@ -303,12 +318,11 @@ class ConversationStore:
             assert turn is not None
             return _image_ref(image), _stored_turn(turn)
 
-    async def reset(self, channel_id: int) -> int:
+    async def reset(self, channel_id: int, owner_id: int = 0) -> int:
         """Forget a conversation's turns. Returns how many were forgotten."""
         async with self._sessions.begin() as session:
-            conversation_id = await session.scalar(
-                select(Conversation.id).where(Conversation.channel_id == channel_id)
-            )
+            conversation = await session.scalar(_conversation_of(channel_id, owner_id))
+            conversation_id = conversation.id if conversation else None
             if conversation_id is None:
                 return 0
             result = await session.execute(

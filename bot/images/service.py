@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 from weakref import WeakValueDictionary
 
-from bot.admission import Admission, Admitted, Request, RequestKind
+from bot.admission import Admission, Admitted, Person, Request, RequestKind
 from bot.ai import GeneratedImage, ImageFile, ImageResult
 from bot.conversation.context import question_text
 from bot.conversation.tokens import estimate_tokens
@@ -92,7 +92,8 @@ class ImageRequest:
 
     @property
     def place(self) -> Place:
-        return self.admitted.request.place
+        """Where its conversation is (a person's own one with `history personal`)."""
+        return self.admitted.place
 
     @property
     def repeat(self) -> Repeat:
@@ -122,11 +123,11 @@ class ImageService:
 
     @property
     def models(self) -> Sequence[str]:
-        return self._admission.rules.image_models
+        return self._admission.config.catalog.image_models
 
-    @property
-    def default_model(self) -> str:
-        return self._admission.rules.image_model
+    async def model_at(self, place: Place) -> str:
+        """The image model used at `place` when none is picked."""
+        return (await self._admission.config.for_place(place)).image_model
 
     # Admitting.
 
@@ -168,22 +169,22 @@ class ImageService:
         self,
         message_id: int | None,
         place: Place,
-        author_id: int,
+        person: Person,
         repeat: Repeat,
         *,
         moderator: bool,
     ) -> ImageRequest:
         """The request that made the images of message `message_id`, made again by
-        `author_id`; the prompt and model are found through the images."""
+        `person`; the prompt and model are found through the images."""
         found = await self._conversations.image_of_message(message_id) if message_id else None
         image, turn = found or (None, None)
         if image is None or image.prompt is None or turn is None:
             raise UserError("I no longer know how these images were made.")
         # Images cost money: only the asker, or someone who can manage messages, repeats them.
-        if turn.author_id != author_id and not moderator:
+        if turn.author_id != person.id and not moderator:
             raise UserError("Only the person who asked, or a moderator, can make these again.")
         return await self.admit(
-            Request(RequestKind.IMAGE, place, author_id, model=turn.model),
+            Request(RequestKind.IMAGE, place, person, model=turn.model),
             image.prompt,
             size=repeat.size,
             quality=repeat.quality,
@@ -329,7 +330,7 @@ class ImageService:
     async def _newest_image(self, place: Place, sink: ImageSink) -> Attachment:
         """The image an edit without an attachment refines: the newest of this conversation,
         found again through its message, since attachment URLs expire."""
-        conversation = await self._conversations.find(place.channel_id)
+        conversation = await self._conversations.find(place.channel_id, place.owner_id)
         ref = (
             await self._conversations.newest_image(conversation.id)
             if conversation is not None
@@ -355,7 +356,7 @@ class ImageService:
         """Record the request and its images, so chat knows of them and /edit can refine them."""
         place = request.place
         conversation = await self._conversations.open(
-            place.channel_id, guild_id=place.guild_id, kind=place.kind
+            place.channel_id, guild_id=place.guild_id, kind=place.kind, owner_id=place.owner_id
         )
         question = question_text(author_name, f"/{request.kind.value} {request.prompt}")
         await self._conversations.append_turn(
