@@ -13,8 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -50,6 +52,43 @@ async def test_migrating_again_changes_nothing(database_url: str) -> None:
         assert current == head is not None
     finally:
         await engine.dispose()
+
+
+async def test_every_revision_goes_down_and_up_again_keeping_what_fits(
+    engine: AsyncEngine,
+) -> None:
+    """An admin may step back a release: each downgrade runs, and upgrading again works on
+    the rows the older schema kept."""
+
+    def step(connection: Connection, target: str, *, down: bool) -> None:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, target)
+
+    revisions = [
+        script.revision
+        for script in ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO guild_settings (guild_id, model, version, updated_at) "
+                "VALUES (1, 'gpt-4o', 'v1', CURRENT_TIMESTAMP)"
+            )
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO conversations (channel_id, guild_id, kind, opened_by_chat, created_at)"
+                " VALUES (5, 1, 'channel', false, CURRENT_TIMESTAMP)"
+            )
+        )
+        for older in revisions[1:]:  # newest first
+            await connection.run_sync(step, older, down=True)
+        await connection.run_sync(step, "head", down=False)
+        kept = await connection.execute(text("SELECT guild_id, model FROM guild_settings"))
+        assert kept.all() == [(1, "gpt-4o")]
+        conversations = await connection.execute(text("SELECT channel_id FROM conversations"))
+        assert conversations.all() == [(5,)]
 
 
 # Each process imports everything first, says so, then migrates when told, so that all of them

@@ -24,17 +24,23 @@ _NEW_SETTINGS = (
 
 
 def upgrade() -> None:
-    # Nothing wrote these tables before this revision: they hold no rows to carry over.
     with op.batch_alter_table("guild_settings", schema=None) as batch_op:
         batch_op.alter_column("chat_model", new_column_name="model")
         for name, type_ in _NEW_SETTINGS:
             batch_op.add_column(sa.Column(name, type_, nullable=True))
-        batch_op.add_column(sa.Column("version", sa.String(length=32), nullable=False))
+        batch_op.add_column(sa.Column("version", sa.String(length=32), nullable=True))
+    # Rows left by a downgrade get a version of their own; new ones always carry one.
+    op.execute(sa.text("UPDATE guild_settings SET version = 'migrated'"))
+    with op.batch_alter_table("guild_settings", schema=None) as batch_op:
+        batch_op.alter_column("version", existing_type=sa.String(length=32), nullable=False)
     with op.batch_alter_table("channel_settings", schema=None) as batch_op:
         batch_op.alter_column("chat_model", new_column_name="model")
         for name, type_ in _NEW_SETTINGS:
             batch_op.add_column(sa.Column(name, type_, nullable=True))
         batch_op.drop_column("enabled")
+    # A channel's settings belong to a server (nothing wrote them before this revision).
+    op.execute(sa.text("DELETE FROM channel_settings WHERE guild_id IS NULL"))
+    with op.batch_alter_table("channel_settings", schema=None) as batch_op:
         batch_op.alter_column("guild_id", existing_type=sa.BigInteger(), nullable=False)
 
     op.create_table(
