@@ -17,6 +17,7 @@ from bot.places import Place
 from bot.server_config import (
     MAX_SYSTEM_PROMPT,
     Change,
+    History,
     LogEntry,
     PlaceSettings,
     ReplyMode,
@@ -150,7 +151,7 @@ class ConfigCog(commands.Cog):
             Setting.MODEL.value: self.config.catalog.chat_models,
             Setting.IMAGE_MODEL.value: self.config.catalog.image_models,
             Setting.REPLY_MODE.value: [mode.value for mode in ReplyMode],
-            Setting.HISTORY.value: ["shared", "personal"],
+            Setting.HISTORY.value: [mode.value for mode in History],
         }.get(str(getattr(interaction.namespace, "setting", "")), [])
         typed = current.lower()
         return [app_commands.Choice(name=v, value=v) for v in offered if typed in v.lower()][:25]

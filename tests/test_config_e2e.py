@@ -355,3 +355,17 @@ async def test_settings_go_with_their_channel_and_server_and_stay_after_reset(
     )
     for table in ("channel_settings", "config_changes", "conversations"):
         assert rows(harness, f"SELECT * FROM {table} WHERE guild_id = ?", guild) == []
+
+
+async def test_values_are_offered_for_the_setting_chosen(harness: Harness, admin: FakeUser) -> None:
+    async def offered(setting: str, typed: str) -> list[str]:
+        record = await harness.discord.invoke_autocomplete(
+            "config set", {"setting": setting, "value": typed}, focused="value", user=admin
+        )
+        await harness.discord.wait_for(lambda: record.autocomplete_choices is not None)
+        return [choice["value"] for choice in record.autocomplete_choices or []]
+
+    assert await offered("model", "4o") == ["gpt-4o-mini", "gpt-4o"]
+    assert await offered("image_model", "dall") == ["dall-e-3", "dall-e-2"]
+    assert await offered("reply_mode", "") == ["mention", "all", "thread", "off"]
+    assert await offered("temperature", "") == []
