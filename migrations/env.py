@@ -32,10 +32,11 @@ def run_migrations(connection: Connection) -> None:
 async def _run_from_command_line() -> None:
     from bot.config import load_settings
     from bot.db.engine import create_engine
+    from bot.db.migrate import migrating
 
     engine = create_engine(load_settings().database_url)
     try:
-        async with engine.begin() as connection:
+        async with migrating(engine) as connection:
             await connection.run_sync(run_migrations)
     finally:
         await engine.dispose()

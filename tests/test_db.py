@@ -9,6 +9,7 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,20 +56,15 @@ async def test_migrating_again_changes_nothing(database_url: str) -> None:
 
 
 async def test_every_revision_goes_down_and_up_again_keeping_what_fits(
-    engine: AsyncEngine,
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    """An admin may step back a release: each downgrade runs, and upgrading again works on
-    the rows the older schema kept."""
-
-    def step(connection: Connection, target: str, *, down: bool) -> None:
-        config = migrate.alembic_config()
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, target)
-
-    revisions = [
-        script.revision
-        for script in ScriptDirectory.from_config(migrate.alembic_config()).walk_revisions()
-    ]
+    """An admin may step back a release: each downgrade runs, and upgrading again (as the bot
+    does at start) works on the rows the older schema kept, history included."""
+    store = ConversationStore(sessions)
+    conversation = await store.open(5, guild_id=1, kind=ConversationKind.CHANNEL)
+    image = ImageRef(5, 50, 500, "cat.png", "image/png")
+    await store.append_turn(conversation.id, replace(_turn(1), images=[image]))
+    await store.append_turn(conversation.id, _turn(2, role="assistant"))
     async with engine.begin() as connection:
         await connection.execute(
             text(
@@ -76,19 +72,24 @@ async def test_every_revision_goes_down_and_up_again_keeping_what_fits(
                 "VALUES (1, 'gpt-4o', 'v1', CURRENT_TIMESTAMP)"
             )
         )
-        await connection.execute(
-            text(
-                "INSERT INTO conversations (channel_id, guild_id, kind, opened_by_chat, created_at)"
-                " VALUES (5, 1, 'channel', false, CURRENT_TIMESTAMP)"
-            )
-        )
-        for older in revisions[1:]:  # newest first
-            await connection.run_sync(step, older, down=True)
-        await connection.run_sync(step, "head", down=False)
+
+    def step_down(connection: Connection, target: str) -> None:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, target)
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    for older in [revision.revision for revision in script.walk_revisions()][1:]:
+        async with migrate.migrating(engine) as connection:
+            await connection.run_sync(step_down, older)
+    await migrate.upgrade(engine)
+
+    async with engine.connect() as connection:
         kept = await connection.execute(text("SELECT guild_id, model FROM guild_settings"))
         assert kept.all() == [(1, "gpt-4o")]
-        conversations = await connection.execute(text("SELECT channel_id FROM conversations"))
-        assert conversations.all() == [(5,)]
+    turns = await store.newest_turns(conversation.id, token_budget=10_000)
+    assert [turn.content for turn in turns] == ["message 1", "message 2"]
+    assert turns[0].images == [image]
 
 
 # Each process imports everything first, says so, then migrates when told, so that all of them

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def migrations_folder() -> Path:
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the database to the newest revision. Safe when several processes start at once."""
-    async with _sqlite_file_lock(engine), engine.begin() as connection:
+    async with _sqlite_file_lock(engine), migrating(engine) as connection:
         if connection.dialect.name == "postgresql":
             # Held until this transaction ends: the other processes wait, then find nothing to do.
             await connection.execute(
@@ -51,6 +51,32 @@ async def upgrade(engine: AsyncEngine) -> None:
         after = await connection.run_sync(_current_revision)
     if before != after:
         log.info("Database migrated from %s to %s", before or "nothing", after)
+
+
+@contextlib.asynccontextmanager
+async def migrating(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection, in a transaction, to change the schema through.
+
+    Alembic changes a SQLite table by copying it and dropping the old one: with foreign keys
+    on, that drop would first delete every row referring to it (turns cascade from
+    conversations). So on SQLite they are off meanwhile (set outside the transaction, or it is
+    ignored), and checked before the transaction commits."""
+    async with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await connection.commit()
+        try:
+            async with connection.begin():
+                yield connection
+                if sqlite:
+                    broken = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"migrating left rows that refer to none: {broken[:3]}")
+        finally:
+            if sqlite:
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await connection.commit()
 
 
 @contextlib.asynccontextmanager
