@@ -61,6 +61,8 @@ class Request:
     model: str | None = None  # as the person picked it; None: the place's
     prompt_chars: int = 0  # what the person typed
     images: int = 0  # images a chat model is asked to look at
+    # Made again (Regenerate): it stays in the conversation its place names.
+    again: bool = False
 
     @property
     def author_id(self) -> int:
@@ -167,6 +169,6 @@ def _conversation_place(request: Request, settings: PlaceSettings) -> Place:
     (threads stay shared); an answer asked again stays in the conversation it was in."""
     place = request.place
     personal = settings.history is History.PERSONAL and place.kind is ConversationKind.CHANNEL
-    if request.kind is RequestKind.REGENERATE or not personal:
+    if request.again or not personal:
         return place
     return replace(place, owner_id=request.author_id)

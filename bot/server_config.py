@@ -128,10 +128,19 @@ class ServerConfig:
 
     async def for_scope(self, place: Place, scope: Scope) -> PlaceSettings:
         """The effective settings of the channel or the server that `scope` names at `place`."""
-        if scope is Scope.CHANNEL:
-            return await self.for_place(place)
         assert place.guild_id is not None
-        return self._resolve((await self._current(place.guild_id)).server, {})
+        return self._of_scope(await self._current(place.guild_id), place, scope)
+
+    def last_seen(self, place: Place, scope: Scope) -> PlaceSettings:
+        """`for_scope` as this process last read it (the deployment's if never), for when the
+        database cannot answer in time."""
+        assert place.guild_id is not None
+        config = self._cache.get(place.guild_id) or GuildConfig(None, {}, {})
+        return self._of_scope(config, place, scope)
+
+    def _of_scope(self, config: GuildConfig, place: Place, scope: Scope) -> PlaceSettings:
+        channel = config.channels.get(place.settings_channel_id, {})
+        return self._resolve(config.server, channel if scope is Scope.CHANNEL else {})
 
     async def is_untouched(self, guild_id: int) -> bool:
         """Nothing was ever set in this server."""
@@ -291,22 +300,24 @@ def _parse_roles(text: str, server_roles: Mapping[int, str]) -> frozenset[int]:
     if text.lower().removeprefix("@") == "everyone":
         return frozenset()
     found = {int(role_id) for role_id in _ROLE_MENTION.findall(text)}
-    by_name = {name.lower(): role_id for role_id, name in server_roles.items()}
-    rest = _ROLE_MENTION.sub(" ", text).strip()
     unknown = [role_id for role_id in found if role_id not in server_roles]
     if unknown:
         raise UserError(
             f"This server has no role <@&{unknown[0]}>; mention roles of this server, "
             "or leave the value empty for everyone."
         )
-    if rest:
-        name = rest.removeprefix("@").strip().lower()
-        if name not in by_name:
+    # What is not a mention is role names, as /config show lists roles: separated by commas.
+    by_name = {name.lower(): role_id for role_id, name in server_roles.items()}
+    for typed in _ROLE_MENTION.sub(",", text).split(","):
+        name = typed.strip().removeprefix("@").strip()
+        if not name:
+            continue
+        if name.lower() not in by_name:
             raise UserError(
-                f"This server has no role named {rest!r}; mention the roles (type @ and pick "
-                "them), or leave the value empty for everyone."
+                f"This server has no role named {typed.strip()!r}; mention the roles (type @ "
+                "and pick them), or leave the value empty for everyone."
             )
-        found.add(by_name[name])
+        found.add(by_name[name.lower()])
     return frozenset(found)
 
 

@@ -304,16 +304,26 @@ class ChatCog(commands.Cog):
         images = list(message.attachments)
         place = place_of(message.channel, message.guild.id if message.guild else None)
         permissions = message.channel.permissions_for(author)  # type: ignore[arg-type]
-        admitted = await self.chat.admit(
-            Request(
-                RequestKind.QUESTION,
-                place,
-                person_of(author, permissions),
-                via=via,
-                prompt_chars=len(text),
-                images=len(images),
-            )
+        request = Request(
+            RequestKind.QUESTION,
+            place,
+            person_of(author, permissions),
+            via=via,
+            prompt_chars=len(text),
+            images=len(images),
         )
+        try:
+            admitted = await self.chat.admit(request)
+        except (UserError, Ignored):
+            raise
+        except Exception:
+            if via is not Via.MESSAGE:
+                raise
+            # Maybe not for the bot at all: chatter gets no warning when the database fails.
+            log.warning(
+                "Could not tell whether message %s is for the bot", message.id, exc_info=True
+            )
+            raise Ignored from None
         in_thread = (
             admitted.settings.reply_mode is ReplyMode.THREAD
             and place.kind is ConversationKind.CHANNEL

@@ -5,6 +5,7 @@ Also where the bot forgets what belonged to a channel that was deleted or a serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 PROMPT_MODAL_PREFIX = "config:system_prompt:"
 _MESSAGE_LIMIT = 2000
 _SHOWN_PROMPT = 300  # characters of a system prompt that /config show quotes
+_PREFILL_SECONDS = 1.5
 _LOGGED_VALUE = 40  # characters of each value in /config log (25 fit in an embed)
 ADMINS_ONLY = "/config is for people with the Manage Server permission."
 NEEDS_INTENT = (
@@ -104,9 +106,14 @@ class ConfigCog(commands.Cog):
         place = _admin_place(interaction)
         name, where = Setting(setting), Scope(scope)
         if name is Setting.SYSTEM_PROMPT and value is None:
-            # A modal must be the first answer, so the current prompt is read before it.
-            current = (await self.config.for_scope(place, where)).system_prompt
-            await interaction.response.send_modal(_prompt_modal(where, current))
+            # A modal must be the first answer, within Discord's three seconds: the current
+            # prompt is read with a deadline, else taken as this process last saw it.
+            try:
+                async with asyncio.timeout(_PREFILL_SECONDS):
+                    settings = await self.config.for_scope(place, where)
+            except TimeoutError:
+                settings = self.config.last_seen(place, where)
+            await interaction.response.send_modal(_prompt_modal(where, settings.system_prompt))
             return
         await interaction.response.defer(ephemeral=True)
         await self._change(interaction, place, name, value, where)

@@ -174,6 +174,7 @@ class ChatRig:
     conversations: ConversationStore
     usage: UsageStore
     scheduler: WriteScheduler
+    config: ServerConfig
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def ask(
@@ -208,7 +209,7 @@ async def chat_rig(
     service = ChatService(
         api, admission, conversations, usage, Replies(scheduler), ChatOptions(**settings)
     )
-    rig = ChatRig(service, api, conversations, usage, scheduler)
+    rig = ChatRig(service, api, conversations, usage, scheduler, admission.config)
     try:
         yield rig
     finally:
@@ -319,6 +320,7 @@ class ImageRig:
     api: ScriptedImageApi
     conversations: ConversationStore
     usage: UsageStore
+    config: ServerConfig
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def make(
@@ -353,7 +355,7 @@ async def image_rig(
     api = ScriptedImageApi()
     work = ImageWork(max_bytes=1024 * 1024, max_pixels=4096 * 4096, budget_pixels=4096 * 4096)
     service = ImageService(api, admission, conversations, usage, ImageOptions(), work)
-    rig = ImageRig(service, api, conversations, usage)
+    rig = ImageRig(service, api, conversations, usage, admission.config)
     try:
         yield rig
     finally:

@@ -187,7 +187,7 @@ async def test_personal_history_gives_each_person_a_conversation_in_a_channel(
     assert (await admission.admit(image)).place.owner_id == ALICE.id
     # Threads stay shared; an answer asked again stays where it was.
     assert (await admission.admit(question(place=THREAD))).place.owner_id == 0
-    shared = question(kind=RequestKind.REGENERATE, model="gpt-4o")
+    shared = question(kind=RequestKind.REGENERATE, model="gpt-4o", again=True)
     assert (await admission.admit(shared)).place.owner_id == 0
 
 
@@ -312,6 +312,9 @@ def test_values_as_admins_type_them(config: ServerConfig) -> None:
     assert parse(Setting.REPLY_MODE, "ALL") == "all"
     assert parse(Setting.ROLES, "<@&700> <@&701>") == {MEMBERS, 701}
     assert parse(Setting.ROLES, "@Cool People") == {701}
+    # As /config show lists them.
+    assert parse(Setting.ROLES, "<@&700>, <@&701>") == {MEMBERS, 701}
+    assert parse(Setting.ROLES, "Members, @Cool People") == {MEMBERS, 701}
     assert parse(Setting.ROLES, "") == frozenset()
     assert parse(Setting.ROLES, "@everyone") == frozenset()
     assert parse(Setting.MODEL, "gpt-4o") == "gpt-4o"

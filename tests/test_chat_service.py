@@ -20,6 +20,7 @@ from bot.db.repository import ConversationStore, NewTurn, StoredTurn, UsageStore
 from bot.delivery.reply import Shown
 from bot.errors import UserError
 from bot.places import Place
+from bot.server_config import History, Scope, Setting
 from tests.helpers import WAIT, ChatRig, MemorySink, admission_on, chat_rig
 
 CHANNEL = Place(10, 1, ConversationKind.CHANNEL)
@@ -243,3 +244,15 @@ async def test_regenerate_is_refused_at_admission_when_the_person_is_busy(
         await sink.wait_for(lambda s: s.latest().content == WAITING)
     with pytest.raises(UserError, match="You already have questions waiting"):
         await rig.service.regeneration(turn, place=CHANNEL, person=Person(1), can_manage=False)
+
+
+async def test_people_s_own_conversations_in_one_channel_do_not_wait_for_each_other(
+    rig: ChatRig,
+) -> None:
+    await rig.config.change(CHANNEL, Setting.HISTORY, History.PERSONAL, Scope.CHANNEL, by=9)
+    first, second = MemorySink(), MemorySink()
+    rig.ask("mine", first, author_id=1)
+    await rig.api.stream(1)
+    rig.ask("mine too", second, author_id=2)
+    await rig.api.stream(2)  # while the first is still being written
+    assert all(shown.content != WAITING for shown in second.messages.get(0, []))

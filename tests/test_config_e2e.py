@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from bot.config import DEFAULT_SYSTEM_PROMPT
+from bot.db.config_store import ConfigStore
 from cogs.config import ADMINS_ONLY, NEEDS_INTENT
 from tests.fakes.api import Reply
-from tests.fakes.discord import FakeChannel, FakeUser, Perm
+from tests.fakes.discord import FakeChannel, FakeUser, MessageRecord, Perm
 from tests.harness import Harness, custom_ids, running_harness, sqlite_url
 
 
@@ -369,3 +371,28 @@ async def test_values_are_offered_for_the_setting_chosen(harness: Harness, admin
     assert await offered("image_model", "dall") == ["dall-e-3", "dall-e-2"]
     assert await offered("reply_mode", "") == ["mention", "all", "thread", "off"]
     assert await offered("temperature", "") == []
+
+
+async def test_a_failing_database_is_not_told_to_chatter(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message is checked against the channel's reply mode: when that check fails, only
+    those who asked the bot hear of it."""
+
+    async def unreachable(_store: ConfigStore, _guild_id: int) -> str | None:
+        raise OperationalError("SELECT version", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(ConfigStore, "version", unreachable)
+    chatter = await harness.discord.post_message(harness.general, harness.alice, "just chatting")
+    question = await harness.mention("Hello?")
+
+    def replies_to(message: MessageRecord) -> list[MessageRecord]:
+        return [
+            m
+            for m in harness.bot_messages()
+            if (m.reference or {}).get("message_id") == str(message.id)
+        ]
+
+    await harness.discord.wait_for(lambda: replies_to(question), timeout=5)
+    assert replies_to(question)[0].content.startswith("⚠️")
+    assert replies_to(chatter) == []

@@ -74,12 +74,14 @@ async def test_forgetting_a_channel_and_a_server(
     for guild, channel in ((GUILD, 10), (GUILD, 11), (OTHER_GUILD, 20)):
         await store.change(guild, channel, "reply_mode", "all", by=5)
         await conversations.open(channel, guild_id=guild, kind=ConversationKind.CHANNEL)
+    await conversations.open(100, guild_id=GUILD, kind=ConversationKind.THREAD, parent_id=10)
     before = await store.version(GUILD)
 
     await store.forget_channels(GUILD, [10])
     assert (await store.load(GUILD)).channels == {11: {"reply_mode": "all"}}
     assert await store.version(GUILD) != before
     assert await conversations.find(10) is None
+    assert await conversations.find(100) is None  # its thread's, archived or not
     assert await conversations.find(11) is not None
 
     await store.forget_guild(GUILD)

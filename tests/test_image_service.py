@@ -20,6 +20,7 @@ from bot.errors import UserError
 from bot.images.delivery import Repeat
 from bot.images.service import RESTARTED
 from bot.places import Place
+from bot.server_config import History, Scope, Setting
 from tests.fakes.api import tiny_png
 from tests.helpers import WAIT, ImageRig, MemoryImageSink, admission_on, image_rig
 
@@ -140,3 +141,21 @@ async def test_an_edit_without_an_image_in_the_conversation_asks_for_one(
 
     assert sink.failure == "There is no image in this conversation yet: attach one to edit."
     assert rig.api.calls == []
+
+
+async def test_images_made_again_stay_in_the_conversation_they_are_in(rig: ImageRig) -> None:
+    """With `history personal`, a moderator making someone's images again adds them to that
+    person's conversation, not their own."""
+    channel = Place(10, 1, ConversationKind.CHANNEL)
+    await rig.config.change(channel, Setting.HISTORY, History.PERSONAL, Scope.CHANNEL, by=9)
+    making = rig.make("a cat", MemoryImageSink())
+    (await rig.api.call(1)).answer(tiny_png(1))
+    await asyncio.wait_for(making, WAIT)
+    conversation = await rig.conversations.find(10, owner_id=1)
+    assert conversation is not None
+    newest = await rig.conversations.newest_image(conversation.id)
+    assert newest is not None
+    again = await rig.service.admit_again(
+        newest.message_id, channel, Person(2), Repeat(1, None, None), moderator=True
+    )
+    assert again.place.owner_id == 1

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import enum
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakValueDictionary
@@ -76,7 +76,7 @@ class Runs:
         self._runs: dict[str, Run] = {}
         # One lock per conversation keeps its answers in order; one per person keeps each
         # person to one answer at a time. Unused locks disappear with their last waiter.
-        self._conversations: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+        self._conversations: WeakValueDictionary[Hashable, asyncio.Lock] = WeakValueDictionary()
         self._people: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
 
     def refuse_if_busy(self, author_id: int) -> None:
@@ -98,15 +98,15 @@ class Runs:
 
     @contextlib.asynccontextmanager
     async def turn(
-        self, run: Run, conversation_id: int, *, on_wait: Callable[[], None]
+        self, run: Run, conversation: Hashable, *, on_wait: Callable[[], None]
     ) -> AsyncIterator[None]:
         """Wait until the person's earlier question and the conversation's earlier questions
         are answered (`on_wait` says so first, if there is a wait)."""
         person = self._people.setdefault(run.author_id, asyncio.Lock())
-        conversation = self._conversations.setdefault(conversation_id, asyncio.Lock())
-        if person.locked() or conversation.locked():
+        in_order = self._conversations.setdefault(conversation, asyncio.Lock())
+        if person.locked() or in_order.locked():
             on_wait()
-        async with person, conversation:
+        async with person, in_order:
             # Its turn has come: from here on Stop cancels only the stream, never the
             # bookkeeping around it, or a question could be stored without its answer.
             run.task = None

@@ -196,9 +196,10 @@ class ChatService:
             self._runs.end(run)
 
     async def _in_turn(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
-        async with self._runs.turn(
-            run, ask.place.channel_id, on_wait=lambda: reply.status(WAITING)
-        ):
+        # Keyed as the conversation is: people's own conversations in a channel do not wait
+        # for each other.
+        conversation = (ask.place.channel_id, ask.place.owner_id)
+        async with self._runs.turn(run, conversation, on_wait=lambda: reply.status(WAITING)):
             await self._answer(ask, sink, reply, run)
 
     async def _answer(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
@@ -211,6 +212,7 @@ class ChatService:
             opened_by_chat=place.opened_by_chat,
             opened_by=place.opened_by,
             owner_id=place.owner_id,
+            parent_id=place.parent_id,
         )
         system_prompt = ask.admitted.settings.system_prompt
         budget = history_budget(
@@ -444,7 +446,7 @@ class ChatService:
             owner_id=conversation.owner_id,
         )
         admitted = await self.admit(
-            Request(RequestKind.REGENERATE, place, person, model=answer.model)
+            Request(RequestKind.REGENERATE, place, person, model=answer.model, again=True)
         )
         return Ask(
             admitted=admitted,

@@ -148,20 +148,26 @@ class ConfigStore:
             ]
 
     async def forget_channels(self, guild_id: int, channel_ids: Sequence[int]) -> None:
-        """Channels that are gone: their settings and conversations go too."""
+        """Channels (or threads) that are gone: their settings and conversations go too, and
+        their threads' conversations."""
         async with self._sessions.begin() as session:
+            await _lock_server(session, guild_id)
             dropped = await session.execute(
                 delete(ChannelSettings).where(ChannelSettings.channel_id.in_(channel_ids))
             )
             if dropped.rowcount:  # type: ignore[attr-defined]
                 await self._renew_version(session, guild_id)
             await session.execute(
-                delete(Conversation).where(Conversation.channel_id.in_(channel_ids))
+                delete(Conversation).where(
+                    Conversation.channel_id.in_(channel_ids)
+                    | Conversation.parent_id.in_(channel_ids)
+                )
             )
 
     async def forget_guild(self, guild_id: int) -> None:
         """The bot left the server: its settings, their log and its conversations go."""
         async with self._sessions.begin() as session:
+            await _lock_server(session, guild_id)
             for table in (ChannelSettings, ConfigChange, Conversation):
                 await session.execute(delete(table).where(table.guild_id == guild_id))
             # Gone with its version: a later one is new, so nothing held from before matches.
@@ -175,6 +181,14 @@ class ConfigStore:
         await session.execute(
             update(GuildSettings).where(GuildSettings.guild_id == guild_id).values(version=version)
         )
+
+
+async def _lock_server(session: AsyncSession, guild_id: int) -> None:
+    """Take the server's row first, as `change` does, so that the two never wait for each
+    other in opposite orders (PostgreSQL; SQLite has one writer at a time anyway)."""
+    await session.execute(
+        select(GuildSettings.guild_id).where(GuildSettings.guild_id == guild_id).with_for_update()
+    )
 
 
 def _insert_missing(

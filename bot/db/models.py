@@ -78,6 +78,8 @@ class Conversation(Base):
     # With `history personal`, each person has a conversation of their own in a channel;
     # 0 is the channel's shared one.
     owner_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # A thread's channel: deleting the channel drops its threads' conversations too.
+    parent_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[ConversationKind] = mapped_column(_enum(ConversationKind))
     # A thread opened by /chat answers every message without a mention.

@@ -159,6 +159,7 @@ class ConversationStore:
         opened_by_chat: bool = False,
         opened_by: int | None = None,
         owner_id: int = 0,
+        parent_id: int | None = None,
     ) -> ConversationRef:
         """The conversation of this channel or thread (a person's own one: `owner_id`),
         created on first use."""
@@ -174,6 +175,7 @@ class ConversationStore:
                     opened_by_chat=opened_by_chat,
                     opened_by=opened_by,
                     owner_id=owner_id,
+                    parent_id=parent_id,
                 )
                 session.add(row)
             return _conversation_ref(row)

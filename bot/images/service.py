@@ -183,8 +183,11 @@ class ImageService:
         # Images cost money: only the asker, or someone who can manage messages, repeats them.
         if turn.author_id != person.id and not moderator:
             raise UserError("Only the person who asked, or a moderator, can make these again.")
+        # Made again into the conversation the images are in, whatever the settings are now.
+        conversation = await self._conversations.get_conversation(turn.conversation_id)
+        place = replace(place, owner_id=conversation.owner_id)
         return await self.admit(
-            Request(RequestKind.IMAGE, place, person, model=turn.model),
+            Request(RequestKind.IMAGE, place, person, model=turn.model, again=True),
             image.prompt,
             size=repeat.size,
             quality=repeat.quality,
@@ -356,7 +359,11 @@ class ImageService:
         """Record the request and its images, so chat knows of them and /edit can refine them."""
         place = request.place
         conversation = await self._conversations.open(
-            place.channel_id, guild_id=place.guild_id, kind=place.kind, owner_id=place.owner_id
+            place.channel_id,
+            guild_id=place.guild_id,
+            kind=place.kind,
+            owner_id=place.owner_id,
+            parent_id=place.parent_id,
         )
         question = question_text(author_name, f"/{request.kind.value} {request.prompt}")
         await self._conversations.append_turn(

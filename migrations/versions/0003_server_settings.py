@@ -64,6 +64,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("owner_id", sa.BigInteger(), server_default="0", nullable=False)
         )
+        # Threads known before this revision have none: their channel is not known.
+        batch_op.add_column(sa.Column("parent_id", sa.BigInteger(), nullable=True))
+        batch_op.create_index("ix_conversations_parent_id", ["parent_id"], unique=False)
         batch_op.drop_constraint("uq_conversations_channel_id", type_="unique")
         batch_op.create_unique_constraint(
             "uq_conversations_channel_id_owner_id", ["channel_id", "owner_id"]
@@ -76,6 +79,8 @@ def downgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_constraint("uq_conversations_channel_id_owner_id", type_="unique")
         batch_op.create_unique_constraint("uq_conversations_channel_id", ["channel_id"])
+        batch_op.drop_index("ix_conversations_parent_id")
+        batch_op.drop_column("parent_id")
         batch_op.drop_column("owner_id")
 
     with op.batch_alter_table("config_changes", schema=None) as batch_op:
