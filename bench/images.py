@@ -113,7 +113,8 @@ async def _measure(picture: Path, jobs: int, folder: Path) -> dict[str, Any]:
     from bot.db import migrate
     from bot.db.engine import create_engine, create_sessionmaker
     from bot.db.models import ConversationKind
-    from bot.db.repository import ConversationStore, UsageStore
+    from bot.db.repository import ConversationStore
+    from bot.db.usage_store import UsageStore
     from bot.images.service import ImageOptions, ImageService
     from bot.images.work import ImageWork
     from bot.places import Place

@@ -27,7 +27,8 @@ from bot.db import migrate
 from bot.db.config_store import ConfigStore
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.failures import DATABASE_ERRORS, describe
-from bot.db.repository import ConversationStore, StateStore, UsageStore
+from bot.db.repository import ConversationStore, StateStore
+from bot.db.usage_store import UsageStore
 from bot.delivery.pacing import WriteScheduler
 from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService

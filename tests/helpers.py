@@ -21,7 +21,8 @@ from bot.conversation.context import Question
 from bot.conversation.service import Ask, ChatOptions, ChatService
 from bot.db.config_store import ConfigStore
 from bot.db.models import ConversationKind
-from bot.db.repository import ConversationStore, ImageRef, UsageStore
+from bot.db.repository import ConversationStore, ImageRef
+from bot.db.usage_store import UsageStore
 from bot.delivery.pacing import Window, WriteScheduler
 from bot.delivery.reply import MessageGone, Replies, Shown
 from bot.images.delivery import Delivery, Repeat, UploadFile

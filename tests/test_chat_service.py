@@ -16,7 +16,8 @@ from bot.admission import Person, Request, RequestKind
 from bot.conversation.runs import INTERRUPTED, StopResult
 from bot.conversation.service import WAITING, Ask
 from bot.db.models import ConversationKind, TurnStatus
-from bot.db.repository import ConversationStore, NewTurn, StoredTurn, UsageStore
+from bot.db.repository import ConversationStore, NewTurn, StoredTurn
+from bot.db.usage_store import UsageStore
 from bot.delivery.reply import Shown
 from bot.errors import UserError
 from bot.places import Place

@@ -26,7 +26,8 @@ from bot.db import migrate
 from bot.db.engine import DatabaseUnavailable, async_url, create_engine
 from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.models import Base, ConversationKind, TurnStatus, UsageKind
-from bot.db.repository import ConversationStore, ImageRef, NewTurn, StateStore, UsageStore
+from bot.db.repository import ConversationStore, ImageRef, NewTurn, StateStore
+from bot.db.usage_store import EVERYONE, DaySpent, Spent, UsageStore
 from tests.conftest import POSTGRES_URL
 from tests.fakes.postgres import refusing_postgres, self_signed_certificate
 
@@ -283,6 +284,54 @@ async def test_usage_totals_by_user_and_server(
     assert server.prompt_tokens == 115
     future = await usage.totals(since=datetime.now(UTC) + timedelta(hours=1))
     assert future.requests == 0
+
+    # The same, summed by day: per person and for the whole server, by model.
+    today = datetime.now(UTC).date()
+    assert await usage.spent(50, 1, since=today) == Spent(tokens=17, images=2)
+    assert await usage.spent(50, EVERYONE, since=today) == Spent(tokens=118, images=2)
+    assert await usage.spent(50, 1, since=today + timedelta(days=1)) == Spent()
+    assert await usage.by_day(50, EVERYONE, since=today) == [DaySpent(today, 118, 2)]
+    assert await usage.by_model(50, since=today) == {
+        "gpt-4o": Spent(118, 0),
+        "gpt-image-1": Spent(0, 2),
+    }
+    assert await usage.top_people(50, since=today) == [(2, Spent(101, 0)), (1, Spent(17, 2))]
+    assert [r.prompt_tokens for r in await usage.records(50, since=since)] == [10, 5, 100, 0]
+
+
+async def test_usage_recorded_before_budgets_is_summed_by_day(engine: AsyncEngine) -> None:
+    """Revision 0004 sums the usage already recorded, so caps count it from the start."""
+
+    def step(connection: Connection, target: str, *, down: bool) -> None:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, target)
+
+    async with migrate.migrating(engine) as connection:
+        await connection.run_sync(step, "0003", down=True)
+        for user, tokens, at in (
+            (1, 10, "2026-11-30 10:00:00"),
+            (1, 5, "2026-11-30 23:00:00"),
+            (2, 7, "2026-12-01 01:00:00"),
+        ):
+            await connection.execute(
+                text(
+                    "INSERT INTO usage_records (guild_id, user_id, kind, model, prompt_tokens, "
+                    "completion_tokens, images, created_at) "
+                    f"VALUES (50, {user}, 'chat', 'gpt-4o', {tokens}, 1, 0, '{at}+00:00')"
+                )
+            )
+    await migrate.upgrade(engine)
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT user_id, day, tokens, requests FROM usage_days ORDER BY user_id, day")
+        )
+        assert [(u, str(d), t, r) for u, d, t, r in rows] == [
+            (0, "2026-11-30", 17, 2),
+            (0, "2026-12-01", 8, 1),
+            (1, "2026-11-30", 17, 2),
+            (2, "2026-12-01", 8, 1),
+        ]
 
 
 async def test_state_values(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.admission import Person, RequestKind
 from bot.ai import ContentRefused
 from bot.db.models import ConversationKind
-from bot.db.repository import ConversationStore, UsageStore
+from bot.db.repository import ConversationStore
+from bot.db.usage_store import UsageStore
 from bot.errors import UserError
 from bot.images.delivery import Repeat
 from bot.images.service import RESTARTED

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from bot.db.engine import create_engine, create_sessionmaker
-from bot.db.repository import ConversationStore, UsageStore
+from bot.db.repository import ConversationStore
+from bot.db.usage_store import UsageStore
 from cogs.sinks import DiscordLimits
 from tests.fakes.api import Fail, Hang, ImageReply, tiny_png
 from tests.fakes.discord import (

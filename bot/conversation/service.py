@@ -17,7 +17,8 @@ from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
-from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn, UsageStore
+from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn
+from bot.db.usage_store import UsageStore
 from bot.delivery.reply import Controls, Replies, ReplySink, StreamingReply
 from bot.errors import UserError, sentence_for
 from bot.places import Place

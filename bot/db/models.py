@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     Enum,
     Float,
@@ -241,3 +242,71 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     images: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UsageDay(Base):
+    """Usage summed by day, so that a period's total reads a few rows, not every request: per
+    person, and for the whole server (user 0), by model."""
+
+    __tablename__ = "usage_days"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # 0: direct messages
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # 0: everyone
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # in UTC
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # prompt plus completion
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BudgetScope(enum.StrEnum):
+    PERSON = "person"  # a cap for each person (of a role, or one member)
+    SERVER = "server"  # the whole server's total
+
+
+class Period(enum.StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+class Budget(Base):
+    """A cap set with /budget. A person's: for everyone (no role, no user), for members of a
+    role, or for one member; 0 stands for "none" so that the unique key holds."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        UniqueConstraint("guild_id", "scope", "role_id", "user_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    scope: Mapped[BudgetScope] = mapped_column(_enum(BudgetScope))
+    role_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    user_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    period: Mapped[Period] = mapped_column(_enum(Period))
+    tokens: Mapped[int | None] = mapped_column(BigInteger)  # None: no cap
+    images: Mapped[int | None] = mapped_column(Integer)
+    updated_by: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Reservation(Base):
+    """What a request may still cost while it runs; replaced by its usage when it ends. One
+    left by a crashed process stops counting when it expires."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (
+        Index("ix_budget_reservations_guild_id_expires_at", "guild_id", "expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

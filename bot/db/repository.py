@@ -1,4 +1,5 @@
-"""Reading and writing conversations, turns and usage. One session per call, never shared."""
+"""Reading and writing conversations, turns and the bot's own state. One session per call,
+never shared."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,8 +19,6 @@ from bot.db.models import (
     Turn,
     TurnImage,
     TurnStatus,
-    UsageKind,
-    UsageRecord,
 )
 
 # Turns are read newest first in pages this size until the token budget is spent.
@@ -351,62 +350,6 @@ class ConversationStore:
                     turn.status = TurnStatus.INTERRUPTED
                     found.append((_stored_turn(turn), channel_id))
             return found
-
-
-@dataclass(frozen=True)
-class UsageTotals:
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    images: int
-
-
-class UsageStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-
-    async def record(
-        self,
-        *,
-        user_id: int,
-        guild_id: int | None,
-        channel_id: int | None,
-        kind: UsageKind,
-        model: str,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        images: int = 0,
-    ) -> None:
-        async with self._sessions.begin() as session:
-            session.add(
-                UsageRecord(
-                    user_id=user_id,
-                    guild_id=guild_id,
-                    channel_id=channel_id,
-                    kind=kind,
-                    model=model,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    images=images,
-                )
-            )
-
-    async def totals(
-        self, *, since: datetime, user_id: int | None = None, guild_id: int | None = None
-    ) -> UsageTotals:
-        query = select(
-            func.count(UsageRecord.id),
-            func.coalesce(func.sum(UsageRecord.prompt_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.completion_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.images), 0),
-        ).where(UsageRecord.created_at >= since)
-        if user_id is not None:
-            query = query.where(UsageRecord.user_id == user_id)
-        if guild_id is not None:
-            query = query.where(UsageRecord.guild_id == guild_id)
-        async with self._sessions() as session:
-            row = (await session.execute(query)).one()
-        return UsageTotals(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
 class StateStore:

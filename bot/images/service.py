@@ -17,7 +17,8 @@ from bot.ai import GeneratedImage, ImageFile, ImageResult
 from bot.conversation.context import question_text
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import UsageKind
-from bot.db.repository import ConversationStore, ImageRef, NewTurn, UsageStore
+from bot.db.repository import ConversationStore, ImageRef, NewTurn
+from bot.db.usage_store import UsageStore
 from bot.errors import UserError, sentence_for
 from bot.images.delivery import Delivery, ImageSink, MadeImage, Repeat
 from bot.images.files import prepare_for_model
