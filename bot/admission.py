@@ -2,17 +2,22 @@
 
 A question, a /chat thread, a Regenerate, an image, an edit or a /reset is admitted here: the
 effective settings for its place are resolved (bot.server_config), and whether this person may
-ask there is checked: direct messages, the place's reply mode and its roles. What comes back is
-what to run with (`Admitted`); a refusal is a `UserError` whose text is one sentence for the
-person, or `Ignored` for a message the bot lets pass without a word.
+ask there is checked: direct messages, the place's reply mode, its roles, and the budgets that
+bind the person (bot.budgets). What comes back is what to run with (`Admitted`); a refusal is a
+`UserError` whose text is one sentence for the person, or `Ignored` for a message the bot lets
+pass without a word. Right before its paid call, a request holds what it may cost (`hold`);
+its recorded usage then takes the hold's place.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
+from bot.budgets import WARN_AT, Cap, Dimension, caps_for, period_start
+from bot.db.budget_store import CapCheck, CapReached, Ledger
 from bot.db.models import ConversationKind
 from bot.errors import UserError
 from bot.places import Place
@@ -20,6 +25,9 @@ from bot.server_config import History, PlaceSettings, ReplyMode, ServerConfig
 
 NOT_HERE = "This command isn't available here."
 BOT_OFF = "The bot is off in this channel."
+# A hold a crashed process left behind stops counting after this; longer than any answer
+# (ANSWER_TIMEOUT) or image job takes.
+HOLD_LIFETIME = timedelta(minutes=30)
 
 
 class RequestKind(enum.StrEnum):
@@ -78,6 +86,17 @@ class Admitted:
     settings: PlaceSettings
     # Where its conversation is: with `history personal`, the person's own one.
     place: Place
+    caps: tuple[Cap, ...] = ()  # the budgets that bind it
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What a running request may cost at most; `id` None when no budget binds it."""
+
+    id: int | None
+    tokens: int
+    images: int
+    used: tuple[int, ...] = ()  # per cap, used and held before this hold
 
 
 class Ignored(Exception):
@@ -94,9 +113,17 @@ class Rules:
 
 
 class Admission:
-    def __init__(self, config: ServerConfig, rules: Rules) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        rules: Rules,
+        ledger: Ledger,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.config = config
         self.rules = rules
+        self.ledger = ledger
+        self.now = clock
 
     async def admit(self, request: Request) -> Admitted:
         """What `request` runs with; raises UserError with the sentence for the person, or
@@ -109,9 +136,10 @@ class Admission:
         settings = await self.config.for_place(place)
         _check_reply_mode(request, settings.reply_mode)
         _check_roles(request, settings.roles)
+        caps = await self._caps_left(request, settings)
         if request.kind.makes_images:
             model = self._image_model(request.model, settings)
-            return Admitted(request, model, settings, _conversation_place(request, settings))
+            return Admitted(request, model, settings, _conversation_place(request, settings), caps)
         model = self._chat_model(request, settings)
         limit = self.rules.max_prompt_chars
         if request.prompt_chars > limit:
@@ -120,7 +148,75 @@ class Admission:
             )
         if request.images and model not in self.rules.vision_models:
             raise UserError(f"{model} can't look at images; pick a model that can.")
-        return Admitted(request, model, settings, _conversation_place(request, settings))
+        return Admitted(request, model, settings, _conversation_place(request, settings), caps)
+
+    # Budgets.
+
+    async def _caps_left(self, request: Request, settings: PlaceSettings) -> tuple[Cap, ...]:
+        """The caps binding the request; refused at once when one has nothing left (the hold
+        right before the paid call checks exactly)."""
+        guild_id = request.place.guild_id
+        if guild_id is None or request.kind is RequestKind.RESET:
+            return ()
+        person = request.person
+        caps = caps_for(settings.budgets, person.id, person.roles)
+        needed = Dimension.IMAGES if request.kind.makes_images else Dimension.TOKENS
+        binding = [cap for cap in caps if cap.dimension is needed]
+        now = self.now()
+        used = await self.ledger.used(guild_id, self._checks(binding, now), now)
+        for cap, spent in zip(binding, used, strict=True):
+            if spent >= cap.limit:
+                raise UserError(cap.describe(spent, now))
+        return tuple(caps)
+
+    async def hold(
+        self, admitted: Admitted, *, least_tokens: int = 0, most_tokens: int = 0, images: int = 0
+    ) -> Hold:
+        """Hold what the request may cost against its caps: `images`, and up to `most_tokens`
+        tokens, but at least `least_tokens` (its prompt), or UserError says which cap is
+        reached. `Hold.tokens` is what it may then spend."""
+        guild_id = admitted.request.place.guild_id
+        if not admitted.caps or guild_id is None:
+            return Hold(None, most_tokens, images)
+        now = self.now()
+        try:
+            held = await self.ledger.hold(
+                guild_id,
+                admitted.request.author_id,
+                self._checks(admitted.caps, now),
+                least_tokens=least_tokens,
+                most_tokens=most_tokens,
+                images=images,
+                now=now,
+                expires_at=now + HOLD_LIFETIME,
+            )
+        except CapReached as reached:
+            raise UserError(admitted.caps[reached.index].describe(reached.used, now)) from None
+        return Hold(held.id, held.tokens, held.images, held.used)
+
+    async def release(self, hold: Hold) -> None:
+        """A hold whose request recorded no usage (it failed before costing anything)."""
+        if hold.id is not None:
+            await self.ledger.release(hold.id)
+
+    def warning(self, admitted: Admitted, hold: Hold, *, tokens: int, images: int) -> str | None:
+        """The sentence for a person who has just passed 80% of one of their caps (once a
+        period: only the request that crosses it says so)."""
+        now = self.now()
+        for cap, before in zip(admitted.caps, hold.used, strict=False):
+            if cap.subject != admitted.request.author_id:
+                continue
+            spent = tokens if cap.dimension is Dimension.TOKENS else images
+            threshold = WARN_AT * cap.limit
+            if before < threshold <= before + spent:
+                return cap.describe(before + spent, now)
+        return None
+
+    def _checks(self, caps: Sequence[Cap], now: datetime) -> list[CapCheck]:
+        return [
+            CapCheck(cap.subject, cap.dimension.value, cap.limit, period_start(cap.period, now))
+            for cap in caps
+        ]
 
     def _chat_model(self, request: Request, settings: PlaceSettings) -> str:
         model = request.model

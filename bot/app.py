@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from bot.ai import ApiClient, Timeouts
 from bot.config import Settings
 from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
+from bot.db.budget_store import Ledger
 from bot.db.config_store import ConfigStore
 from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.failures import DATABASE_ERRORS, describe
@@ -66,7 +68,12 @@ def _command_name(interaction: discord.Interaction[Any]) -> str:
 
 class Bot(commands.AutoShardedBot):
     def __init__(
-        self, settings: Settings, *, limits: DiscordLimits | None = None, **options: Any
+        self,
+        settings: Settings,
+        *,
+        limits: DiscordLimits | None = None,
+        clock: Callable[[], datetime] | None = None,
+        **options: Any,
     ) -> None:
         point_at_discord(settings)
         intents = discord.Intents.default()
@@ -87,6 +94,7 @@ class Bot(commands.AutoShardedBot):
         )
         self.settings = settings
         self.limits = limits or DiscordLimits()
+        self.clock = clock
         self.started = asyncio.Event()
         self.chat: ChatService | None = None
         # What setup_hook opened, closed in reverse order by close().
@@ -112,7 +120,7 @@ class Bot(commands.AutoShardedBot):
 
         conversations = ConversationStore(sessions)
         usage = UsageStore(sessions)
-        admission = build_admission(settings, sessions)
+        admission = build_admission(settings, sessions, self.clock)
         self.chat = ChatService(
             api,
             admission,
@@ -240,8 +248,13 @@ def _sharding(settings: Settings) -> dict[str, Any]:
     return {"shard_count": settings.shard_count, "shard_ids": settings.shard_ids}
 
 
-def build_admission(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Admission:
-    """Admission with the places' settings, as `settings` make the deployment's."""
+def build_admission(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Callable[[], datetime] | None = None,
+) -> Admission:
+    """Admission with the places' settings and budgets, as `settings` make the deployment's.
+    `clock` (tests): the time budgets' periods are counted by."""
     server_config = ServerConfig(
         ConfigStore(sessions),
         PlaceSettings(
@@ -258,7 +271,9 @@ def build_admission(settings: Settings, sessions: async_sessionmaker[AsyncSessio
         max_prompt_chars=settings.max_prompt_chars,
         allow_direct_messages=settings.allow_direct_messages,
     )
-    return Admission(server_config, rules)
+    if clock is None:
+        return Admission(server_config, rules, Ledger(sessions))
+    return Admission(server_config, rules, Ledger(sessions), clock)
 
 
 def open_api(settings: Settings) -> tuple[aiohttp.ClientSession, ApiClient]:

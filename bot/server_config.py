@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.conversation.tokens import output_limit
-from bot.db.config_store import ConfigStore, GuildConfig, LoggedChange, Values
+from bot.db.config_store import BudgetRule, ConfigStore, GuildConfig, LoggedChange, Values
 from bot.errors import UserError
 from bot.places import Place
 
@@ -74,6 +74,7 @@ class PlaceSettings:
     history: History = History.SHARED
     roles: frozenset[int] = frozenset()  # empty: everyone
     sources: Mapping[Setting, Source] | None = None  # None: all the deployment's
+    budgets: tuple[BudgetRule, ...] = ()  # the server's, set with /budget
 
     def value(self, setting: Setting) -> Any:
         return getattr(self, setting.value)
@@ -124,7 +125,7 @@ class ServerConfig:
         if place.guild_id is None:
             return self.defaults
         config = await self._current(place.guild_id)
-        return self._resolve(config.server, config.channels.get(place.settings_channel_id, {}))
+        return self._of_scope(config, place, Scope.CHANNEL)
 
     async def for_scope(self, place: Place, scope: Scope) -> PlaceSettings:
         """The effective settings of the channel or the server that `scope` names at `place`."""
@@ -140,7 +141,8 @@ class ServerConfig:
 
     def _of_scope(self, config: GuildConfig, place: Place, scope: Scope) -> PlaceSettings:
         channel = config.channels.get(place.settings_channel_id, {})
-        return self._resolve(config.server, channel if scope is Scope.CHANNEL else {})
+        settings = self._resolve(config.server, channel if scope is Scope.CHANNEL else {})
+        return replace(settings, budgets=config.budgets)
 
     async def is_untouched(self, guild_id: int) -> bool:
         """Nothing was ever set in this server."""

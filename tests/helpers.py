@@ -9,7 +9,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,6 +19,7 @@ from bot.admission import Admission, Person, Request, RequestKind, Rules
 from bot.ai import GeneratedImage, ImageResult, Message, Usage
 from bot.conversation.context import Question
 from bot.conversation.service import Ask, ChatOptions, ChatService
+from bot.db.budget_store import Ledger
 from bot.db.config_store import ConfigStore
 from bot.db.models import ConversationKind
 from bot.db.repository import ConversationStore, ImageRef
@@ -42,9 +43,13 @@ CATALOG = Catalog(chat_models=["gpt-4o-mini", "gpt-4o"], image_models=["gpt-imag
 RULES = Rules(vision_models=["gpt-4o"], max_prompt_chars=4000, allow_direct_messages=False)
 
 
-def admission_on(sessions: async_sessionmaker[AsyncSession]) -> Admission:
+def admission_on(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Admission:
     """Admission as the bot builds it, with the test deployment's settings."""
-    return Admission(ServerConfig(ConfigStore(sessions), DEFAULTS, CATALOG), RULES)
+    config = ServerConfig(ConfigStore(sessions), DEFAULTS, CATALOG)
+    return Admission(config, RULES, Ledger(sessions), clock)
 
 
 WAIT = 2.0  # seconds any awaited event may take before the test fails

@@ -18,6 +18,7 @@ from bot.admission import (
     RequestKind,
     Via,
 )
+from bot.db.budget_store import Ledger
 from bot.db.config_store import ConfigStore, GuildConfig
 from bot.db.models import ConversationKind
 from bot.errors import UserError
@@ -56,8 +57,8 @@ def config(store: CountingStore) -> ServerConfig:
 
 
 @pytest.fixture
-def admission(config: ServerConfig) -> Admission:
-    return Admission(config, RULES)
+def admission(config: ServerConfig, sessions: async_sessionmaker[AsyncSession]) -> Admission:
+    return Admission(config, RULES, Ledger(sessions))
 
 
 def question(**fields: Any) -> Request:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from bot.admission import Admission, Admitted, Person, Request, RequestKind
+from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
 from bot.ai import Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
-from bot.conversation.tokens import estimate_tokens
+from bot.conversation.tokens import estimate_tokens, output_limit
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn
 from bot.db.usage_store import UsageStore
@@ -223,12 +223,53 @@ class ChatService:
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
         messages = build_messages(system_prompt, history, ask.question)
-        stored = [] if ask.private else await self._store_question(conversation.id, ask, model)
+        prompt_tokens = _prompt_tokens(messages)
+        # Held before anything is stored or paid for: a refusal leaves no trace.
+        hold = await self._hold(ask, model, prompt_tokens)
+        recorded = False
+        try:
+            recorded = await self._answer_held(
+                ask, sink, reply, run, conversation.id, history, messages, hold, prompt_tokens
+            )
+        finally:
+            if not recorded and hold.id is not None:
+                with contextlib.suppress(Exception):
+                    await self._admission.release(hold)
+
+    async def _hold(self, ask: Ask, model: str, prompt_tokens: int) -> Hold:
+        """Hold the question's worst case against its budgets: its prompt and the longest
+        answer it may get, at least its prompt and one token of answer."""
+        longest = ask.admitted.settings.answer_tokens(model) or output_limit(model)
+        return await self._admission.hold(
+            ask.admitted, least_tokens=prompt_tokens + 1, most_tokens=prompt_tokens + longest
+        )
+
+    async def _answer_held(
+        self,
+        ask: Ask,
+        sink: ReplySink,
+        reply: StreamingReply,
+        run: Run,
+        conversation_id: int,
+        history: Sequence[StoredTurn],
+        messages: list[dict[str, Any]],
+        hold: Hold,
+        prompt_tokens: int,
+    ) -> bool:
+        """Answer, within what `hold` allows. True: its usage was recorded (the hold ends)."""
+        model = ask.model
+        stored = [] if ask.private else await self._store_question(conversation_id, ask, model)
         answer_turn = run.answer_turn = stored[-1] if stored else None
         self._note_messages(run, sink)  # a status line may already be showing
 
+        # A budget bounds the answer, so that the hold truly bounds the cost.
+        max_tokens = (
+            ask.admitted.settings.answer_tokens(model)
+            if hold.id is None
+            else hold.tokens - prompt_tokens
+        )
         stream = asyncio.create_task(
-            self._stream(messages, model, ask, reply, run, sink.deadline())
+            self._stream(messages, model, ask, reply, run, sink.deadline(), max_tokens)
         )
         run.task = stream
         if run.stop_reason is not None:
@@ -243,6 +284,8 @@ class ChatService:
         result = self._result_of(stream, run)
         text = run.text
 
+        controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
+        notice = result.notice
         if not text:
             # Nothing was answered: the question leaves no trace in the history.
             if result.status is TurnStatus.COMPLETE:
@@ -255,15 +298,20 @@ class ChatService:
             new_turns = stored if ask.question_turn is None else stored[-1:]
             await self._conversations.delete_turns(new_turns)
         else:
-            controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
-            await reply.finish(text, notice=result.notice, controls=controls)
+            await reply.finish(text, notice=notice, controls=controls)
             if answer_turn is not None:
                 if not await self._save_answer(answer_turn, text, result, sink, model):
-                    notice = f"{result.notice}\n-# {NOT_SAVED}" if result.notice else NOT_SAVED
+                    notice = _joined(notice, NOT_SAVED)
                     await reply.finish(text, notice=notice, controls=controls)
                 if ask.question_turn is None:  # a regenerated answer's forerunner has none
                     self._retire_previous(history, sink)
-        await self._record_usage(ask, model, messages, text, result.usage)
+        spent = await self._record_usage(ask, model, prompt_tokens, text, result.usage, hold)
+        if spent is None:
+            return False
+        warning = self._admission.warning(ask.admitted, hold, tokens=spent, images=0)
+        if warning and text:
+            await reply.finish(text, notice=_joined(notice, warning), controls=controls)
+        return True
 
     async def _save_answer(
         self, turn_id: int, text: str, result: _Result, sink: ReplySink, model: str
@@ -340,6 +388,7 @@ class ChatService:
         reply: StreamingReply,
         run: Run,
         deadline: datetime | None,
+        max_tokens: int | None,
     ) -> tuple[str | None, Usage | None]:
         seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
         async with asyncio.timeout(seconds_left), self._slot(reply):
@@ -350,7 +399,7 @@ class ChatService:
                         messages,
                         model=model,
                         temperature=ask.admitted.settings.temperature,
-                        max_tokens=ask.admitted.settings.answer_tokens(model),
+                        max_tokens=max_tokens,
                         user=str(ask.author_id),
                     ) as stream,
                 ):
@@ -393,18 +442,19 @@ class ChatService:
         self,
         ask: Ask,
         model: str,
-        messages: list[dict[str, Any]],
+        prompt_tokens: int,
         text: str,
         usage: Usage | None,
-    ) -> None:
-        """What the API reported; for an answer cut short it reports nothing, so estimate."""
+        hold: Hold,
+    ) -> int | None:
+        """Record what the API reported, in the hold's place; for an answer cut short it
+        reports nothing, so estimate. Returns the tokens recorded (None: nothing was)."""
         if usage is not None:
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
         elif text:
-            prompt = sum(estimate_tokens(str(message["content"])) for message in messages)
-            completion = estimate_tokens(text)
+            prompt, completion = prompt_tokens, estimate_tokens(text)
         else:
-            return
+            return None
         await self._usage.record(
             user_id=ask.author_id,
             guild_id=ask.place.guild_id,
@@ -413,7 +463,10 @@ class ChatService:
             model=model,
             prompt_tokens=prompt,
             completion_tokens=completion,
+            reservation_id=hold.id,
+            at=self._admission.now(),
         )
+        return prompt + completion
 
     async def regeneration(
         self, turn_id: int, *, place: Place, person: Person, can_manage: bool
@@ -543,6 +596,25 @@ class ChatService:
                 )
         forgotten = await self._conversations.reset(place.channel_id, place.owner_id)
         return forgotten, place.owner_id != 0
+
+
+def _prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """The estimated tokens of a request's messages, images included."""
+    total = 0
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            total += estimate_tokens(content)
+        else:
+            text = "".join(str(part.get("text", "")) for part in content)
+            images = sum(part.get("type") == "image_url" for part in content)
+            total += estimate_tokens(text, images=images)
+    return total
+
+
+def _joined(notice: str | None, more: str) -> str:
+    """Notices shown one under another."""
+    return f"{notice}\n-# {more}" if notice else more
 
 
 def _duration(seconds: float) -> str:

@@ -13,11 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import ChannelSettings, ConfigChange, Conversation, GuildSettings, ScopeSettings
+from bot.db.models import (
+    Budget,
+    BudgetScope,
+    ChannelSettings,
+    ConfigChange,
+    Conversation,
+    GuildSettings,
+    Period,
+    Reservation,
+    ScopeSettings,
+)
 
 # The columns of a server's or a channel's settings, named as /config names them.
 SETTINGS = (
@@ -35,12 +45,29 @@ Values = dict[str, Any]  # setting -> value, only those set
 
 
 @dataclass(frozen=True)
+class BudgetRule:
+    """A budget as /budget set stores it (0: no role, no user)."""
+
+    scope: BudgetScope
+    period: Period
+    tokens: int | None  # None: no cap
+    images: int | None
+    role_id: int = 0
+    user_id: int = 0
+
+    def cap(self, dimension: str) -> int | None:
+        return self.tokens if dimension == "tokens" else self.images
+
+
+@dataclass(frozen=True)
 class GuildConfig:
-    """A server's settings and its channels', as of `version` (None: nothing was ever set)."""
+    """A server's settings, its channels' and its budgets, as of `version` (None: nothing was
+    ever set)."""
 
     version: str | None
     server: Values
     channels: dict[int, Values]
+    budgets: tuple[BudgetRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,9 +114,38 @@ class ConfigStore:
             channels = await session.scalars(
                 select(ChannelSettings).where(ChannelSettings.guild_id == guild_id)
             )
-            return GuildConfig(
-                version, _values(server), {row.channel_id: _values(row) for row in channels}
+            budgets = await session.scalars(
+                select(Budget).where(Budget.guild_id == guild_id).order_by(Budget.id)
             )
+            return GuildConfig(
+                version,
+                _values(server),
+                {row.channel_id: _values(row) for row in channels},
+                tuple(map(_rule, budgets)),
+            )
+
+    async def set_budget(self, guild_id: int, rule: BudgetRule, *, by: int) -> None:
+        """Set a budget, in place of the one for the same people."""
+        async with self._sessions.begin() as session:
+            await self._renew_version(session, guild_id)
+            row = await session.scalar(_budget_of(guild_id, rule))
+            if row is None:
+                row = Budget(
+                    guild_id=guild_id, scope=rule.scope, role_id=rule.role_id, user_id=rule.user_id
+                )
+                session.add(row)
+            row.period, row.tokens, row.images = rule.period, rule.tokens, rule.images
+            row.updated_by = by
+
+    async def clear_budget(self, guild_id: int, rule: BudgetRule) -> bool:
+        """Remove the budget for the same people as `rule`; False if there was none."""
+        async with self._sessions.begin() as session:
+            await self._renew_version(session, guild_id)
+            row = await session.scalar(_budget_of(guild_id, rule))
+            if row is None:
+                return False
+            await session.delete(row)
+            return True
 
     async def change(
         self, guild_id: int, channel_id: int | None, setting: str, value: Any, *, by: int
@@ -151,7 +207,7 @@ class ConfigStore:
         """Channels (or threads) that are gone: their settings and conversations go too, and
         their threads' conversations."""
         async with self._sessions.begin() as session:
-            await _lock_server(session, guild_id)
+            await lock_server(session, guild_id)
             dropped = await session.execute(
                 delete(ChannelSettings).where(ChannelSettings.channel_id.in_(channel_ids))
             )
@@ -167,8 +223,8 @@ class ConfigStore:
     async def forget_guild(self, guild_id: int) -> None:
         """The bot left the server: its settings, their log and its conversations go."""
         async with self._sessions.begin() as session:
-            await _lock_server(session, guild_id)
-            for table in (ChannelSettings, ConfigChange, Conversation):
+            await lock_server(session, guild_id)
+            for table in (ChannelSettings, ConfigChange, Conversation, Budget, Reservation):
                 await session.execute(delete(table).where(table.guild_id == guild_id))
             # Gone with its version: a later one is new, so nothing held from before matches.
             await session.execute(delete(GuildSettings).where(GuildSettings.guild_id == guild_id))
@@ -183,12 +239,29 @@ class ConfigStore:
         )
 
 
-async def _lock_server(session: AsyncSession, guild_id: int) -> None:
-    """Take the server's row first, as `change` does, so that the two never wait for each
-    other in opposite orders (PostgreSQL; SQLite has one writer at a time anyway)."""
-    await session.execute(
-        select(GuildSettings.guild_id).where(GuildSettings.guild_id == guild_id).with_for_update()
+def _rule(row: Budget) -> BudgetRule:
+    return BudgetRule(row.scope, row.period, row.tokens, row.images, row.role_id, row.user_id)
+
+
+def _budget_of(guild_id: int, rule: BudgetRule) -> Select[Budget]:
+    return select(Budget).where(
+        Budget.guild_id == guild_id,
+        Budget.scope == rule.scope,
+        Budget.role_id == rule.role_id,
+        Budget.user_id == rule.user_id,
     )
+
+
+async def lock_server(session: AsyncSession, guild_id: int) -> None:
+    """Take the server's row first in a transaction that must not interleave with another
+    one of the same server: PostgreSQL locks the row (other processes wait for it); SQLite
+    takes its one write lock, by writing. Every such transaction takes it first, so that two
+    never wait for each other in opposite orders."""
+    row = GuildSettings.guild_id == guild_id
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(update(GuildSettings).where(row).values(guild_id=guild_id))
+    else:
+        await session.execute(select(GuildSettings.guild_id).where(row).with_for_update())
 
 
 def _insert_missing(

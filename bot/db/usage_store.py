@@ -74,8 +74,10 @@ class UsageStore:
         completion_tokens: int = 0,
         images: int = 0,
         reservation_id: int | None = None,
+        at: datetime | None = None,
     ) -> None:
-        """Record one request; its reservation (if any) ends in the same transaction."""
+        """Record one request (made `at`, default now); its reservation (if any) ends in the
+        same transaction."""
         async with self._sessions.begin() as session:
             record = UsageRecord(
                 user_id=user_id,
@@ -87,6 +89,8 @@ class UsageStore:
                 completion_tokens=completion_tokens,
                 images=images,
             )
+            if at is not None:
+                record.created_at = at
             session.add(record)
             await session.flush()
             day = record.created_at.date()

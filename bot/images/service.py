@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 from weakref import WeakValueDictionary
 
-from bot.admission import Admission, Admitted, Person, Request, RequestKind
+from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
 from bot.ai import GeneratedImage, ImageFile, ImageResult
 from bot.conversation.context import question_text
 from bot.conversation.tokens import estimate_tokens
@@ -217,10 +217,7 @@ class ImageService:
         delivered = False
         try:
             async with self.job_of(request.author_id):
-                if request.kind is RequestKind.EDIT:
-                    made = await self._edit(request, sink, image, mask)
-                else:
-                    made = await self._generate(request)
+                made = await self._held(request, sink, image, mask)
                 revised = next((m.revised_prompt for m in made if m.revised_prompt), None)
                 caption = _caption(author_name, request, revised)
                 shown = await sink.deliver(Delivery(caption, made, self.work))
@@ -270,7 +267,26 @@ class ImageService:
             if not self._queued[user_id]:
                 del self._queued[user_id]
 
-    async def _generate(self, request: ImageRequest) -> list[MadeImage]:
+    async def _held(
+        self,
+        request: ImageRequest,
+        sink: ImageSink,
+        image: Attachment | None,
+        mask: Attachment | None,
+    ) -> list[MadeImage]:
+        """Make the images, held against the budgets first: the hold ends in their recorded
+        usage, or is let go if nothing was made."""
+        hold = await self._admission.hold(request.admitted, images=request.count)
+        try:
+            if request.kind is RequestKind.EDIT:
+                return await self._edit(request, sink, image, mask, hold)
+            return await self._generate(request, hold)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._admission.release(hold)
+            raise
+
+    async def _generate(self, request: ImageRequest, hold: Hold) -> list[MadeImage]:
         spec = request.model
         # Models that make one image per request are asked several times, side by side.
         batches = _batches(request.count, spec.per_request)
@@ -291,7 +307,7 @@ class ImageService:
             ]
         )
         images = await self._fetch(results)
-        await self._record_usage(UsageKind.IMAGE, request, len(images))
+        await self._record_usage(UsageKind.IMAGE, request, len(images), hold)
         return images
 
     async def _edit(
@@ -300,6 +316,7 @@ class ImageService:
         sink: ImageSink,
         image: Attachment | None,
         mask: Attachment | None,
+        hold: Hold,
     ) -> list[MadeImage]:
         spec = request.model
         if image is None:
@@ -328,7 +345,7 @@ class ImageService:
             extra={"response_format": "b64_json"} if spec.response_format else None,
         )
         images = await self._fetch([result])
-        await self._record_usage(UsageKind.EDIT, request, len(images))
+        await self._record_usage(UsageKind.EDIT, request, len(images), hold)
         return images
 
     async def _newest_image(self, place: Place, sink: ImageSink) -> Attachment:
@@ -406,7 +423,9 @@ class ImageService:
             MadeImage(data, image.revised_prompt) for data, image in zip(datas, made, strict=True)
         ]
 
-    async def _record_usage(self, kind: UsageKind, request: ImageRequest, images: int) -> None:
+    async def _record_usage(
+        self, kind: UsageKind, request: ImageRequest, images: int, hold: Hold
+    ) -> None:
         await self._usage.record(
             user_id=request.author_id,
             guild_id=request.place.guild_id,
@@ -414,6 +433,8 @@ class ImageService:
             kind=kind,
             model=request.model.name,
             images=images,
+            reservation_id=hold.id,
+            at=self._admission.now(),
         )
 
 
