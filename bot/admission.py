@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from bot.budgets import WARN_AT, Cap, Dimension, caps_for, period_start
-from bot.db.budget_store import CapCheck, CapReached, Ledger
+from bot.budgets import WARN_AT, Cap, Dimension, caps_for, checks_for
+from bot.db.budget_store import CapReached, Ledger
 from bot.db.models import ConversationKind
 from bot.errors import UserError
 from bot.places import Place
@@ -69,6 +69,7 @@ class Request:
     model: str | None = None  # as the person picked it; None: the place's
     prompt_chars: int = 0  # what the person typed
     images: int = 0  # images a chat model is asked to look at
+    count: int = 1  # images asked for, by an image request
     # Made again (Regenerate): it stays in the conversation its place names.
     again: bool = False
 
@@ -162,11 +163,14 @@ class Admission:
         caps = caps_for(settings.budgets, person.id, person.roles)
         needed = Dimension.IMAGES if request.kind.makes_images else Dimension.TOKENS
         binding = [cap for cap in caps if cap.dimension is needed]
+        if not binding:
+            return tuple(caps)
         now = self.now()
-        used = await self.ledger.used(guild_id, self._checks(binding, now), now)
+        used = await self.ledger.used(guild_id, checks_for(binding, now), now)
+        asked = request.count if request.kind.makes_images else 1
         for cap, spent in zip(binding, used, strict=True):
-            if spent >= cap.limit:
-                raise UserError(cap.describe(spent, now))
+            if spent + asked > cap.limit:
+                raise UserError(cap.describe(spent, now, asked=asked))
         return tuple(caps)
 
     async def hold(
@@ -183,7 +187,7 @@ class Admission:
             held = await self.ledger.hold(
                 guild_id,
                 admitted.request.author_id,
-                self._checks(admitted.caps, now),
+                checks_for(admitted.caps, now),
                 least_tokens=least_tokens,
                 most_tokens=most_tokens,
                 images=images,
@@ -191,7 +195,9 @@ class Admission:
                 expires_at=now + HOLD_LIFETIME,
             )
         except CapReached as reached:
-            raise UserError(admitted.caps[reached.index].describe(reached.used, now)) from None
+            cap = admitted.caps[reached.index]
+            asked = images if cap.dimension is Dimension.IMAGES else 1
+            raise UserError(cap.describe(reached.used, now, asked=asked)) from None
         return Hold(held.id, held.tokens, held.images, held.used)
 
     async def release(self, hold: Hold) -> None:
@@ -211,12 +217,6 @@ class Admission:
             if before < threshold <= before + spent:
                 return cap.describe(before + spent, now)
         return None
-
-    def _checks(self, caps: Sequence[Cap], now: datetime) -> list[CapCheck]:
-        return [
-            CapCheck(cap.subject, cap.dimension.value, cap.limit, period_start(cap.period, now))
-            for cap in caps
-        ]
 
     def _chat_model(self, request: Request, settings: PlaceSettings) -> str:
         model = request.model

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import health
 from bot.admission import Admission, Rules
 from bot.ai import ApiClient, Timeouts
+from bot.budgets import Budgets
 from bot.config import Settings
 from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
@@ -36,6 +37,7 @@ from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
 from bot.server_config import Catalog, PlaceSettings, ServerConfig
+from cogs.budgets import BudgetsCog
 from cogs.chat import ChatCog
 from cogs.config import ConfigCog
 from cogs.failures import tell_failure
@@ -164,6 +166,8 @@ class Bot(commands.AutoShardedBot):
         )
         await self.add_cog(ImagesCog(images, self.limits))
         await self.add_cog(ConfigCog(self, admission.config))
+        budgets = Budgets(admission.config, admission.ledger, usage, admission.now)
+        await self.add_cog(BudgetsCog(budgets))
         await self._sync_commands(StateStore(sessions))
         self._start_heartbeat()
 

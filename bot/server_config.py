@@ -197,6 +197,15 @@ class ServerConfig:
         old = await self._store.change(place.guild_id, channel_id, setting.value, stored, by=by)
         return Change(setting, scope, old, stored)
 
+    async def budgets(self, guild_id: int) -> tuple[BudgetRule, ...]:
+        return (await self._current(guild_id)).budgets
+
+    async def set_budget(self, guild_id: int, rule: BudgetRule, *, by: int) -> None:
+        await self._store.set_budget(guild_id, rule, by=by)
+
+    async def clear_budget(self, guild_id: int, rule: BudgetRule) -> bool:
+        return await self._store.clear_budget(guild_id, rule)
+
     async def forget_channel(self, guild_id: int, channel_id: int) -> None:
         await self._store.forget_channels(guild_id, [channel_id])
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,18 @@ class Harness:
         values.update(overrides)
         return load_settings(**values)
 
-    async def start_bot(self, **overrides: Any) -> Bot:
-        """Start the same Bot that `python -m bot` runs, and wait until it is ready."""
+    async def start_bot(
+        self, *, clock: Callable[[], datetime] | None = None, **overrides: Any
+    ) -> Bot:
+        """Start the same Bot that `python -m bot` runs, and wait until it is ready. `clock`:
+        the time budgets count by, for a test to move on."""
         assert self.bot is None, "stop the running bot first"
-        bot = Bot(self.settings(**overrides), limits=self.limits, guild_ready_timeout=0.05)
+        bot = Bot(
+            self.settings(**overrides),
+            limits=self.limits,
+            clock=clock,
+            guild_ready_timeout=0.05,
+        )
         self.bot = bot
         self._task = asyncio.create_task(bot.start(self.discord.token))
         ready = asyncio.ensure_future(bot.started.wait())

@@ -108,8 +108,9 @@ class MemorySink:
 class ScriptedStream:
     """One streamed answer, written by the test: `send` text, then `end` or `fail`."""
 
-    def __init__(self, messages: Sequence[Message]) -> None:
+    def __init__(self, messages: Sequence[Message], options: Mapping[str, Any]) -> None:
         self.messages = messages
+        self.options = options  # model, temperature, max_tokens, user
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.closed = asyncio.Event()  # the service let go of it (read to the end, or dropped)
@@ -155,8 +156,8 @@ class ScriptedApi:
         self.streams: list[ScriptedStream] = []
         self._opened = asyncio.Condition()
 
-    def stream_chat(self, messages: Sequence[Message], **_options: Any) -> ScriptedStream:
-        stream = ScriptedStream(messages)
+    def stream_chat(self, messages: Sequence[Message], **options: Any) -> ScriptedStream:
+        stream = ScriptedStream(messages, options)
         self.streams.append(stream)
         with contextlib.suppress(RuntimeError):  # notified without waiters: nothing to do
             asyncio.get_running_loop().create_task(self._notify())

@@ -143,7 +143,7 @@ class ImageService:
     ) -> ImageRequest:
         """Admit a request (see bot.admission) and check it against what its model takes,
         before anything is sent; UserError says what does not fit."""
-        admitted = await self._admission.admit(request)
+        admitted = await self._admission.admit(replace(request, count=count))
         name = admitted.model
         spec = image_model(name)
         if request.kind is RequestKind.EDIT and not spec.edits:
