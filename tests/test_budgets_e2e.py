@@ -67,9 +67,12 @@ async def test_a_person_cap_stops_the_third_answer_before_the_api(
     assert told == "✅ Each person may use 500 tokens a day (no cap on images)."
     for _ in range(3):
         harness.api.script(Reply(text="Sure.", usage=usage(300)))
+    # In channels of their own: the cap is the person's wherever they ask (and no channel's
+    # write limit slows the test).
+    elsewhere = harness.discord.add_channel(harness.guild, "elsewhere")
     await harness.answer_to(await harness.mention("One"))
-    await harness.answer_to(await harness.mention("Two"))
-    third = await harness.mention("Three")
+    await harness.answer_to(await harness.mention("Two", channel=harness.random))
+    third = await harness.mention("Three", channel=elsewhere)
     # Admitted while the second answer's hold was still below the cap, or refused at once.
     refusal = await harness.discord.wait_for(
         lambda: (r := reply_to(harness, third)) and r.content.startswith("⚠️") and r, timeout=15

@@ -288,8 +288,8 @@ async def test_roles_limit_who_may_use_the_bot(harness: Harness, admin: FakeUser
     assert await harness.told(pressed) == sentence
     assert len(harness.api.requests_to("/chat/completions")) == 1
     # A member with the role, and an admin, may.
-    await harness.answer_to(await harness.mention("Hello!", author=carol))
-    await harness.answer_to(await harness.mention("Hello!", author=admin))
+    await harness.answer_to(await harness.mention("Hello!", author=carol, channel=harness.random))
+    await harness.answer_to(await harness.mention("Hello!", author=admin, channel=harness.random))
     assert len(harness.api.requests_to("/chat/completions")) == 3
 
 
