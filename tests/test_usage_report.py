@@ -1,0 +1,134 @@
+"""The usage chart: a PNG drawn with matplotlib."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import numpy
+import pytest
+from PIL import Image
+
+from bot.db.usage_store import DaySpent
+from bot.usage_report import (
+    HEIGHT,
+    IMAGES_COLOUR,
+    TOKENS_COLOUR,
+    WIDTH,
+    chart_png,
+)
+
+TODAY = date(2026, 12, 1)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def _image(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image.convert("RGB")
+
+
+def _pixels_of(png: bytes, colour: str) -> list[tuple[int, int]]:
+    """Where the chart has exactly `colour` (a bar's fill), as (x, y)."""
+    pixels = numpy.asarray(_image(png))
+    rows, columns = numpy.nonzero((pixels == _rgb(colour)).all(axis=2))
+    return [(int(x), int(y)) for x, y in zip(columns, rows, strict=True)]
+
+
+def _use(days_ago: Sequence[int], *, tokens: int = 5_000, images: int = 3) -> list[DaySpent]:
+    return [DaySpent(TODAY - timedelta(days=n), tokens + n, images) for n in days_ago]
+
+
+def test_the_chart_is_a_png_of_about_1000_by_500() -> None:
+    png = chart_png(_use(range(30)), today=TODAY, title="Usage")
+    assert png.startswith(PNG_SIGNATURE)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    assert image.size == (WIDTH, HEIGHT) == (1000, 500)
+    image.load()  # decodes every pixel
+
+
+def test_bars_stand_where_use_was() -> None:
+    early = chart_png(_use(range(25, 30)), today=TODAY, title="Usage")  # the span's first days
+    late = chart_png(_use(range(5)), today=TODAY, title="Usage")  # its last days, today too
+    assert len(_image(early).getcolors(maxcolors=WIDTH * HEIGHT) or []) > 20  # text, bars, axes
+
+    for colour in (TOKENS_COLOUR, IMAGES_COLOUR):
+        left = [x for x, _ in _pixels_of(early, colour)]
+        right = [x for x, _ in _pixels_of(late, colour)]
+        assert len(left) > 1_000 and len(right) > 1_000
+        assert max(left) < WIDTH / 3
+        assert min(right) > WIDTH * 2 / 3
+    # Tokens above, images in a panel of their own below.
+    tokens_rows = [y for _, y in _pixels_of(late, TOKENS_COLOUR)]
+    images_rows = [y for _, y in _pixels_of(late, IMAGES_COLOUR)]
+    assert max(tokens_rows) < min(images_rows)
+
+
+def test_a_series_without_use_draws_no_bars() -> None:
+    only_tokens = chart_png(_use(range(30), images=0), today=TODAY, title="Usage")
+    assert _pixels_of(only_tokens, TOKENS_COLOUR)
+    assert not _pixels_of(only_tokens, IMAGES_COLOUR)
+
+
+def test_no_use_looks_different_from_use() -> None:
+    nothing = chart_png([], today=TODAY, title="Usage")
+    some = chart_png(_use([3]), today=TODAY, title="Usage")
+    assert nothing.startswith(PNG_SIGNATURE)
+    assert _image(nothing).size == (WIDTH, HEIGHT)
+    assert nothing != some
+    assert not _pixels_of(nothing, TOKENS_COLOUR)
+    assert not _pixels_of(nothing, IMAGES_COLOUR)
+    zero = [DaySpent(TODAY - timedelta(days=3), 0, 0)]
+    assert chart_png(zero, today=TODAY, title="Usage") == nothing
+
+
+def test_days_outside_the_span_are_left_out() -> None:
+    inside = _use([0, 7, 29])
+    outside = [
+        DaySpent(TODAY - timedelta(days=30), 10**9, 500),
+        DaySpent(TODAY - timedelta(days=400), 10**9, 500),
+        DaySpent(TODAY + timedelta(days=1), 10**9, 500),
+    ]
+    assert chart_png(inside + outside, today=TODAY, title="Usage") == chart_png(
+        inside, today=TODAY, title="Usage"
+    )
+    assert chart_png(outside, today=TODAY, title="Usage") == chart_png(
+        [], today=TODAY, title="Usage"
+    )
+    # The same day outside a week is inside a month.
+    assert chart_png(outside[:1], today=TODAY, title="Usage", span=31) != chart_png(
+        [], today=TODAY, title="Usage", span=31
+    )
+
+
+def test_spans_of_other_lengths() -> None:
+    for span in (1, 7, 90):
+        png = chart_png(_use(range(span)), today=TODAY, title="Usage", span=span)
+        assert _image(png).size == (WIDTH, HEIGHT)
+        assert _pixels_of(png, TOKENS_COLOUR)
+    with pytest.raises(ValueError, match="span"):
+        chart_png([], today=TODAY, title="Usage", span=0)
+
+
+def test_a_title_is_text_even_with_dollar_signs() -> None:
+    """matplotlib reads $…$ as TeX: a server named like that must not break the chart."""
+    png = chart_png(_use([1]), today=TODAY, title="Costs $\\frac{$ and $5")
+    assert png.startswith(PNG_SIGNATURE)
+
+
+def test_importing_the_module_does_not_import_matplotlib() -> None:
+    check = (
+        "import sys, bot.usage_report; "
+        "loaded = [m for m in sys.modules if m.split('.')[0] == 'matplotlib']; "
+        "assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
