@@ -1,4 +1,4 @@
-"""Usage as a picture: the chart of `/usage`.
+"""Usage as a picture and as a spreadsheet: the chart and the CSV export of `/usage`.
 
 matplotlib is imported by `chart_png` only, on its first call, so that starting the bot does not
 pay for it. The chart is drawn on its own `Figure` with the Agg canvas (never `pyplot`, which
@@ -7,13 +7,14 @@ keeps global state), so it may be drawn in a worker thread.
 
 from __future__ import annotations
 
+import csv
 import io
 import math
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING
 
-from bot.db.usage_store import DaySpent
+from bot.db.usage_store import DaySpent, RecordedUse
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -23,6 +24,17 @@ IMAGES_COLOUR = "#eb459e"
 WIDTH, HEIGHT = 1000, 500  # pixels
 _DPI = 100
 _MOST_DATE_LABELS = 7
+
+CSV_COLUMNS = (
+    "time",
+    "user_id",
+    "channel_id",
+    "kind",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "images",
+)
 
 
 def chart_png(days: Sequence[DaySpent], *, today: date, title: str, span: int = 30) -> bytes:
@@ -99,6 +111,29 @@ def chart_png(days: Sequence[DaySpent], *, today: date, title: str, span: int = 
     out = io.BytesIO()
     figure.savefig(out, format="png", dpi=_DPI)
     return out.getvalue()
+
+
+def records_csv(records: Sequence[RecordedUse]) -> bytes:
+    """The requests as UTF-8 CSV with a header row (CSV_COLUMNS); times in ISO 8601, UTC."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        # SQLite gives back the stored UTC time without its zone.
+        at = record.at.replace(tzinfo=UTC) if record.at.tzinfo is None else record.at
+        writer.writerow(
+            (
+                at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+                record.user_id,
+                "" if record.channel_id is None else record.channel_id,
+                record.kind.value,
+                record.model,
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.images,
+            )
+        )
+    return out.getvalue().encode()
 
 
 def _plain(axes: Axes) -> None:

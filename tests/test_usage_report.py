@@ -1,24 +1,29 @@
-"""The usage chart: a PNG drawn with matplotlib."""
+"""The usage chart (a PNG drawn with matplotlib) and the CSV export."""
 
 from __future__ import annotations
 
+import csv
 import io
 import subprocess
 import sys
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import numpy
 import pytest
 from PIL import Image
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.usage_store import DaySpent
+from bot.db.models import UsageKind
+from bot.db.usage_store import DaySpent, RecordedUse, UsageStore
 from bot.usage_report import (
+    CSV_COLUMNS,
     HEIGHT,
     IMAGES_COLOUR,
     TOKENS_COLOUR,
     WIDTH,
     chart_png,
+    records_csv,
 )
 
 TODAY = date(2026, 12, 1)
@@ -132,3 +137,95 @@ def test_importing_the_module_does_not_import_matplotlib() -> None:
     )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def _parsed(data: bytes) -> tuple[list[str], list[RecordedUse]]:
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    header, body = rows[0], rows[1:]
+    return header, [
+        RecordedUse(
+            datetime.fromisoformat(at),
+            int(user),
+            int(channel) if channel else None,
+            UsageKind(kind),
+            model,
+            int(prompt),
+            int(completion),
+            int(images),
+        )
+        for at, user, channel, kind, model, prompt, completion, images in body
+    ]
+
+
+def _in_utc(record: RecordedUse) -> RecordedUse:
+    at = record.at if record.at.tzinfo else record.at.replace(tzinfo=UTC)
+    return RecordedUse(
+        at.astimezone(UTC),
+        record.user_id,
+        record.channel_id,
+        record.kind,
+        record.model,
+        record.prompt_tokens,
+        record.completion_tokens,
+        record.images,
+    )
+
+
+def test_the_csv_parses_back_to_the_records() -> None:
+    records = [
+        RecordedUse(
+            datetime(2026, 11, 30, 23, 59, 59, 999_999, tzinfo=UTC),
+            123456789012345678,
+            987654321098765432,
+            UsageKind.CHAT,
+            "gpt-4o",
+            1200,
+            345,
+            0,
+        ),
+        # A direct message: no channel kept. A time without its zone is UTC, as SQLite gives it.
+        RecordedUse(datetime(2026, 12, 1, 0, 0, 1), 2, None, UsageKind.IMAGE, "dall-e-3", 0, 0, 4),
+        RecordedUse(
+            datetime(2026, 12, 1, 9, 30, tzinfo=timezone(timedelta(hours=9))),
+            3,
+            4,
+            UsageKind.EDIT,
+            'model, with "quotes"',
+            0,
+            0,
+            1,
+        ),
+    ]
+    data = records_csv(records)
+    data.decode("utf-8")
+    header, parsed = _parsed(data)
+    assert header == list(CSV_COLUMNS)
+    assert ",".join(header) == (
+        "time,user_id,channel_id,kind,model,prompt_tokens,completion_tokens,images"
+    )
+    assert parsed == [_in_utc(record) for record in records]
+    times = [row[0] for row in csv.reader(io.StringIO(data.decode(), newline=""))][1:]
+    assert times[0] == "2026-11-30T23:59:59.999999Z"
+    assert times[2] == "2026-12-01T00:30:00.000000Z"
+    assert _parsed(records_csv([])) == (list(CSV_COLUMNS), [])
+
+
+async def test_the_csv_of_what_was_recorded(sessions: async_sessionmaker[AsyncSession]) -> None:
+    usage = UsageStore(sessions)
+    await usage.record(
+        user_id=1,
+        guild_id=50,
+        channel_id=60,
+        kind=UsageKind.CHAT,
+        model="gpt-4o",
+        prompt_tokens=10,
+        completion_tokens=2,
+    )
+    await usage.record(
+        user_id=2, guild_id=50, channel_id=None, kind=UsageKind.IMAGE, model="dall-e-3", images=2
+    )
+    records = await usage.records(50, since=datetime.now(UTC) - timedelta(hours=1))
+    assert len(records) == 2
+    _, parsed = _parsed(records_csv(records))
+    assert parsed == [_in_utc(record) for record in records]
+    assert all(abs(record.at - datetime.now(UTC)) < timedelta(minutes=5) for record in parsed)
