@@ -40,7 +40,8 @@ CSV_COLUMNS = (
 def chart_png(days: Sequence[DaySpent], *, today: date, title: str, span: int = 30) -> bytes:
     """A PNG of WIDTH×HEIGHT pixels: tokens per day over the `span` days ending `today` as bars,
     images per day in a panel below. Days without use show as zero; days outside are left out.
-    Slow (tens of milliseconds, more on the first call): run it in a thread."""
+    Takes about a tenth of a second, and a second more on the first call, which imports
+    matplotlib: run it in a thread."""
     if span < 1:
         raise ValueError("span must be at least one day")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -56,10 +57,13 @@ def chart_png(days: Sequence[DaySpent], *, today: date, title: str, span: int = 
             tokens[n] += spent.tokens
             images[n] += spent.images
 
-    figure = Figure(figsize=(WIDTH / _DPI, HEIGHT / _DPI), dpi=_DPI, layout="constrained")
+    # Margins fixed rather than found by a layout engine, which would draw everything twice.
+    figure = Figure(figsize=(WIDTH / _DPI, HEIGHT / _DPI), dpi=_DPI)
     FigureCanvasAgg(figure)  # draws on itself, whatever backend pyplot would pick
-    figure.suptitle(title, fontsize=14, fontweight="bold", parse_math=False)
-    grid = figure.add_gridspec(2, 1, height_ratios=(2, 1))
+    figure.suptitle(title, y=0.975, fontsize=14, fontweight="bold", parse_math=False)
+    grid = figure.add_gridspec(
+        2, 1, height_ratios=(2, 1), left=0.06, right=0.985, top=0.86, bottom=0.07, hspace=0.3
+    )
     tokens_axes = figure.add_subplot(grid[0])
     images_axes = figure.add_subplot(grid[1], sharex=tokens_axes)
     days_shown = f"{span} day" + ("s" if span != 1 else "")
@@ -78,7 +82,9 @@ def chart_png(days: Sequence[DaySpent], *, today: date, title: str, span: int = 
         )
         if any(values):
             axes.set_ylim(0, max(values) * 1.08)
-            axes.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, min_n_ticks=1))
+            axes.yaxis.set_major_locator(
+                MaxNLocator(nbins=4, steps=[1, 2, 5, 10], integer=True, min_n_ticks=1)
+            )
         else:
             axes.set_ylim(0, 1)
             axes.yaxis.set_major_locator(FixedLocator([0]))
@@ -151,8 +157,8 @@ def _day_label(day: date) -> str:
 
 
 def _short(number: int) -> str:
-    """1234 → "1.2k", 2500000 → "2.5M"."""
-    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+    """1234 → "1.2k", 2500000 → "2.5M", 3000000000 → "3B"."""
+    for size, suffix in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")):
         # 999,960 reads "1M" rather than "1000k".
         if abs(number) >= 1_000 and round(abs(number) / size, 1) >= 1:
             text = f"{number / size:.1f}".removesuffix(".0")
