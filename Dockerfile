@@ -22,6 +22,8 @@ RUN useradd --create-home --uid 10001 bot && mkdir -p /app/data && chown bot:bot
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER bot
+# matplotlib finds its fonts once, here, rather than on the first /usage chart of every start.
+RUN python -c "import matplotlib.font_manager"
 VOLUME ["/app/data"]
 # `python -m bot health` without importing the bot: it reads the heartbeat file the bot keeps
 # fresh while its gateway is connected, and calls nothing.

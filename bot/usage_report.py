@@ -8,8 +8,10 @@ keeps global state), so it may be drawn in a worker thread.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING
@@ -35,6 +37,11 @@ CSV_COLUMNS = (
     "completion_tokens",
     "images",
 )
+
+
+# Names of people and servers may hold characters the built-in font lacks: they show as boxes,
+# and the log need not say so for each one.
+warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
 
 
 def chart_png(days: Sequence[DaySpent], *, today: date, title: str, span: int = 30) -> bytes:
@@ -164,3 +171,12 @@ def _short(number: int) -> str:
             text = f"{number / size:.1f}".removesuffix(".0")
             return f"{text}{suffix}"
     return str(number)
+
+
+def fitted(data: bytes, filename: str, room: int) -> tuple[bytes, str] | None:
+    """The file as it fits in `room` bytes: as it is, else gzip-compressed (CSV shrinks about
+    tenfold); None if even that is too big."""
+    if len(data) <= room:
+        return data, filename
+    packed = gzip.compress(data)
+    return (packed, f"{filename}.gz") if len(packed) <= room else None

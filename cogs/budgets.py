@@ -6,7 +6,6 @@ import asyncio
 import io
 
 import discord
-from bot.usage_report import chart_png, records_csv
 from discord import app_commands
 from discord.ext import commands
 
@@ -15,6 +14,7 @@ from bot.db.config_store import BudgetRule
 from bot.db.models import BudgetScope, Period
 from bot.db.usage_store import Spent
 from bot.errors import UserError
+from bot.usage_report import chart_png, fitted, records_csv
 from cogs.places import is_admin
 from cogs.sinks import NO_MENTIONS
 
@@ -122,11 +122,20 @@ class BudgetsCog(commands.Cog):
         today = self.budgets.now().date()
         chart = await asyncio.to_thread(chart_png, view.days, today=today, title=title)
         files = [discord.File(io.BytesIO(chart), filename="usage.png")]
+        text = _usage_text(view, server=server)
         if export:
             records = await self.budgets.records_since(guild.id, view.since)
             csv = await asyncio.to_thread(records_csv, records)
-            files.append(discord.File(io.BytesIO(csv), filename=f"usage-since-{view.since}.csv"))
-        text = _usage_text(view, server=server)
+            room = interaction.filesize_limit - len(chart)
+            name = f"usage-since-{view.since}.csv"
+            attached = await asyncio.to_thread(fitted, csv, name, room)
+            if attached is None:
+                text += (
+                    f"\nThe {len(records):,} records of this period are too many to attach, "
+                    "even compressed."
+                )
+            else:
+                files.append(discord.File(io.BytesIO(attached[0]), filename=attached[1]))
         await interaction.edit_original_response(
             content=_clipped(text), attachments=files, allowed_mentions=NO_MENTIONS
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from bot.usage_report import (
     TOKENS_COLOUR,
     WIDTH,
     chart_png,
+    fitted,
     records_csv,
 )
 
@@ -229,3 +231,12 @@ async def test_the_csv_of_what_was_recorded(sessions: async_sessionmaker[AsyncSe
     _, parsed = _parsed(records_csv(records))
     assert parsed == [_in_utc(record) for record in records]
     assert all(abs(record.at - datetime.now(UTC)) < timedelta(minutes=5) for record in parsed)
+
+
+def test_an_export_too_big_to_attach_is_compressed_or_left_out() -> None:
+    data = b"time,user_id\n" + b"2026-12-01T00:00:00Z,42\n" * 5_000
+    assert fitted(data, "usage.csv", len(data)) == (data, "usage.csv")
+    packed = fitted(data, "usage.csv", len(data) // 5)
+    assert packed is not None and packed[1] == "usage.csv.gz"
+    assert gzip.decompress(packed[0]) == data
+    assert fitted(data, "usage.csv", 10) is None

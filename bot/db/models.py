@@ -249,6 +249,8 @@ class UsageDay(Base):
     person, and for the whole server (user 0), by model."""
 
     __tablename__ = "usage_days"
+    # A server's days across all its people (the top of /usage, whose key leads by person).
+    __table_args__ = (Index("ix_usage_days_guild_id_day", "guild_id", "day"),)
 
     guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # 0: direct messages
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # 0: everyone

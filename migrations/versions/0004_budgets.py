@@ -30,6 +30,8 @@ def upgrade() -> None:
         sa.Column("requests", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("guild_id", "user_id", "day", "model", name=op.f("pk_usage_days")),
     )
+    with op.batch_alter_table("usage_days", schema=None) as batch_op:
+        batch_op.create_index("ix_usage_days_guild_id_day", ["guild_id", "day"], unique=False)
     op.create_table(
         "budgets",
         sa.Column("id", Id, nullable=False),
@@ -98,4 +100,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_budget_reservations_guild_id_expires_at")
     op.drop_table("budget_reservations")
     op.drop_table("budgets")
+    with op.batch_alter_table("usage_days", schema=None) as batch_op:
+        batch_op.drop_index("ix_usage_days_guild_id_day")
     op.drop_table("usage_days")
