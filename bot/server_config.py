@@ -209,6 +209,9 @@ class ServerConfig:
     async def forget_channel(self, guild_id: int, channel_id: int) -> None:
         await self._store.forget_channels(guild_id, [channel_id])
 
+    async def forget_role(self, guild_id: int, role_id: int, *, by: int) -> None:
+        await self._store.forget_role(guild_id, role_id, by=by)
+
     async def forget_server(self, guild_id: int) -> None:
         await self._store.forget_guild(guild_id)
         self._cache.pop(guild_id, None)

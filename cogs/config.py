@@ -195,6 +195,13 @@ class ConfigCog(commands.Cog):
         )
 
     @commands.Cog.listener()
+    async def on_guild_role_delete(self, role: discord.Role) -> None:
+        # Left in `roles`, a deleted role would leave only admins able to use the bot.
+        me = self.bot.user.id if self.bot.user else 0
+        forgetting = self.config.forget_role(role.guild.id, role.id, by=me)
+        await self._forget(forgetting, role.id)
+
+    @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         await self._forget(self.config.forget_server(guild.id), guild.id)
 

@@ -8,12 +8,13 @@ import itertools
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db import migrate
-from bot.db.config_store import ConfigStore, GuildConfig
+from bot.db.config_store import BudgetRule, ConfigStore, GuildConfig
 from bot.db.engine import create_engine, create_sessionmaker
-from bot.db.models import ConversationKind
+from bot.db.models import BudgetScope, ConversationKind, Period
 from bot.db.repository import ConversationStore
 
 GUILD, OTHER_GUILD = 1, 2
+PERSON = BudgetScope.PERSON
 
 
 async def test_each_change_is_logged_and_renews_the_version(
@@ -92,3 +93,26 @@ async def test_forgetting_a_channel_and_a_server(
     # Another server keeps what is its own.
     assert (await store.load(OTHER_GUILD)).channels == {20: {"reply_mode": "all"}}
     assert await conversations.find(20) is not None
+
+
+async def test_a_deleted_role_leaves_every_roles_list_and_its_budgets_go(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = ConfigStore(sessions)
+    await store.change(GUILD, None, "roles", [7, 8], by=5)
+    await store.change(GUILD, 10, "roles", [7], by=5)
+    for role in (7, 8):
+        await store.set_budget(GUILD, BudgetRule(PERSON, Period.DAY, 100, None, role), by=5)
+    before = await store.version(GUILD)
+
+    await store.forget_role(GUILD, 7, by=99)
+    config = await store.load(GUILD)
+    assert config.server["roles"] == [8]
+    assert config.channels[10]["roles"] == []
+    assert [rule.role_id for rule in config.budgets] == [8]
+    assert config.version != before
+    logged = await store.history(GUILD, limit=2)
+    assert {(c.channel_id, c.user_id, tuple(c.old), tuple(c.new)) for c in logged} == {
+        (None, 99, (7, 8), (8,)),
+        (10, 99, (7,), ()),
+    }

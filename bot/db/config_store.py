@@ -182,6 +182,38 @@ class ConfigStore:
             )
             return old
 
+    async def forget_role(self, guild_id: int, role_id: int, *, by: int) -> None:
+        """A role was deleted: it leaves every `roles` list (each change logged, by `by`), and
+        its budgets go."""
+        async with self._sessions.begin() as session:
+            await lock_server(session, guild_id)
+            server = await session.get(GuildSettings, guild_id)
+            channels = await session.scalars(
+                select(ChannelSettings).where(ChannelSettings.guild_id == guild_id)
+            )
+            rows: list[ScopeSettings] = [*([server] if server else []), *channels]
+            changed = False
+            for row in rows:
+                if row.roles is None or role_id not in row.roles:
+                    continue
+                old, row.roles = row.roles, [role for role in row.roles if role != role_id]
+                session.add(
+                    ConfigChange(
+                        guild_id=guild_id,
+                        channel_id=getattr(row, "channel_id", None),
+                        user_id=by,
+                        setting="roles",
+                        old_value=_encoded(old),
+                        new_value=_encoded(row.roles),
+                    )
+                )
+                changed = True
+            budgets = await session.execute(
+                delete(Budget).where(Budget.guild_id == guild_id, Budget.role_id == role_id)
+            )
+            if changed or budgets.rowcount:  # type: ignore[attr-defined]
+                await self._renew_version(session, guild_id)
+
     async def history(self, guild_id: int, *, limit: int) -> list[LoggedChange]:
         """The newest changes first."""
         async with self._sessions() as session:
