@@ -25,8 +25,7 @@ from bot.server_config import History, PlaceSettings, ReplyMode, ServerConfig
 
 NOT_HERE = "This command isn't available here."
 BOT_OFF = "The bot is off in this channel."
-# A hold a crashed process left behind stops counting after this; longer than any answer
-# (ANSWER_TIMEOUT) or image job takes.
+# A hold a crashed process left behind stops counting after this, unless settings say more.
 HOLD_LIFETIME = timedelta(minutes=30)
 
 
@@ -97,6 +96,7 @@ class Hold:
     id: int | None
     tokens: int
     images: int
+    caps: tuple[Cap, ...] = ()  # held against
     used: tuple[int, ...] = ()  # per cap, used and held before this hold
 
 
@@ -120,11 +120,14 @@ class Admission:
         rules: Rules,
         ledger: Ledger,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hold_lifetime: timedelta = HOLD_LIFETIME,
     ) -> None:
         self.config = config
         self.rules = rules
         self.ledger = ledger
         self.now = clock
+        # Longer than any request may run, waiting for its turn included.
+        self.hold_lifetime = hold_lifetime
 
     async def admit(self, request: Request) -> Admitted:
         """What `request` runs with; raises UserError with the sentence for the person, or
@@ -180,25 +183,28 @@ class Admission:
         tokens, but at least `least_tokens` (its prompt), or UserError says which cap is
         reached. `Hold.tokens` is what it may then spend."""
         guild_id = admitted.request.place.guild_id
-        if not admitted.caps or guild_id is None:
+        taken = Dimension.IMAGES if images else Dimension.TOKENS
+        caps = [cap for cap in admitted.caps if cap.dimension is taken]
+        if not caps or guild_id is None:
             return Hold(None, most_tokens, images)
         now = self.now()
         try:
             held = await self.ledger.hold(
                 guild_id,
                 admitted.request.author_id,
-                checks_for(admitted.caps, now),
+                checks_for(caps, now),
                 least_tokens=least_tokens,
                 most_tokens=most_tokens,
                 images=images,
                 now=now,
-                expires_at=now + HOLD_LIFETIME,
+                expires_at=now + self.hold_lifetime,
             )
         except CapReached as reached:
-            cap = admitted.caps[reached.index]
-            asked = images if cap.dimension is Dimension.IMAGES else 1
-            raise UserError(cap.describe(reached.used, now, asked=asked)) from None
-        return Hold(held.id, held.tokens, held.images, held.used)
+            cap = caps[reached.index]
+            if cap.dimension is Dimension.IMAGES:
+                raise UserError(cap.describe(reached.used, now, asked=images)) from None
+            raise UserError(cap.describe(reached.used, now, needed=least_tokens)) from None
+        return Hold(held.id, held.tokens, held.images, tuple(caps), held.used)
 
     async def release(self, hold: Hold) -> None:
         """A hold whose request recorded no usage (it failed before costing anything)."""
@@ -209,7 +215,7 @@ class Admission:
         """The sentence for a person who has just passed 80% of one of their caps (once a
         period: only the request that crosses it says so)."""
         now = self.now()
-        for cap, before in zip(admitted.caps, hold.used, strict=False):
+        for cap, before in zip(hold.caps, hold.used, strict=True):
             if cap.subject != admitted.request.author_id:
                 continue
             spent = tokens if cap.dimension is Dimension.TOKENS else images

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -20,7 +20,7 @@ from discord.ext import commands
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import health
-from bot.admission import Admission, Rules
+from bot.admission import HOLD_LIFETIME, Admission, Rules
 from bot.ai import ApiClient, Timeouts
 from bot.budgets import Budgets
 from bot.config import Settings
@@ -275,9 +275,14 @@ def build_admission(
         max_prompt_chars=settings.max_prompt_chars,
         allow_direct_messages=settings.allow_direct_messages,
     )
-    if clock is None:
-        return Admission(server_config, rules, Ledger(sessions))
-    return Admission(server_config, rules, Ledger(sessions), clock)
+    longest = max(settings.answer_timeout, settings.image_timeout)
+    return Admission(
+        server_config,
+        rules,
+        Ledger(sessions),
+        clock or (lambda: datetime.now(UTC)),
+        hold_lifetime=HOLD_LIFETIME + timedelta(seconds=longest),
+    )
 
 
 def open_api(settings: Settings) -> tuple[aiohttp.ClientSession, ApiClient]:

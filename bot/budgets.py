@@ -35,17 +35,22 @@ class Cap:
     limit: int
     period: Period
 
-    def describe(self, used: int, now: datetime, *, asked: int = 1) -> str:
+    def describe(
+        self, used: int, now: datetime, *, asked: int = 1, needed: int | None = None
+    ) -> str:
         """'You have used 480 of your 500 tokens today; the count starts again in 5 hours.'
-        (`asked`: images asked for at once, said when more than one.)"""
-        whose = "This server has used" if self.subject == EVERYONE else "You have used"
+        (`asked`: images asked for at once, said when more than one; `needed`: the tokens a
+        question needs, said when some are left but too few.)"""
+        whose = "This server has" if self.subject == EVERYONE else "You have"
         its = "its" if self.subject == EVERYONE else "your"
-        reset = int(resets_at(self.period, now).timestamp())
+        what = f"{self.limit:,} {self.dimension.value} {_SPOKEN[self.period]}"
+        reset = f"the count starts again <t:{int(resets_at(self.period, now).timestamp())}:R>"
+        if needed is not None and used < self.limit:
+            left = f"{self.limit - used:,} {self.dimension.value} left"
+            limit = f"{its} {self.limit:,} {_SPOKEN[self.period]}"
+            return f"{whose} {left} of {limit}, and this needs about {needed:,}; {reset}."
         too_many = f", so {asked} more can't be made" if asked > 1 else ""
-        return (
-            f"{whose} {used:,} of {its} {self.limit:,} {self.dimension.value} "
-            f"{_SPOKEN[self.period]}{too_many}; the count starts again <t:{reset}:R>."
-        )
+        return f"{whose} used {used:,} of {its} {what}{too_many}; {reset}."
 
 
 def caps_for(rules: Sequence[BudgetRule], person_id: int, roles: frozenset[int]) -> list[Cap]:

@@ -124,10 +124,12 @@ class BudgetsCog(commands.Cog):
         files = [discord.File(io.BytesIO(chart), filename="usage.png")]
         text = _usage_text(view, server=server)
         if export:
-            records = await self.budgets.records_since(guild.id, view.since)
+            # The server's records, over the server's period.
+            since = view.since if server else (await self.budgets.server_view(guild.id)).since
+            records = await self.budgets.records_since(guild.id, since)
             csv = await asyncio.to_thread(records_csv, records)
             room = interaction.filesize_limit - len(chart)
-            name = f"usage-since-{view.since}.csv"
+            name = f"usage-since-{since}.csv"
             attached = await asyncio.to_thread(fitted, csv, name, room)
             if attached is None:
                 text += (

@@ -136,6 +136,33 @@ async def test_chat_whole_reply(api: FakeApi, client: ApiClient) -> None:
     }
 
 
+@pytest.mark.parametrize("model", ["gpt-5", "gpt-5-mini", "o4-mini", "o3"])
+async def test_reasoning_models_get_max_completion_tokens_and_their_own_temperature(
+    api: FakeApi, client: ApiClient, model: str
+) -> None:
+    """They refuse `max_tokens` and any temperature but 1 (the fake as OpenAI does)."""
+    async with client.stream_chat(
+        MESSAGES, model=model, temperature=0.3, max_tokens=100, user="u1"
+    ) as stream:
+        assert [delta async for delta in stream]
+    (rec,) = api.requests
+    assert rec.json["max_completion_tokens"] == 100
+    assert "max_tokens" not in rec.json and "temperature" not in rec.json
+
+
+async def test_the_fake_refuses_max_tokens_for_reasoning_models(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    """Guards the test above: what the fake refuses, as OpenAI refuses it."""
+    url = f"{api.url}/openai/chat/completions"
+    headers = {"Authorization": f"Bearer {api.token}"}
+    for extra, param in (({"max_tokens": 10}, "max_tokens"), ({"temperature": 0.3}, "temperature")):
+        body = {"model": "gpt-5", "messages": MESSAGES, **extra}
+        async with session.post(url, json=body, headers=headers) as response:
+            assert response.status == 400
+            assert param in (await response.json())["error"]["message"]
+
+
 async def test_fake_stream_has_the_quirks(api: FakeApi, session: aiohttp.ClientSession) -> None:
     # Guards the other tests: the raw bytes carry every quirk the client must survive.
     api.script(Reply(text="abcdef", chunk_size=2, keepalive=True))

@@ -195,9 +195,14 @@ async def test_a_person_cap_lets_answers_in_until_it_is_reached(
     assert await chat.usage.spent(GUILD, 1, since=date.today()) == Spent(600, 0)
 
 
-async def test_without_a_budget_nothing_is_held_or_bounded(chat: ChatRig) -> None:
+async def test_without_a_token_budget_nothing_is_held_or_bounded(
+    chat: ChatRig, sessions: async_sessionmaker[AsyncSession]
+) -> None:
     await answer(chat, 300)
-    assert chat.api.streams[0].options["max_tokens"] is None
+    # A cap on images only leaves questions alone.
+    await chat.config.set_budget(GUILD, rule(SERVER, images=5), by=9)
+    await answer(chat, 300)
+    assert [s.options["max_tokens"] for s in chat.api.streams] == [None, None]
 
 
 async def test_stop_records_the_estimate_and_lets_the_hold_go(
@@ -250,3 +255,17 @@ async def test_a_server_image_cap_is_checked_before_any_request_and_resets(
     assert (
         await images.service.admit(Request(RequestKind.IMAGE, CHANNEL, Person(2)), "a dog")
     ).count == 1
+
+
+def test_a_question_needing_more_than_is_left_is_told_both() -> None:
+    cap = Cap(5, Dimension.TOKENS, 500, Period.DAY)
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    assert cap.describe(380, now, needed=200) == (
+        "You have 120 tokens left of your 500 today, and this needs about 200; "
+        "the count starts again <t:1796169600:R>."
+    )
+    server = Cap(EVERYONE, Dimension.IMAGES, 2, Period.MONTH)
+    assert server.describe(0, now, asked=3) == (
+        "This server has used 0 of its 2 images this month, so 3 more can't be made; "
+        "the count starts again <t:1798761600:R>."
+    )

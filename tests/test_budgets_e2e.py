@@ -13,7 +13,7 @@ from PIL import Image
 
 from bot.config import DEFAULT_SYSTEM_PROMPT
 from bot.conversation.tokens import estimate_tokens
-from cogs.budgets import SERVER_VIEW_ADMINS_ONLY
+from cogs.budgets import ADMINS_ONLY, SERVER_VIEW_ADMINS_ONLY
 from tests.fakes.api import Reply
 from tests.fakes.discord import FakeUser, InteractionRecord, MessageRecord, Perm
 from tests.harness import Harness, running_harness, sqlite_url
@@ -175,3 +175,55 @@ async def test_usage_shows_each_person_their_own_and_admins_the_server(
     (csv,) = [f for f in server.original.attachment_files if f.filename.endswith(".csv")]
     rows = csv.data.decode().splitlines()
     assert len(rows) == 3 and rows[0].startswith("time,user_id")
+
+
+async def test_role_budgets_a_member_override_and_who_may_set_them(
+    harness: Harness, admin: FakeUser
+) -> None:
+    helpers, vips = (harness.discord.add_role(harness.guild, name) for name in ("Helpers", "VIPs"))
+    carol, dave = harness.discord.add_user("carol"), harness.discord.add_user("dave")
+    harness.discord.add_member(harness.guild, carol, roles=[helpers, vips])
+    harness.discord.add_member(harness.guild, dave, roles=[vips])
+    await budget(harness, admin, scope="person", images=0)
+    await budget(harness, admin, scope="person", images=1, role=helpers)
+    await budget(harness, admin, scope="person", images=3, role=vips)
+    told = await budget(harness, admin, scope="person", images=0, user=dave)
+    assert told == f"✅ <@{dave.id}> may use 0 images a day (no cap on tokens)."
+
+    async def image_for(user: FakeUser, count: int) -> str:
+        asked = await harness.discord.invoke_command(
+            "image", {"prompt": "a fox", "count": count}, user=user
+        )
+        await harness.discord.wait_for(
+            lambda: (
+                (asked.original is not None and bool(asked.original.latest.attachments))
+                or any(m.content.startswith("⚠️") for m in asked.followups)
+            ),
+            timeout=10,
+        )
+        return await harness.told(asked)
+
+    # The most generous of carol's roles applies: 3 a day, so 3 at once pass and a 4th not.
+    assert not (await image_for(carol, 3)).startswith("⚠️")
+    refused = await image_for(carol, 1)
+    assert refused.startswith("⚠️ You have used 3 of your 3 images today;")
+    # Dave's own budget wins over his role; alice has the one for everyone.
+    assert (await image_for(dave, 1)).startswith("⚠️ You have used 0 of your 0 images today;")
+    assert (await image_for(harness.alice, 2)).startswith(
+        "⚠️ You have used 0 of your 0 images today, so 2 more can't be made;"
+    )
+    assert len(harness.api.requests_to("/images/generations")) == 1
+
+    # Only admins set budgets, whatever Discord lets through; clearing one lifts it.
+    refused_set = await harness.discord.invoke_command(
+        "budget set", {"scope": "server", "tokens": 1}, user=harness.alice
+    )
+    assert await harness.told(refused_set) == f"⚠️ {ADMINS_ONLY}"
+    refused_export = await harness.discord.invoke_command("usage", {"export": True})
+    assert await harness.told(refused_export) == f"⚠️ {SERVER_VIEW_ADMINS_ONLY}"
+    cleared = await harness.discord.invoke_command(
+        "budget clear", {"scope": "person", "user": dave}, user=admin
+    )
+    assert await harness.told(cleared) == f"🗑️ Removed the budget for <@{dave.id}>."
+    shown = await harness.discord.invoke_command("budget show", {}, user=admin)
+    assert str(dave.id) not in await harness.told(shown)

@@ -633,7 +633,21 @@ def _chat_payload(
         "max_tokens": max_tokens,
         "user": user,
     }
+    if is_reasoning_model(model):
+        # They refuse `max_tokens` (its place is `max_completion_tokens`, which counts their
+        # thinking too) and any temperature but their own.
+        fields["max_completion_tokens"] = fields.pop("max_tokens")
+        fields["temperature"] = None
     return _without_none(fields, extra)
+
+
+_REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """o-series and gpt-5 models, which think before they answer."""
+    name = model.lower().split(":", 1)[0]
+    return any(name == family or name.startswith(f"{family}-") for family in _REASONING_FAMILIES)
 
 
 def _response_payload(

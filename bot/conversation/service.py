@@ -15,7 +15,7 @@ from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKin
 from bot.ai import Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
-from bot.conversation.tokens import estimate_tokens, output_limit
+from bot.conversation.tokens import estimate_tokens, image_tokens_at_most, output_limit
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn
 from bot.db.usage_store import UsageStore
@@ -223,7 +223,7 @@ class ChatService:
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
         messages = build_messages(system_prompt, history, ask.question)
-        prompt_tokens = _prompt_tokens(messages)
+        prompt_tokens = _prompt_tokens(messages, model)
         # Held before anything is stored or paid for: a refusal leaves no trace.
         hold = await self._hold(ask, model, prompt_tokens)
         recorded = False
@@ -598,8 +598,9 @@ class ChatService:
         return forgotten, place.owner_id != 0
 
 
-def _prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """The estimated tokens of a request's messages, images included."""
+def _prompt_tokens(messages: Sequence[Mapping[str, Any]], model: str) -> int:
+    """The estimated tokens of a request's messages, each image at the most `model` may bill
+    for it (a budget must hold enough)."""
     total = 0
     for message in messages:
         content = message["content"]
@@ -608,7 +609,7 @@ def _prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
         else:
             text = "".join(str(part.get("text", "")) for part in content)
             images = sum(part.get("type") == "image_url" for part in content)
-            total += estimate_tokens(text, images=images)
+            total += estimate_tokens(text) + images * image_tokens_at_most(model)
     return total
 
 

@@ -42,6 +42,24 @@ _OUTPUT_LIMITS = {
 _DEFAULT_OUTPUT_LIMIT = 4_096
 
 
+# The most one attached image (at most 2048 px a side) may be billed at, by model-name prefix:
+# a budget holds this much for it. gpt-4o-mini bills images at about 33 times gpt-4o's rate.
+_IMAGE_TOKENS_AT_MOST = {
+    "gpt-4o": 765,
+    "gpt-4o-mini": 25_501,
+    "gpt-4.1": 765,
+    "gpt-4.1-mini": 2_488,
+    "gpt-4.1-nano": 3_780,
+    "gpt-5": 765,
+    "gpt-5-mini": 1_844,
+}
+_IMAGE_TOKENS_UNKNOWN = 4_000
+
+
+def image_tokens_at_most(model: str) -> int:
+    return _by_prefix(_IMAGE_TOKENS_AT_MOST, model, _IMAGE_TOKENS_UNKNOWN)
+
+
 def estimate_tokens(text: str, *, images: int = 0) -> int:
     return -(-len(text.encode()) // 3) + MESSAGE_OVERHEAD + images * IMAGE_TOKENS
 

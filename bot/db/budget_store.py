@@ -15,8 +15,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.config_store import lock_server
-from bot.db.models import Reservation
-from bot.db.usage_store import EVERYONE, spent
+from bot.db.models import Reservation, UsageDay
+from bot.db.usage_store import EVERYONE
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,19 @@ class Ledger:
 
 
 async def _used(session: AsyncSession, guild_id: int, check: CapCheck, now: datetime) -> int:
-    spent_so_far = await spent(session, guild_id, check.subject, since=check.since)
-    column = Reservation.tokens if check.dimension == "tokens" else Reservation.images
-    held = select(func.coalesce(func.sum(column), 0)).where(
-        Reservation.guild_id == guild_id, Reservation.expires_at > now
+    """Used and held, read in one statement: one snapshot, so that an answer recorded at the
+    same moment (its usage in, its hold out) is counted once, never zero times."""
+    tokens = check.dimension == "tokens"
+    day_column = UsageDay.tokens if tokens else UsageDay.images
+    used = select(func.coalesce(func.sum(day_column), 0)).where(
+        UsageDay.guild_id == guild_id,
+        UsageDay.user_id == check.subject,
+        UsageDay.day >= check.since,
     )
+    held = select(
+        func.coalesce(func.sum(Reservation.tokens if tokens else Reservation.images), 0)
+    ).where(Reservation.guild_id == guild_id, Reservation.expires_at > now)
     if check.subject != EVERYONE:
         held = held.where(Reservation.user_id == check.subject)
-    already = int(await session.scalar(held) or 0)
-    return (spent_so_far.tokens if check.dimension == "tokens" else spent_so_far.images) + already
+    both = select(used.scalar_subquery() + held.scalar_subquery())
+    return int(await session.scalar(both) or 0)

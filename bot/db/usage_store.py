@@ -7,6 +7,7 @@ the server's size, which is what budgets check before every paid call.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import Reservation, UsageDay, UsageKind, UsageRecord
 
 EVERYONE = 0  # the user id of a server's own rows in usage_days
+_EXPORT_BATCH = 5_000
 DIRECT = 0  # the guild id of direct messages in usage_days
 
 
@@ -201,9 +203,13 @@ class UsageStore:
             .where(UsageRecord.guild_id == guild_id, UsageRecord.created_at >= since)
             .order_by(UsageRecord.id)
         )
+        records: list[RecordedUse] = []
         async with self._sessions() as session:
-            rows = await session.execute(query)
-            return [RecordedUse(*row) for row in rows]
+            result = await session.stream(query)
+            async for rows in result.partitions(_EXPORT_BATCH):
+                records += (RecordedUse(*row) for row in rows)
+                await asyncio.sleep(0)  # answers being written go on meanwhile
+        return records
 
 
 async def spent(session: AsyncSession, guild_id: int, user_id: int, *, since: date) -> Spent:

@@ -306,9 +306,9 @@ class ImageService:
                 for n in batches
             ]
         )
-        images = await self._fetch(results)
-        await self._record_usage(UsageKind.IMAGE, request, len(images), hold)
-        return images
+        # Paid for once the API answers: counted before they are fetched, which may fail.
+        await self._record_usage(UsageKind.IMAGE, request, _made(results), hold)
+        return await self._fetch(results)
 
     async def _edit(
         self,
@@ -344,8 +344,8 @@ class ImageService:
             size=request.size,
             extra={"response_format": "b64_json"} if spec.response_format else None,
         )
+        await self._record_usage(UsageKind.EDIT, request, _made([result]), hold)
         images = await self._fetch([result])
-        await self._record_usage(UsageKind.EDIT, request, len(images), hold)
         return images
 
     async def _newest_image(self, place: Place, sink: ImageSink) -> Attachment:
@@ -436,6 +436,10 @@ class ImageService:
             reservation_id=hold.id,
             at=self._admission.now(),
         )
+
+
+def _made(results: Sequence[ImageResult]) -> int:
+    return sum(len(result.images) for result in results)
 
 
 async def _all_or_none(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:

@@ -454,6 +454,26 @@ class FakeApi:
             await asyncio.sleep(plan.reply.first_byte_delay)
         return plan
 
+    def _unsupported(self, body: Mapping[str, Any]) -> web.Response | None:
+        """What OpenAI refuses of reasoning models (o-series, gpt-5): `max_tokens`, and any
+        temperature but 1."""
+        model = str(body.get("model") or "").split(":", 1)[0]
+        if not any(model == f or model.startswith(f"{f}-") for f in ("o1", "o3", "o4", "gpt-5")):
+            return None
+        if "max_tokens" in body:
+            message = (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            )
+            return self._error(400, "unsupported_parameter", message, shape="openai")
+        if body.get("temperature", 1) != 1:
+            message = (
+                "Unsupported value: 'temperature' does not support "
+                f"{body['temperature']} with this model. Only the default (1) value is supported."
+            )
+            return self._error(400, "unsupported_value", message, shape="openai")
+        return None
+
     @staticmethod
     def _drop(request: web.Request, rec: RecordedRequest) -> None:
         rec.dropped = True
@@ -464,6 +484,9 @@ class FakeApi:
     # --- chat completions ---
 
     async def _chat(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        refused = self._unsupported(rec.json if isinstance(rec.json, dict) else {})
+        if refused is not None:
+            return refused
         try:
             plan = await self._before(request, rec)
         except _Respond as respond:
