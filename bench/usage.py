@@ -41,6 +41,7 @@ from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.models import UsageDay, UsageKind, UsageRecord
 from bot.db.usage_store import EVERYONE, DaySpent, UsageStore
 from bot.usage_report import chart_png
+from tests.conftest import empty_postgres
 
 GUILD = 1_100_000_000_000_000_001
 FIRST_PERSON = 2_200_000_000_000_000_001
@@ -136,14 +137,6 @@ async def _fill(engine: AsyncEngine, count: int, now: datetime) -> None:
         ]
         for start in range(0, len(day_rows), CHUNK):
             await connection.execute(insert(UsageDay), day_rows[start : start + CHUNK])
-
-
-async def _empty_postgres(url: str) -> None:
-    engine = create_engine(url)
-    async with engine.begin() as connection:
-        await connection.execute(text("DROP SCHEMA public CASCADE"))
-        await connection.execute(text("CREATE SCHEMA public"))
-    await engine.dispose()
 
 
 async def _timed(
@@ -276,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         databases = [sqlite_url] + ([args.postgres] if args.postgres else [])
         for number, url in enumerate(databases):
             if url == args.postgres:
-                asyncio.run(_empty_postgres(url))
+                asyncio.run(empty_postgres(url))
             name, filled, rows = asyncio.run(_measure(url, args.records, now))
             _print(f"{name} (filled in {filled:.1f} s):", rows)
             passed &= all(row.ok for row in rows)

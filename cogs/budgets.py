@@ -15,6 +15,7 @@ from bot.db.models import BudgetScope, Period
 from bot.db.usage_store import Spent
 from bot.errors import UserError
 from bot.usage_report import chart_png, fitted, records_csv
+from cogs.permissions import admin_group, require_admin
 from cogs.places import is_admin
 from cogs.sinks import NO_MENTIONS
 
@@ -26,12 +27,7 @@ _SPOKEN = {Period.DAY: "today", Period.WEEK: "this week", Period.MONTH: "this mo
 
 
 class BudgetsCog(commands.Cog):
-    budget_group = app_commands.Group(
-        name="budget",
-        description="Cap what each person and the whole server may spend.",
-        default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
-    )
+    budget_group = admin_group("budget", "Cap what each person and the whole server may spend.")
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
@@ -144,13 +140,7 @@ class BudgetsCog(commands.Cog):
 
 
 def _admin_guild(interaction: discord.Interaction) -> int:
-    """The server /budget is used in; refused unless the person may manage it (the default
-    permission can be overridden in Discord, so it is checked here too)."""
-    if interaction.guild is None:
-        raise UserError("/budget works in servers only.")
-    if not is_admin(interaction.permissions):
-        raise UserError(ADMINS_ONLY)
-    return interaction.guild.id
+    return require_admin(interaction, ADMINS_ONLY).id
 
 
 def _rule(

@@ -29,7 +29,8 @@ from bot.server_config import (
     describe,
 )
 from cogs.failures import tell_failure
-from cogs.places import is_admin, place_of
+from cogs.permissions import admin_group, require_admin
+from cogs.places import place_of
 from cogs.sinks import NO_MENTIONS
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,7 @@ _SCOPE_CHOICES = [app_commands.Choice(name=s.value, value=s.value) for s in Scop
 
 
 class ConfigCog(commands.Cog):
-    config_group = app_commands.Group(
-        name="config",
-        description="Set the bot up for this server and its channels.",
-        default_permissions=discord.Permissions(manage_guild=True),
-        guild_only=True,
-    )
+    config_group = admin_group("config", "Set the bot up for this server and its channels.")
 
     def __init__(self, bot: commands.AutoShardedBot, config: ServerConfig) -> None:
         self.bot = bot
@@ -252,13 +248,9 @@ class ConfigCog(commands.Cog):
 
 
 def _admin_place(interaction: discord.Interaction) -> Place:
-    """Where /config is used; refused unless the person may manage the server (the command's
-    default permission can be overridden in Discord, so it is checked here too)."""
-    if interaction.guild is None:
-        raise UserError("/config works in servers only.")
-    if not is_admin(interaction.permissions):
-        raise UserError(ADMINS_ONLY)
-    return place_of(interaction.channel, interaction.guild_id)
+    """Where /config is used, by someone who may manage the server."""
+    guild = require_admin(interaction, ADMINS_ONLY)
+    return place_of(interaction.channel, guild.id)
 
 
 def _prompt_modal(scope: Scope, current: str) -> discord.ui.Modal:

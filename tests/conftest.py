@@ -20,7 +20,8 @@ if POSTGRES_URL:
     DATABASES.append(pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres))
 
 
-async def _empty_postgres(url: str) -> None:
+async def empty_postgres(url: str) -> None:
+    """Drop every table of the database at `url` (a test's or a benchmark's own)."""
     engine = create_engine(url)
     async with engine.begin() as connection:
         await connection.execute(text("DROP SCHEMA public CASCADE"))
@@ -34,7 +35,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
     assert POSTGRES_URL is not None
-    await _empty_postgres(POSTGRES_URL)
+    await empty_postgres(POSTGRES_URL)
     return POSTGRES_URL
 
 

@@ -89,6 +89,12 @@ class Harness:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
 
+    def add_admin(self, name: str = "admin") -> FakeUser:
+        """A member who may manage the server."""
+        admin = self.discord.add_user(name)
+        self.discord.add_member(self.guild, admin, permissions=Perm.MANAGE_GUILD)
+        return admin
+
     async def mention(
         self,
         text: str,

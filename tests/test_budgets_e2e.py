@@ -15,7 +15,7 @@ from bot.config import DEFAULT_SYSTEM_PROMPT
 from bot.conversation.tokens import estimate_tokens
 from cogs.budgets import ADMINS_ONLY, SERVER_VIEW_ADMINS_ONLY
 from tests.fakes.api import Reply
-from tests.fakes.discord import FakeUser, InteractionRecord, MessageRecord, Perm
+from tests.fakes.discord import FakeUser, InteractionRecord, MessageRecord
 from tests.harness import Harness, running_harness, sqlite_url
 
 
@@ -33,9 +33,7 @@ async def harness(tmp_path: Path, clock: list[datetime]) -> AsyncIterator[Harnes
 
 @pytest.fixture
 def admin(harness: Harness) -> FakeUser:
-    admin = harness.discord.add_user("admin")
-    harness.discord.add_member(harness.guild, admin, permissions=Perm.MANAGE_GUILD)
-    return admin
+    return harness.add_admin()
 
 
 async def budget(harness: Harness, admin: FakeUser, **options: object) -> str:

@@ -28,9 +28,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 def admin(harness: Harness) -> FakeUser:
-    admin = harness.discord.add_user("admin")
-    harness.discord.add_member(harness.guild, admin, permissions=Perm.MANAGE_GUILD)
-    return admin
+    return harness.add_admin()
 
 
 async def configure(
@@ -315,8 +313,7 @@ async def test_all_needs_the_message_content_intent_and_says_so(
 ) -> None:
     async with running_harness(sqlite_url(tmp_path)) as harness:
         await harness.start_bot(message_content_intent=False)
-        admin = harness.discord.add_user("admin")
-        harness.discord.add_member(harness.guild, admin, permissions=Perm.MANAGE_GUILD)
+        admin = harness.add_admin()
         told = await configure(harness, admin, "set", {"setting": "reply_mode", "value": "all"})
         assert NEEDS_INTENT in told
         assert NEEDS_INTENT in await configure(harness, admin, "show")
