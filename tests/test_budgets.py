@@ -269,3 +269,18 @@ def test_a_question_needing_more_than_is_left_is_told_both() -> None:
         "This server has used 0 of its 2 images this month, so 3 more can't be made; "
         "the count starts again <t:1798761600:R>."
     )
+
+
+async def test_a_request_the_api_accepted_counts_even_without_a_word(
+    chat: ChatRig, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A model may think, and be paid for, before its first word: a failure then still counts
+    the prompt, and lets the hold go."""
+    await chat.config.set_budget(GUILD, rule(SERVER, tokens=100_000), by=9)
+    sink = MemorySink()
+    asking = chat.ask("Think hard", sink)
+    (await chat.api.stream(1)).fail(TimeoutError())
+    await asyncio.wait_for(asking, WAIT)
+    assert sink.latest().content.startswith("⚠️")
+    assert (await chat.usage.spent(GUILD, 1, since=date.today())).tokens > 0
+    assert await held(sessions) == 0

@@ -60,6 +60,8 @@ class Run:
     # What Stop cancels: the wait for the turn, then the stream (never the bookkeeping between).
     task: asyncio.Task[Any] | None = None
     text: str = ""
+    # The API accepted the request: it is paid for, text or not (a model may think first).
+    accepted: bool = False
     answer_turn: int | None = None
     ids_stored: asyncio.Task[None] | None = None  # the newest write of its message ids
     done: asyncio.Event = field(default_factory=asyncio.Event)

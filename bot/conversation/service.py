@@ -305,7 +305,7 @@ class ChatService:
                     await reply.finish(text, notice=notice, controls=controls)
                 if ask.question_turn is None:  # a regenerated answer's forerunner has none
                     self._retire_previous(history, sink)
-        spent = await self._record_usage(ask, model, prompt_tokens, text, result.usage, hold)
+        spent = await self._record_usage(ask, model, prompt_tokens, run, result.usage, hold)
         if spent is None:
             return False
         warning = self._admission.warning(ask.admitted, hold, tokens=spent, images=0)
@@ -403,6 +403,7 @@ class ChatService:
                         user=str(ask.author_id),
                     ) as stream,
                 ):
+                    run.accepted = True
                     async for delta in stream:
                         run.text += delta
                         reply.update(run.text)
@@ -443,16 +444,17 @@ class ChatService:
         ask: Ask,
         model: str,
         prompt_tokens: int,
-        text: str,
+        run: Run,
         usage: Usage | None,
         hold: Hold,
     ) -> int | None:
         """Record what the API reported, in the hold's place; for an answer cut short it
-        reports nothing, so estimate. Returns the tokens recorded (None: nothing was)."""
+        reports nothing, so estimate (a request the API accepted is paid for even without a
+        word of answer). Returns the tokens recorded (None: nothing was)."""
         if usage is not None:
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        elif text:
-            prompt, completion = prompt_tokens, estimate_tokens(text)
+        elif run.text or run.accepted:
+            prompt, completion = prompt_tokens, estimate_tokens(run.text) if run.text else 0
         else:
             return None
         await self._usage.record(
