@@ -95,19 +95,17 @@ class UsageStore:
                 record.created_at = at
             session.add(record)
             await session.flush()
-            day = record.created_at.date()
-            for who in (user_id, EVERYONE):
-                await session.execute(
-                    _add_to_day(
-                        session,
-                        guild_id=guild_id or DIRECT,
-                        user_id=who,
-                        day=day,
-                        model=model,
-                        tokens=prompt_tokens + completion_tokens,
-                        images=images,
-                    )
+            await session.execute(
+                _add_to_day(
+                    session,
+                    guild_id=guild_id or DIRECT,
+                    user_id=user_id,
+                    day=record.created_at.date(),
+                    model=model,
+                    tokens=prompt_tokens + completion_tokens,
+                    images=images,
                 )
+            )
             if reservation_id is not None:
                 await session.execute(delete(Reservation).where(Reservation.id == reservation_id))
 
@@ -239,16 +237,22 @@ def _add_to_day(
     tokens: int,
     images: int,
 ) -> Any:
-    """Add to a day's row, creating it if it is the day's first."""
+    """Add to the day's rows of the person and of the whole server, creating each if it is
+    the day's first: one statement."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = insert(UsageDay).values(
-        guild_id=guild_id,
-        user_id=user_id,
-        day=day,
-        model=model,
-        tokens=tokens,
-        images=images,
-        requests=1,
+        [
+            {
+                "guild_id": guild_id,
+                "user_id": who,
+                "day": day,
+                "model": model,
+                "tokens": tokens,
+                "images": images,
+                "requests": 1,
+            }
+            for who in (user_id, EVERYONE)
+        ]
     )
     return statement.on_conflict_do_update(
         index_elements=["guild_id", "user_id", "day", "model"],
