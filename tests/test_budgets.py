@@ -284,3 +284,19 @@ async def test_a_request_the_api_accepted_counts_even_without_a_word(
     assert sink.latest().content.startswith("⚠️")
     assert (await chat.usage.spent(GUILD, 1, since=date.today())).tokens > 0
     assert await held(sessions) == 0
+
+
+async def test_passing_80_percent_of_an_image_cap_is_said_under_the_images(
+    images: ImageRig,
+) -> None:
+    await images.config.set_budget(GUILD, rule(PERSON, images=5), by=9)
+    sinks = [MemoryImageSink(), MemoryImageSink()]
+    for number, (sink, count) in enumerate(zip(sinks, (3, 1), strict=True), start=1):
+        making = images.make("a cat", sink, count=count)
+        (await images.api.call(number)).answer(*(tiny_png(n) for n in range(count)))
+        await asyncio.wait_for(making, WAIT)
+    assert sinks[0].caption is not None and "You have used" not in sinks[0].caption
+    assert sinks[1].caption is not None
+    assert "\n-# You have used 4 of your 5 images today; the count starts again <t:" in (
+        sinks[1].caption
+    )

@@ -217,9 +217,9 @@ class ImageService:
         delivered = False
         try:
             async with self.job_of(request.author_id):
-                made = await self._held(request, sink, image, mask)
+                made, warning = await self._held(request, sink, image, mask)
                 revised = next((m.revised_prompt for m in made if m.revised_prompt), None)
-                caption = _caption(author_name, request, revised)
+                caption = _caption(author_name, request, revised, warning)
                 shown = await sink.deliver(Delivery(caption, made, self.work))
                 delivered = True
                 await self._remember(request, author_name, revised, shown)
@@ -273,18 +273,21 @@ class ImageService:
         sink: ImageSink,
         image: Attachment | None,
         mask: Attachment | None,
-    ) -> list[MadeImage]:
+    ) -> tuple[list[MadeImage], str | None]:
         """Make the images, held against the budgets first: the hold ends in their recorded
-        usage, or is let go if nothing was made."""
+        usage, or is let go if nothing was made. Also the sentence for a person who has just
+        passed 80% of their cap on images."""
         hold = await self._admission.hold(request.admitted, images=request.count)
         try:
             if request.kind is RequestKind.EDIT:
-                return await self._edit(request, sink, image, mask, hold)
-            return await self._generate(request, hold)
+                made = await self._edit(request, sink, image, mask, hold)
+            else:
+                made = await self._generate(request, hold)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._admission.release(hold)
             raise
+        return made, self._admission.warning(request.admitted, hold, tokens=0, images=len(made))
 
     async def _generate(self, request: ImageRequest, hold: Hold) -> list[MadeImage]:
         spec = request.model
@@ -468,11 +471,15 @@ def _images(count: int) -> str:
     return "an image" if count == 1 else f"{count} images"
 
 
-def _caption(author_name: str, request: ImageRequest, revised: str | None) -> str:
+def _caption(
+    author_name: str, request: ImageRequest, revised: str | None, warning: str | None = None
+) -> str:
     details = " · ".join(
         part for part in (request.model.name, request.size, request.quality) if part
     )
     caption = f"**{author_name}**: {request.prompt[:1500]}\n-# {details}"
+    if warning:  # before the revised prompt: it is what may not be cut off
+        caption += f"\n-# {warning}"
     if revised and revised != request.prompt:
         caption += f"\n-# Revised prompt: {revised[:300]}"
     return caption[:2000]
