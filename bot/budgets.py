@@ -19,7 +19,7 @@ from bot.db.usage_store import EVERYONE, DaySpent, RecordedUse, Spent, UsageStor
 from bot.server_config import ServerConfig
 
 _DAYS = {Period.DAY: 1, Period.WEEK: 7, Period.MONTH: 30}  # to compare caps of other periods
-_SPOKEN = {Period.DAY: "today", Period.WEEK: "this week", Period.MONTH: "this month"}
+SPOKEN = {Period.DAY: "today", Period.WEEK: "this week", Period.MONTH: "this month"}
 WARN_AT = 0.8  # of a cap: a person is told once in a period, under an answer
 
 
@@ -43,11 +43,11 @@ class Cap:
         question needs, said when some are left but too few.)"""
         whose = "This server has" if self.subject == EVERYONE else "You have"
         its = "its" if self.subject == EVERYONE else "your"
-        what = f"{self.limit:,} {self.dimension.value} {_SPOKEN[self.period]}"
+        what = f"{self.limit:,} {self.dimension.value} {SPOKEN[self.period]}"
         reset = f"the count starts again <t:{int(resets_at(self.period, now).timestamp())}:R>"
         if needed is not None and used < self.limit:
             left = f"{self.limit - used:,} {self.dimension.value} left"
-            limit = f"{its} {self.limit:,} {_SPOKEN[self.period]}"
+            limit = f"{its} {self.limit:,} {SPOKEN[self.period]}"
             return f"{whose} {left} of {limit}, and this needs about {needed:,}; {reset}."
         too_many = f", so {asked} more can't be made" if asked > 1 else ""
         return f"{whose} used {used:,} of {its} {what}{too_many}; {reset}."

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.budgets import Budgets, CapUse, RuleUse, UsageView
+from bot.budgets import SPOKEN, Budgets, CapUse, RuleUse, UsageView
 from bot.db.config_store import BudgetRule
 from bot.db.models import BudgetScope, Period
 from bot.db.usage_store import Spent
@@ -23,7 +23,6 @@ ADMINS_ONLY = "/budget is for people with the Manage Server permission."
 SERVER_VIEW_ADMINS_ONLY = "The server's usage is for people with the Manage Server permission."
 _MESSAGE_LIMIT = 2000
 _PER = {Period.DAY: "a day", Period.WEEK: "a week", Period.MONTH: "a month"}
-_SPOKEN = {Period.DAY: "today", Period.WEEK: "this week", Period.MONTH: "this month"}
 
 
 class BudgetsCog(commands.Cog):
@@ -189,7 +188,7 @@ def _described(rule: BudgetRule) -> str:
 def _rule_line(use: RuleUse) -> str:
     line = f"• {_whom(use.rule)}: {_allowed(use.rule)}"
     if use.used is not None:
-        line += f"; used {_SPOKEN[use.rule.period]}: {_spent(use.used)}"
+        line += f"; used {SPOKEN[use.rule.period]}: {_spent(use.used)}"
     return line
 
 
@@ -202,7 +201,7 @@ def _cap_line(use: CapUse) -> str:
     whose = "The server" if cap.subject == 0 else "You"
     return (
         f"• {whose}: {use.used:,} of {cap.limit:,} {cap.dimension.value} "
-        f"{_SPOKEN[cap.period]}, more <t:{int(use.resets_at.timestamp())}:R>"
+        f"{SPOKEN[cap.period]}, more <t:{int(use.resets_at.timestamp())}:R>"
     )
 
 

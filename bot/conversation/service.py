@@ -232,7 +232,7 @@ class ChatService:
                 ask, sink, reply, run, conversation.id, history, messages, hold, prompt_tokens
             )
         finally:
-            if not recorded and hold.id is not None:
+            if not recorded:
                 with contextlib.suppress(Exception):
                     await self._admission.release(hold)
 

@@ -128,8 +128,17 @@ class UsageStore:
 
     async def spent(self, guild_id: int, user_id: int, *, since: date) -> Spent:
         """What a person (`EVERYONE`: the whole server) spent from day `since` on."""
+        query = select(
+            func.coalesce(func.sum(UsageDay.tokens), 0),
+            func.coalesce(func.sum(UsageDay.images), 0),
+        ).where(
+            UsageDay.guild_id == guild_id,
+            UsageDay.user_id == user_id,
+            UsageDay.day >= since,
+        )
         async with self._sessions() as session:
-            return await spent(session, guild_id, user_id, since=since)
+            tokens, images = (await session.execute(query)).one()
+        return Spent(int(tokens), int(images))
 
     async def by_day(self, guild_id: int, user_id: int, *, since: date) -> list[DaySpent]:
         """Day by day from `since` on (days without use are left out), all models together."""
@@ -208,23 +217,6 @@ class UsageStore:
                 records += (RecordedUse(*row) for row in rows)
                 await asyncio.sleep(0)  # answers being written go on meanwhile
         return records
-
-
-async def spent(session: AsyncSession, guild_id: int, user_id: int, *, since: date) -> Spent:
-    """`UsageStore.spent` within a transaction of the caller's."""
-    row = (
-        await session.execute(
-            select(
-                func.coalesce(func.sum(UsageDay.tokens), 0),
-                func.coalesce(func.sum(UsageDay.images), 0),
-            ).where(
-                UsageDay.guild_id == guild_id,
-                UsageDay.user_id == user_id,
-                UsageDay.day >= since,
-            )
-        )
-    ).one()
-    return Spent(int(row[0]), int(row[1]))
 
 
 def _add_to_day(
