@@ -16,7 +16,7 @@ from typing import Any, Self
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.admission import Admission, Person, Request, RequestKind, Rules
-from bot.ai import GeneratedImage, ImageResult, Message, Usage
+from bot.ai import Delta, GeneratedImage, ImageResult, Message, Usage
 from bot.conversation.context import Question
 from bot.conversation.service import Ask, ChatOptions, ChatService
 from bot.db.budget_store import Ledger
@@ -114,10 +114,10 @@ class ScriptedStream:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.closed = asyncio.Event()  # the service let go of it (read to the end, or dropped)
-        self._deltas: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        self._deltas: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
 
-    def send(self, text: str) -> None:
-        self._deltas.put_nowait(text)
+    def send(self, text: str, *, choice: int = 0, reasoning: bool = False) -> None:
+        self._deltas.put_nowait(Delta(text, choice, reasoning))
 
     def end(self, finish_reason: str = "stop", usage: Usage | None = None) -> None:
         self.finish_reason, self.usage = finish_reason, usage
@@ -140,7 +140,7 @@ class ScriptedStream:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Delta:
         item = await self._deltas.get()
         if item is None:
             raise StopAsyncIteration

@@ -97,7 +97,7 @@ def client(api: FakeApi, session: aiohttp.ClientSession) -> ApiClient:
 
 async def stream_text(client: ApiClient, **kwargs: Any) -> tuple[list[str], Any]:
     async with client.stream_chat(MESSAGES, model="gpt-4o-mini", **kwargs) as stream:
-        deltas = [delta async for delta in stream]
+        deltas = [delta.text async for delta in stream]
     return deltas, stream
 
 
@@ -105,7 +105,7 @@ async def read_into(deltas: list[str], client: ApiClient) -> None:
     """Read a stream to its end, keeping the deltas that came before any failure."""
     async with client.stream_chat(MESSAGES, model="m") as stream:
         async for delta in stream:
-            deltas.append(delta)
+            deltas.append(delta.text)
 
 
 async def wait_disconnected(rec: RecordedRequest) -> None:
@@ -144,7 +144,7 @@ async def test_reasoning_models_get_max_completion_tokens_and_their_own_temperat
     async with client.stream_chat(
         MESSAGES, model=model, temperature=0.3, max_tokens=100, user="u1"
     ) as stream:
-        assert [delta async for delta in stream]
+        assert [delta.text async for delta in stream]
     (rec,) = api.requests
     assert rec.json["max_completion_tokens"] == 100
     assert "max_tokens" not in rec.json and "temperature" not in rec.json
@@ -237,7 +237,7 @@ async def test_stream_eof_without_finish_reason_is_an_error(
     with pytest.raises(ServiceUnavailable):
         async with client.stream_chat(MESSAGES, model="m") as stream:
             async for delta in stream:
-                deltas.append(delta)
+                deltas.append(delta.text)
     assert "".join(deltas) == "abcdefgh"
     assert len(api.requests) == 1
 
@@ -248,7 +248,7 @@ async def test_mid_stream_error_raises_the_typed_error(api: FakeApi, client: Api
     with pytest.raises(ServiceUnavailable) as info:
         async with client.stream_chat(MESSAGES, model="m") as stream:
             async for delta in stream:
-                deltas.append(delta)
+                deltas.append(delta.text)
     assert deltas == ["Echo", ": he"]
     assert info.value.code == "api_error"
     assert info.value.trace_id is not None and info.value.trace_id.startswith("trace-")
@@ -277,7 +277,7 @@ async def test_dropped_connection_mid_stream(api: FakeApi, client: ApiClient) ->
     with pytest.raises(ServiceUnavailable):
         async with client.stream_chat(MESSAGES, model="m") as stream:
             async for delta in stream:
-                deltas.append(delta)
+                deltas.append(delta.text)
     assert deltas == ["Echo", ": he"]
     assert len(api.requests) == 1  # never retried after the first delta
     assert api.requests[0].dropped
@@ -354,7 +354,7 @@ async def test_closing_from_another_task_ends_iteration_quietly(
 
         async def consume() -> None:
             async for delta in stream:
-                got.append(delta)
+                got.append(delta.text)
                 first.set()
 
         task = asyncio.create_task(consume())
@@ -384,7 +384,7 @@ async def test_closing_while_opening_gives_an_empty_stream_and_no_retry(
 
         async def consume() -> list[str]:
             async with stream:
-                return [delta async for delta in stream]
+                return [delta.text async for delta in stream]
 
         task = asyncio.create_task(consume())
         await api.wait_for_requests(1, within=WAIT)
@@ -649,7 +649,7 @@ async def test_stream_response(api: FakeApi, client: ApiClient, send_done: bool)
     api.script(Reply(text="streamed answer", chunk_size=5, usage=usage, send_done=send_done))
     messages = [{"role": "user", "content": [{"type": "input_text", "text": "q"}]}]
     async with client.stream_response(messages, model="gpt-4.1") as stream:
-        deltas = [delta async for delta in stream]
+        deltas = [delta.text async for delta in stream]
     assert deltas == ["strea", "med a", "nswer"]
     assert stream.finish_reason == "stop"
     assert stream.usage == Usage(3, 4, 7)
@@ -660,7 +660,7 @@ async def test_stream_response(api: FakeApi, client: ApiClient, send_done: bool)
 async def test_stream_response_incomplete_is_length(api: FakeApi, client: ApiClient) -> None:
     api.script(Reply(text="partial", finish_reason="length"))
     async with client.stream_response("q", model="m") as stream:
-        assert "".join([delta async for delta in stream]) == "partial"
+        assert "".join([delta.text async for delta in stream]) == "partial"
     assert stream.finish_reason == "length"
 
 
@@ -671,7 +671,7 @@ async def test_stream_response_failure(api: FakeApi, client: ApiClient, event: s
     with pytest.raises(CreditsExhausted):
         async with client.stream_response("q", model="m") as stream:
             async for delta in stream:
-                deltas.append(delta)
+                deltas.append(delta.text)
     assert deltas == ["Echo", ": q"]
     assert len(api.requests) == 1
 

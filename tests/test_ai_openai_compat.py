@@ -56,7 +56,7 @@ async def test_sdk_and_our_client_stream_the_same_text(
     async with aiohttp.ClientSession() as session:
         ours = ApiClient(session, base_url=api.url, token=api.token, path_prefix="/v1")
         async with ours.stream_chat([{"role": "user", "content": "hi"}], model="m") as ours_stream:
-            assert "".join([delta async for delta in ours_stream]) == TEXT
+            assert "".join([delta.text async for delta in ours_stream]) == TEXT
         assert ours_stream.usage == Usage(12, 9, 21)
     assert [rec.path for rec in api.requests] == ["/v1/chat/completions"] * 2
 

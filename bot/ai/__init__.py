@@ -21,6 +21,7 @@ from bot.ai.retry import NO_RETRY, RetryPolicy, with_retry
 from bot.ai.sse import SseDecoder, iter_sse_data
 from bot.ai.types import (
     ChatResult,
+    Delta,
     EmbeddingResult,
     GeneratedImage,
     ImageFile,
@@ -40,6 +41,7 @@ __all__ = [
     "ChatStream",
     "ContentRefused",
     "CreditsExhausted",
+    "Delta",
     "EmbeddingResult",
     "GeneratedImage",
     "ImageFile",

@@ -31,6 +31,7 @@ from bot.ai.retry import RetryPolicy, with_retry
 from bot.ai.sse import DONE, SseDecoder
 from bot.ai.types import (
     ChatResult,
+    Delta,
     EmbeddingResult,
     GeneratedImage,
     ImageFile,
@@ -113,17 +114,22 @@ def _translate(what: str, timeout_message: str, *, detail: bool = True) -> Itera
 
 
 class _Parser:
-    """Accumulates what a reply says besides its text; `feed` returns the text of one event."""
+    """Accumulates what a reply says besides its text; `feed` returns the pieces of text one
+    event carries."""
 
     def __init__(self, make_error: ErrorFactory) -> None:
         self._make_error = make_error
-        self.finish_reason: str | None = None
+        self.finish_reasons: dict[int, str] = {}  # by choice
         self.usage: Usage | None = None
         self.model: str | None = None
         self.trace_id: str | None = None
         self.complete = False  # a terminal event arrived: stop reading
 
-    def feed(self, event: Mapping[str, Any]) -> str:
+    @property
+    def finish_reason(self) -> str | None:
+        return self.finish_reasons.get(0)
+
+    def feed(self, event: Mapping[str, Any]) -> list[Delta]:
         raise NotImplementedError
 
     def incomplete(self) -> str | None:
@@ -132,39 +138,46 @@ class _Parser:
 
 
 class _ChatParser(_Parser):
-    def feed(self, event: Mapping[str, Any]) -> str:
+    def feed(self, event: Mapping[str, Any]) -> list[Delta]:
         self.trace_id = _str(event.get("trace_id")) or self.trace_id
         if event.get("error"):
             raise self._make_error(event)
         self.model = self.model or _str(event.get("model"))
         self.usage = _usage(event.get("usage")) or self.usage
         choices = event.get("choices")
-        text: list[str] = []
+        deltas: list[Delta] = []
         for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+            if not isinstance(choice, Mapping):
                 continue
+            # With `n` above 1 the choices come interleaved, told apart by their index.
+            index = _int(choice.get("index"))
             # `delta` in a stream, `message` in a whole reply (or a server that ignored stream).
             body = choice.get("delta") or choice.get("message")
             if isinstance(body, Mapping):
-                content = body.get("content") or body.get("refusal")
-                text.append(_content_text(content))
-            self.finish_reason = _str(choice.get("finish_reason")) or self.finish_reason
-        return "".join(text)
+                text = _content_text(body.get("content") or body.get("refusal"))
+                if text:
+                    deltas.append(Delta(text, index))
+            finish_reason = _str(choice.get("finish_reason"))
+            if finish_reason:
+                self.finish_reasons[index] = finish_reason
+        return deltas
 
 
 class _ResponseParser(_Parser):
     """The Responses API: dispatch on `type`; a whole Response object has no `type`."""
 
-    def feed(self, event: Mapping[str, Any]) -> str:
+    def feed(self, event: Mapping[str, Any]) -> list[Delta]:
         self.trace_id = _str(event.get("trace_id")) or self.trace_id
         kind = event.get("type")
         if kind == "response.output_text.delta":
-            return _str(event.get("delta")) or ""
+            return _deltas(_str(event.get("delta")))
+        if kind == "response.reasoning_summary_text.delta":
+            return _deltas(_str(event.get("delta")), reasoning=True)
         if kind == "error" or (kind is None and event.get("error") and "output" not in event):
             raise self._make_error(event)
         response = event.get("response") if kind is not None else event
         if not isinstance(response, Mapping):
-            return ""
+            return []
         self.model = self.model or _str(response.get("model"))
         self.usage = _usage(response.get("usage")) or self.usage
         status = response.get("status")
@@ -174,12 +187,21 @@ class _ResponseParser(_Parser):
         if kind == "response.incomplete" or status == "incomplete":
             details = response.get("incomplete_details")
             reason = details.get("reason") if isinstance(details, Mapping) else None
-            self.finish_reason = "content_filter" if reason == "content_filter" else "length"
+            self.finish_reasons[0] = "content_filter" if reason == "content_filter" else "length"
             self.complete = True
         elif kind == "response.completed" or (kind is None and status == "completed"):
-            self.finish_reason = "stop"
+            self.finish_reasons[0] = "stop"
             self.complete = True
-        return _output_text(response) if kind is None else ""
+        return _deltas(_output_text(response)) if kind is None else []
+
+
+def _deltas(text: str | None, *, reasoning: bool = False) -> list[Delta]:
+    return [Delta(text, reasoning=reasoning)] if text else []
+
+
+def _answer_text(deltas: Sequence[Delta]) -> str:
+    """The first choice's text (what a whole, non-streamed reply answers)."""
+    return "".join(d.text for d in deltas if d.choice == 0 and not d.reasoning)
 
 
 def _output_text(response: Mapping[str, Any]) -> str:
@@ -387,7 +409,7 @@ class ApiClient:
 
         def parse(data: Mapping[str, Any]) -> ChatResult:
             parser = _ChatParser(self._transport.payload_error)
-            text = parser.feed(data)
+            text = _answer_text(parser.feed(data))
             return ChatResult(text, parser.finish_reason, parser.usage, parser.model)
 
         return await self._post("chat/completions", payload, self._timeouts.chat, parse)
@@ -421,7 +443,7 @@ class ApiClient:
 
         def parse(data: Mapping[str, Any]) -> ChatResult:
             parser = _ResponseParser(self._transport.payload_error)
-            text = parser.feed(data)
+            text = _answer_text(parser.feed(data))
             return ChatResult(text, parser.finish_reason, parser.usage, parser.model)
 
         return await self._post("responses", payload, self._timeouts.chat, parse)
@@ -672,7 +694,7 @@ class _StreamClosed(Exception):
 
 
 class _EventStream:
-    """An SSE reply read as text deltas: `async with ... as stream: async for delta in stream`.
+    """An SSE reply read as Deltas: `async with ... as stream: async for delta in stream`.
 
     Opening (request, status, and reading up to the first delta) is retried per the client's
     policy; once a delta is out, failures are raised, never retried. Leaving the `async with`
@@ -697,7 +719,7 @@ class _EventStream:
         self._posting: asyncio.Task[aiohttp.ClientResponse] | None = None
         self._decoder = SseDecoder()
         self._events: deque[str] = deque()  # decoded, not yet parsed
-        self._pending: deque[str] = deque()  # the delta read while opening
+        self._pending: deque[Delta] = deque()  # parsed, not yet read (the first while opening)
         self._eof = False
         self._state = "new"  # new -> open -> done (read to the end) | closed (dropped)
         # Keep-alive comments, blank lines and empty deltas keep bytes flowing but are no
@@ -708,6 +730,11 @@ class _EventStream:
     @property
     def finish_reason(self) -> str | None:
         return self._parser.finish_reason
+
+    @property
+    def finish_reasons(self) -> Mapping[int, str]:
+        """Why each choice ended, by its index."""
+        return self._parser.finish_reasons
 
     @property
     def usage(self) -> Usage | None:
@@ -736,7 +763,7 @@ class _EventStream:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> str:
+    async def __anext__(self) -> Delta:
         await self._open()
         if self._pending:
             return self._pending.popleft()
@@ -830,7 +857,7 @@ class _EventStream:
             self._eof = True
         first = await self._next_delta()
         if first is not None:
-            self._pending.append(first)
+            self._pending.appendleft(first)
 
     def _reset(self) -> None:
         if self._resp is not None:
@@ -843,9 +870,11 @@ class _EventStream:
         self._eof = False
         self.request_id = None
 
-    async def _next_delta(self) -> str | None:
+    async def _next_delta(self) -> Delta | None:
         """The next non-empty delta, or None at a clean end; raises ApiError otherwise."""
         while True:
+            if self._pending:
+                return self._pending.popleft()
             while self._events:
                 data = self._events.popleft()
                 if data == DONE:
@@ -858,14 +887,16 @@ class _EventStream:
                     continue
                 if not isinstance(event, Mapping):
                     continue
-                delta = self._parser.feed(event)
+                deltas = self._parser.feed(event)
                 if self._parser.complete:
                     self._finish()
-                    return delta or None
-                if delta:
-                    if not delta.isspace():
-                        self._quiet_deadline = asyncio.get_running_loop().time() + self._idle
-                    return delta
+                if any(not delta.text.isspace() for delta in deltas):
+                    self._quiet_deadline = asyncio.get_running_loop().time() + self._idle
+                if deltas:
+                    self._pending.extend(deltas[1:])
+                    return deltas[0]
+                if self._parser.complete:
+                    return None
             if self._eof:
                 problem = self._parser.incomplete()
                 if problem is not None:

@@ -29,6 +29,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """A piece of a streamed answer: text of choice `choice` (one of the `n` asked for), or,
+    with `reasoning`, of the summary of the model's thinking before it answers."""
+
+    text: str
+    choice: int = 0
+    reasoning: bool = False
+
+
+@dataclass(frozen=True)
 class ChatResult:
     text: str
     finish_reason: str | None

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
-from bot.ai import Message, Usage
+from bot.ai import Delta, Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
 from bot.conversation.tokens import estimate_tokens, image_tokens_at_most, output_limit
@@ -40,7 +40,7 @@ _FINISH_NOTICES = {
 
 
 class TextStream(Protocol):
-    """A streamed answer: `async with` it, then `async for` its text; leaving drops it."""
+    """A streamed answer: `async with` it, then `async for` its pieces; leaving drops it."""
 
     @property
     def finish_reason(self) -> str | None: ...
@@ -57,7 +57,7 @@ class TextStream(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def __aiter__(self) -> AsyncIterator[str]: ...
+    def __aiter__(self) -> AsyncIterator[Delta]: ...
 
 
 class ChatApi(Protocol):
@@ -405,8 +405,9 @@ class ChatService:
                 ):
                     run.accepted = True
                     async for delta in stream:
-                        run.text += delta
-                        reply.update(run.text)
+                        if delta.choice == 0 and not delta.reasoning:
+                            run.text += delta.text
+                            reply.update(run.text)
             except TimeoutError:
                 if answer_limit.expired():
                     raise _AnswerTimeLimit from None
