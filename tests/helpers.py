@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -205,16 +206,28 @@ class ChatRig:
 
 @contextlib.asynccontextmanager
 async def chat_rig(
-    conversations: ConversationStore, usage: UsageStore, admission: Admission, **options: Any
+    conversations: ConversationStore,
+    usage: UsageStore,
+    admission: Admission,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    **options: Any,
 ) -> AsyncIterator[ChatRig]:
-    """The chat service with a scripted API, its scheduler running; torn down after."""
+    """The chat service with a scripted API, its scheduler running; torn down after.
+    `monotonic`: the clock a model's thinking time is told by."""
     scheduler = WriteScheduler()
     running = asyncio.create_task(scheduler.run())
     api = ScriptedApi()
     settings: dict[str, Any] = {"history_token_budget": 6000, "max_concurrent_requests": 4}
     settings.update(options)
     service = ChatService(
-        api, admission, conversations, usage, Replies(scheduler), ChatOptions(**settings)
+        api,
+        admission,
+        conversations,
+        usage,
+        Replies(scheduler),
+        ChatOptions(**settings),
+        monotonic=monotonic,
     )
     rig = ChatRig(service, api, conversations, usage, scheduler, admission.config)
     try:

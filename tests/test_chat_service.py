@@ -257,3 +257,38 @@ async def test_people_s_own_conversations_in_one_channel_do_not_wait_for_each_ot
     rig.ask("mine too", second, author_id=2)
     await rig.api.stream(2)  # while the first is still being written
     assert all(shown.content != WAITING for shown in second.messages.get(0, []))
+
+
+async def test_a_thinking_model_shows_how_long_and_its_summary_until_the_answer(
+    store: GatedStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    now = [0.0]
+    async with chat_rig(
+        store,
+        UsageStore(sessions),
+        admission_on(sessions),
+        monotonic=lambda: now[0],
+        thinking_tick=0.01,
+    ) as rig:
+        sink = MemorySink()
+        asking = rig.ask("why?", sink)
+        stream = await rig.api.stream(1)
+        now[0] = 5.0
+        await sink.wait_for(lambda s: s.latest().content == "💭 Thinking… 5 s")
+        assert sink.latest().controls.stop_key is not None  # it can be stopped meanwhile
+        now[0] = 40.0
+        await sink.wait_for(lambda s: s.latest().content == "💭 Thinking… 40 s")
+
+        stream.send("**Weighing it**\n\nFirst the ", reasoning=True)
+        stream.send("facts.", reasoning=True)
+        summary = "-# **Weighing it**\n-# First the facts.\n💭 Thinking… 40 s"
+        await sink.wait_for(lambda s: s.latest().content == summary)
+        now[0] = 64.0
+        await sink.wait_for(lambda s: s.latest().content.endswith("Thinking… 1 min 4 s"))
+
+        stream.send("Because.")
+        stream.end()
+        await asyncio.wait_for(asyncio.shield(asking), WAIT)
+    assert sink.latest().content == "Because."  # the answer replaces it all
+    assert len(sink.messages) == 1
+    assert [content for _, content, _ in await history(rig)] == ["person1: why?", "Because."]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKin
 from bot.ai import Delta, Message, Usage
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
+from bot.conversation.thinking import thinking_status
 from bot.conversation.tokens import estimate_tokens, image_tokens_at_most, output_limit
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn
@@ -82,6 +84,10 @@ class ChatOptions:
     answer_timeout: float = 600.0
     # Past this many messages an answer comes whole as a file.
     max_answer_messages: int = 6
+    # Without a word for this long, the message says the model is thinking (a quicker answer
+    # shows its words first), then how long it has thought, every `thinking_tick` seconds.
+    thinking_after: float = 1.5
+    thinking_tick: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -138,8 +144,11 @@ class ChatService:
         usage: UsageStore,
         replies: Replies,
         options: ChatOptions,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
+        self._monotonic = monotonic
         self._admission = admission
         self._conversations = conversations
         self._usage = usage
@@ -392,6 +401,9 @@ class ChatService:
     ) -> tuple[str | None, Usage | None]:
         seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
         async with asyncio.timeout(seconds_left), self._slot(reply):
+            summary: list[str] = []  # of the model's reasoning, when it streams one
+            summarised = asyncio.Event()
+            thinking = asyncio.create_task(self._show_thinking(reply, run, summary, summarised))
             try:
                 async with (
                     asyncio.timeout(self.options.answer_timeout) as answer_limit,
@@ -405,14 +417,36 @@ class ChatService:
                 ):
                     run.accepted = True
                     async for delta in stream:
-                        if delta.choice == 0 and not delta.reasoning:
+                        if delta.reasoning:
+                            summary.append(delta.text)
+                            summarised.set()
+                        elif delta.choice == 0:
                             run.text += delta.text
                             reply.update(run.text)
             except TimeoutError:
                 if answer_limit.expired():
                     raise _AnswerTimeLimit from None
                 raise
+            finally:
+                thinking.cancel()
             return stream.finish_reason, stream.usage
+
+    async def _show_thinking(
+        self, reply: StreamingReply, run: Run, summary: list[str], summarised: asyncio.Event
+    ) -> None:
+        """Until the first words, say that the model is thinking, for how long, and what it
+        says of its thinking: never a message that shows nothing happening. (The reply shows
+        a status only until the answer's first words, and paces its writes itself.)"""
+        started = self._monotonic()
+        while not run.text:
+            # A summary means the model is thinking: say so at once. Otherwise wait a moment,
+            # so that a quick answer shows its words first.
+            thought = self._monotonic() - started
+            if summary or thought >= self.options.thinking_after:
+                reply.status(thinking_status(thought, "".join(summary)))
+            summarised.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(summarised.wait(), self.options.thinking_tick)
 
     @contextlib.asynccontextmanager
     async def _slot(self, reply: StreamingReply) -> AsyncIterator[None]:
