@@ -196,18 +196,31 @@ class ChatRig:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def ask(
-        self, text: str, sink: MemorySink, *, author_id: int = 1, channel_id: int = 10
+        self,
+        text: str,
+        sink: MemorySink,
+        *,
+        author_id: int = 1,
+        channel_id: int = 10,
+        alternatives: int = 1,
+        json_format: bool = False,
     ) -> asyncio.Task[None]:
         """Start answering `text` from person `author_id` in channel `channel_id`."""
         place = Place(channel_id, 1, ConversationKind.CHANNEL)
         request = Request(RequestKind.QUESTION, place, Person(author_id), prompt_chars=len(text))
 
         async def asking() -> None:
-            admitted = await self.service.admit(request)
+            admitted = await self.service.admit(request, alternatives=alternatives)
             question = Question(f"person{author_id}: {text}")
-            await self.service.ask(
-                Ask(admitted, admitted.place, f"person{author_id}", question), sink
+            ask = Ask(
+                admitted,
+                admitted.place,
+                f"person{author_id}",
+                question,
+                alternatives=alternatives,
+                json_format=json_format,
             )
+            await self.service.ask(ask, sink)
 
         task = asyncio.create_task(asking())
         self.tasks.add(task)
