@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import discord
 from discord import app_commands
@@ -28,6 +29,7 @@ from cogs.permissions import require, sending
 from cogs.places import person_of, place_of
 from cogs.sinks import (
     NO_MENTIONS,
+    PAGING_PREFIX,
     REGENERATE_PREFIX,
     STOP_PREFIX,
     ChannelSink,
@@ -74,7 +76,10 @@ class ChatCog(commands.Cog):
         model="The model to answer with",
         private="Answer only to you, and keep it out of the channel's history",
         image="An image for the model to look at",
+        alternatives="Several answers to page through and choose from",
+        answer_format="Answer in plain text, or as a JSON object",
     )
+    @app_commands.rename(answer_format="format")
     async def ask(
         self,
         interaction: discord.Interaction,
@@ -82,6 +87,8 @@ class ChatCog(commands.Cog):
         model: str | None = None,
         private: bool = False,
         image: discord.Attachment | None = None,
+        alternatives: app_commands.Range[int, 1, 4] = 1,
+        answer_format: Literal["text", "json"] = "text",
     ) -> None:
         author = interaction.user
         sink = InteractionSink(interaction, self.budget, private=private)
@@ -96,7 +103,8 @@ class ChatCog(commands.Cog):
                 model=model,
                 prompt_chars=len(prompt),
                 images=1 if image else 0,
-            )
+            ),
+            alternatives=alternatives,
         )
         image_urls, _ = await self._read_images([image] if image else [], None)
         text = question_text(author.display_name, prompt) + _image_note([image] if image else [])
@@ -107,6 +115,8 @@ class ChatCog(commands.Cog):
                 author.display_name,
                 Question(text, image_urls),
                 private=private,
+                alternatives=alternatives,
+                json_format=answer_format == "json",
             ),
             sink,
         )
@@ -386,6 +396,8 @@ class ChatCog(commands.Cog):
                 await self._press_stop(interaction, custom_id.removeprefix(STOP_PREFIX))
             elif custom_id.startswith(REGENERATE_PREFIX):
                 await self._press_regenerate(interaction, custom_id.removeprefix(REGENERATE_PREFIX))
+            elif custom_id.startswith(PAGING_PREFIX):
+                await self._press_paging(interaction, custom_id.removeprefix(PAGING_PREFIX))
         except Exception as exc:
             await tell_failure(interaction, exc, doing=f"The button {custom_id}")
 
@@ -421,6 +433,21 @@ class ChatCog(commands.Cog):
         await interaction.edit_original_response(view=None)
         sink = ChannelSink(channel, channel.id, self.budget, reference=interaction.message)
         await self.chat.ask(ask, sink)
+
+    async def _press_paging(self, interaction: discord.Interaction, rest: str) -> None:
+        key, _, page_action = rest.partition(":")
+        page, _, action = page_action.partition(":")
+        if not page.isdigit():
+            raise UserError("This button no longer works.")
+        # Showing a long answer anew may outlast Discord's three seconds.
+        await interaction.response.defer()
+        await self.chat.turn_page(
+            key,
+            int(page),
+            action,
+            user_id=interaction.user.id,
+            can_manage=_can_manage_messages(interaction),
+        )
 
     # Helpers.
 

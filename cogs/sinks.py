@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()
 STOP_PREFIX = "answer:stop:"
 REGENERATE_PREFIX = "answer:regenerate:"
+# Then `{key}:{page}:{action}`: the page shown where it was pressed, and what to do.
+PAGING_PREFIX = "answer:alt:"
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ async def clear_controls(channel: discord.abc.Messageable, message_id: int) -> N
 
 def controls_view(controls: Controls) -> discord.ui.View | None:
     """Buttons whose clicks the chat cog handles by their custom ids, also after a restart."""
-    if controls.stop_key is None and controls.regenerate_turn is None:
+    if controls == Controls():
         return None
     view = discord.ui.View(timeout=None)
     if controls.stop_key is not None:
@@ -106,6 +108,25 @@ def controls_view(controls: Controls) -> discord.ui.View | None:
                 emoji="⏹️",
                 style=discord.ButtonStyle.secondary,
                 custom_id=STOP_PREFIX + controls.stop_key,
+            )
+        )
+    if controls.paging is not None:
+        paging = controls.paging
+        for label, emoji, action in (("Previous", "◀️", "prev"), ("Next", "▶️", "next")):
+            view.add_item(
+                discord.ui.Button(
+                    label=label,
+                    emoji=emoji,
+                    style=discord.ButtonStyle.secondary,
+                    custom_id=f"{PAGING_PREFIX}{paging.key}:{paging.page}:{action}",
+                )
+            )
+        view.add_item(
+            discord.ui.Button(
+                label="Keep",
+                emoji="✅",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"{PAGING_PREFIX}{paging.key}:{paging.page}:keep",
             )
         )
     if controls.regenerate_turn is not None:
@@ -161,6 +182,12 @@ class ChannelSink:
     async def clear_controls(self, message_id: int) -> None:
         await clear_controls(self._channel, message_id)
 
+    async def remove(self, index: int) -> None:
+        message = self._messages.pop(index, None)
+        if message is not None:
+            with contextlib.suppress(discord.NotFound):
+                await message.delete()
+
     async def show(self, index: int, shown: Shown) -> None:
         view = controls_view(shown.controls)
         try:
@@ -214,7 +241,8 @@ class InteractionSink:
         self._private = private
         self.token_window = budget.token()
         self._expires = token_expiry(interaction, budget.limits)
-        self._messages: list[discord.Message | discord.WebhookMessage] = []
+        # By position in the answer, as in ChannelSink.
+        self._messages: dict[int, discord.Message | discord.WebhookMessage] = {}
         self._after_expiry: ChannelSink | None = None
 
     def acknowledged(self) -> None:
@@ -240,7 +268,7 @@ class InteractionSink:
     def message_ids(self) -> list[int]:
         if self._after_expiry is not None:
             return self._after_expiry.message_ids()
-        return [message.id for message in self._messages]
+        return [self._messages[index].id for index in sorted(self._messages)]
 
     async def show(self, index: int, shown: Shown) -> None:
         if self._after_expiry is None and self._expired() and not self._private:
@@ -272,8 +300,8 @@ class InteractionSink:
                     allowed_mentions=NO_MENTIONS,
                     **_attachments(shown.file),
                 )
-                self._messages[:1] = [message]
-            elif index < len(self._messages):
+                self._messages[0] = message
+            elif index in self._messages:
                 await self._interaction.followup.edit_message(
                     self._messages[index].id,
                     content=shown.content,
@@ -290,9 +318,20 @@ class InteractionSink:
                     allowed_mentions=NO_MENTIONS,
                     wait=True,
                 )
-                self._messages.append(followup)
+                self._messages[index] = followup
         except (discord.NotFound, discord.Forbidden) as exc:
             raise MessageGone from exc
+
+    async def remove(self, index: int) -> None:
+        if self._after_expiry is None and self._expired() and not self._private:
+            self._after_expiry = self._channel_sink()
+        if self._after_expiry is not None:
+            await self._after_expiry.remove(index)
+            return
+        message = self._messages.pop(index, None)
+        if message is not None:
+            with contextlib.suppress(discord.NotFound):
+                await self._interaction.followup.delete_message(message.id)
 
     async def clear_controls(self, message_id: int) -> None:
         channel = self._interaction.channel
@@ -304,7 +343,7 @@ class InteractionSink:
         channel = self._interaction.channel
         if not isinstance(channel, discord.abc.Messageable) or channel.id is None:
             raise MessageGone
-        existing = [channel.get_partial_message(message.id) for message in self._messages]  # type: ignore[union-attr]
+        existing = [channel.get_partial_message(message_id) for message_id in self.message_ids()]  # type: ignore[union-attr]
         return ChannelSink(channel, channel.id, self._budget, existing=existing)
 
 

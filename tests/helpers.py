@@ -95,6 +95,12 @@ class MemorySink:
     async def clear_controls(self, message_id: int) -> None:
         self.cleared.append(message_id)
 
+    async def remove(self, index: int) -> None:
+        self.ids.pop(index, None)
+        self.messages.pop(index, None)
+        async with self._changed:
+            self._changed.notify_all()
+
     def latest(self, index: int = -1) -> Shown:
         """The newest version of message `index` (the last by default); empty before any."""
         if not self.messages:
@@ -111,17 +117,22 @@ class ScriptedStream:
 
     def __init__(self, messages: Sequence[Message], options: Mapping[str, Any]) -> None:
         self.messages = messages
-        self.options = options  # model, temperature, max_tokens, user
+        self.options = options  # model, temperature, max_tokens, user, n, json_format
         self.finish_reason: str | None = None
+        self.finish_reasons: dict[int, str] = {}
         self.usage: Usage | None = None
+        self._choices = {0}
         self.closed = asyncio.Event()  # the service let go of it (read to the end, or dropped)
         self._deltas: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
 
     def send(self, text: str, *, choice: int = 0, reasoning: bool = False) -> None:
+        self._choices.add(choice)
         self._deltas.put_nowait(Delta(text, choice, reasoning))
 
     def end(self, finish_reason: str = "stop", usage: Usage | None = None) -> None:
+        """Every answer ends, for `finish_reason`."""
         self.finish_reason, self.usage = finish_reason, usage
+        self.finish_reasons = dict.fromkeys(self._choices, finish_reason)
         self._deltas.put_nowait(None)
 
     def fail(self, error: BaseException) -> None:
@@ -186,18 +197,31 @@ class ChatRig:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def ask(
-        self, text: str, sink: MemorySink, *, author_id: int = 1, channel_id: int = 10
+        self,
+        text: str,
+        sink: MemorySink,
+        *,
+        author_id: int = 1,
+        channel_id: int = 10,
+        alternatives: int = 1,
+        json_format: bool = False,
     ) -> asyncio.Task[None]:
         """Start answering `text` from person `author_id` in channel `channel_id`."""
         place = Place(channel_id, 1, ConversationKind.CHANNEL)
         request = Request(RequestKind.QUESTION, place, Person(author_id), prompt_chars=len(text))
 
         async def asking() -> None:
-            admitted = await self.service.admit(request)
+            admitted = await self.service.admit(request, alternatives=alternatives)
             question = Question(f"person{author_id}: {text}")
-            await self.service.ask(
-                Ask(admitted, admitted.place, f"person{author_id}", question), sink
+            ask = Ask(
+                admitted,
+                admitted.place,
+                f"person{author_id}",
+                question,
+                alternatives=alternatives,
+                json_format=json_format,
             )
+            await self.service.ask(ask, sink)
 
         task = asyncio.create_task(asking())
         self.tasks.add(task)

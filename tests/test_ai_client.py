@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -122,7 +123,8 @@ async def test_chat_whole_reply(api: FakeApi, client: ApiClient) -> None:
     result = await client.chat(
         MESSAGES, model="gpt-4o-mini", temperature=0.5, max_tokens=50, user="u1", extra={"n": 1}
     )
-    assert result == ChatResult("Hi! How can I help?", "stop", Usage(5, 6, 11), "gpt-4o-mini")
+    text = "Hi! How can I help?"
+    assert result == ChatResult(text, "stop", Usage(5, 6, 11), "gpt-4o-mini", (text,))
     (rec,) = api.requests
     assert rec.path == "/openai/chat/completions"
     assert rec.headers["Authorization"] == f"Bearer {api.token}"
@@ -195,6 +197,51 @@ async def test_stream_chat_with_every_quirk(api: FakeApi, client: ApiClient) -> 
     body = api.requests[0].json
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_of_n_choices_comes_interleaved_and_apart(
+    api: FakeApi, client: ApiClient
+) -> None:
+    api.script(Reply(choices=("Red.", "Blue, surely.", "Green"), chunk_size=2))
+    async with client.stream_chat(MESSAGES, model="gpt-4o-mini", n=3) as stream:
+        deltas = [delta async for delta in stream]
+    texts = ["".join(d.text for d in deltas if d.choice == index) for index in range(3)]
+    assert texts == ["Red.", "Blue, surely.", "Green"]
+    assert [d.choice for d in deltas[:3]] == [0, 1, 2]  # interleaved, not one after another
+    assert stream.finish_reasons == {0: "stop", 1: "stop", 2: "stop"}
+    assert api.requests[0].json["n"] == 3
+    # The usage chunk counts every choice's answer.
+    assert stream.usage is not None and stream.usage.completion_tokens == len("".join(texts)) // 4
+
+
+async def test_one_choice_sends_no_n_and_whole_replies_carry_every_choice(
+    api: FakeApi, client: ApiClient
+) -> None:
+    async with client.stream_chat(MESSAGES, model="m", n=1) as stream:
+        assert {delta.choice async for delta in stream} == {0}
+    assert "n" not in api.requests[0].json
+    result = await client.chat(MESSAGES, model="m", n=2)
+    assert result.texts == ("Echo: hello there", "Echo: hello there (2)")
+    assert result.text == result.texts[0]
+
+
+async def test_json_format_asks_for_a_json_object(api: FakeApi, client: ApiClient) -> None:
+    messages = [{"role": "system", "content": "Answer in JSON."}, MESSAGES[1]]
+    async with client.stream_chat(messages, model="m", json_format=True) as stream:
+        text = "".join([delta.text async for delta in stream])
+    assert json.loads(text) == {"echo": "hello there"}
+    assert api.requests[0].json["response_format"] == {"type": "json_object"}
+    await client.chat(MESSAGES, model="m")
+    assert "response_format" not in api.requests[1].json
+
+
+async def test_the_fake_refuses_json_without_the_word_json(api: FakeApi, client: ApiClient) -> None:
+    """As OpenAI does: the messages must ask for JSON when the request does."""
+    with pytest.raises(BadRequest) as info:
+        async with client.stream_chat(MESSAGES, model="m", json_format=True) as stream:
+            [delta async for delta in stream]
+    assert "must contain the word 'json'" in str(info.value)
+    assert len(api.requests) == 1  # not retried
 
 
 async def test_stream_with_keepalive_comments(api: FakeApi, client: ApiClient) -> None:

@@ -195,6 +195,38 @@ async def test_a_person_cap_lets_answers_in_until_it_is_reached(
     assert await chat.usage.spent(GUILD, 1, since=date.today()) == Spent(600, 0)
 
 
+async def test_alternatives_hold_each_answer_s_worst_case_and_share_what_is_held(
+    chat: ChatRig, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await chat.config.set_budget(GUILD, rule(PERSON, tokens=6_000), by=9)
+    one, three = MemorySink(), MemorySink()
+    asking = chat.ask("Tell me something", one, author_id=1, channel_id=10)
+    single = await chat.api.stream(1)
+    prompt = 6_000 - single.options["max_tokens"]  # all that is left, less the prompt
+    single.end()
+    await asyncio.wait_for(asking, WAIT)
+
+    asking = chat.ask("Tell me something", three, author_id=2, channel_id=11, alternatives=3)
+    several = await chat.api.stream(2)
+    # Three prompts and three answers, within what is left: each answer gets a third.
+    assert several.options["max_tokens"] == 6_000 // 3 - prompt
+    assert await held(sessions) == 6_000
+    several.send("One.")
+    several.send("Two.", choice=1)
+    several.end(usage=Usage(prompt_tokens=30, completion_tokens=20, total_tokens=50))
+    await asyncio.wait_for(asking, WAIT)
+    assert await held(sessions) == 0
+    assert await chat.usage.spent(GUILD, 2, since=date.today()) == Spent(50, 0)
+
+    # Less than three prompts' worth left: refused before anything is sent.
+    await chat.config.set_budget(GUILD, rule(PERSON, tokens=50 + 2 * prompt), by=9)
+    refused = MemorySink()
+    asking = chat.ask("Tell me something", refused, author_id=2, channel_id=11, alternatives=3)
+    await asyncio.wait_for(asking, WAIT)
+    assert "this needs about" in refused.latest().content
+    assert len(chat.api.streams) == 2
+
+
 async def test_without_a_token_budget_nothing_is_held_or_bounded(
     chat: ChatRig, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

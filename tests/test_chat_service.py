@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import date
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.admission import Person, Request, RequestKind
-from bot.conversation.runs import INTERRUPTED, StopResult
-from bot.conversation.service import WAITING, Ask
+from bot.ai import Usage
+from bot.conversation.context import Question
+from bot.conversation.runs import INTERRUPTED, Slots, StopResult
+from bot.conversation.service import QUEUED, WAITING, Ask
 from bot.db.models import ConversationKind, TurnStatus
 from bot.db.repository import ConversationStore, NewTurn, StoredTurn
 from bot.db.usage_store import UsageStore
-from bot.delivery.reply import Shown
+from bot.delivery.reply import CURSOR, Controls, Paging, Shown
 from bot.errors import UserError
 from bot.places import Place
 from bot.server_config import History, Scope, Setting
@@ -292,3 +295,167 @@ async def test_a_thinking_model_shows_how_long_and_its_summary_until_the_answer(
     assert sink.latest().content == "Because."  # the answer replaces it all
     assert len(sink.messages) == 1
     assert [content for _, content, _ in await history(rig)] == ["person1: why?", "Because."]
+
+
+# Alternatives and JSON.
+
+
+def paging_of(sink: MemorySink) -> Paging:
+    paging = sink.latest().controls.paging
+    assert paging is not None
+    return paging
+
+
+async def test_alternatives_page_and_only_the_kept_one_is_remembered(
+    rig: ChatRig, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    sink = MemorySink()
+    asking = rig.ask("Name a colour", sink, alternatives=3)
+    stream = await rig.api.stream(1)
+    assert stream.options["n"] == 3
+    long_first = " ".join(["Red."] * 600)  # two messages
+    stream.send("Blue.", choice=1)
+    stream.send(long_first, choice=0)
+    await sink.wait_for(lambda s: s.latest(0).content.startswith("Red."))
+    assert "Blue" not in str(sink.messages)  # the others wait for the end
+    stream.send("Green.", choice=2)
+    stream.end(usage=Usage(prompt_tokens=20, completion_tokens=30, total_tokens=50))
+    await asyncio.wait_for(asking, WAIT)
+
+    assert len(sink.messages) == 2
+    assert sink.latest().content.endswith("Red.\n\n-# 1/3")
+    paging = paging_of(sink)
+    assert sink.latest().controls.regenerate_turn is not None
+    assert (await history(rig))[-1][1] == long_first
+    # Usage counts all three answers, as the API reports them together.
+    assert (await rig.usage.spent(1, 1, since=date.today())).tokens == 50
+
+    # Someone else may not choose; the asker pages on, the answer in fewer messages.
+    with pytest.raises(UserError):
+        await rig.service.turn_page(paging.key, 0, "next", user_id=2, can_manage=False)
+    await rig.service.turn_page(paging.key, 0, "next", user_id=1, can_manage=False)
+    assert list(sink.messages) == [0]  # the second message went
+    assert sink.latest().content == "Blue.\n\n-# 2/3"
+    await rig.service.turn_page(paging.key, 1, "next", user_id=1, can_manage=False)
+    assert sink.latest().content == "Green.\n\n-# 3/3"
+    await rig.service.turn_page(paging.key, 2, "next", user_id=1, can_manage=False)
+    assert len(sink.messages) == 2 and sink.latest(0).content.startswith("Red.")
+    await rig.service.turn_page(paging.key, 0, "prev", user_id=1, can_manage=False)
+    assert sink.latest().content == "Green.\n\n-# 3/3"
+
+    # A moderator may keep one: it replaces the stored answer, and the paging ends.
+    await rig.service.turn_page(paging.key, 2, "keep", user_id=2, can_manage=True)
+    assert sink.latest().content == "Green."
+    assert sink.latest().controls.paging is None
+    assert sink.latest().controls.regenerate_turn is not None
+    assert (await history(rig))[-1] == ("assistant", "Green.", TurnStatus.COMPLETE)
+    with pytest.raises(UserError, match="no longer works"):
+        await rig.service.turn_page(paging.key, 2, "prev", user_id=1, can_manage=False)
+
+
+async def test_a_private_question_s_alternatives_page_but_nothing_is_stored(
+    rig: ChatRig,
+) -> None:
+    sink = MemorySink()
+    place = Place(10, 1, ConversationKind.CHANNEL)
+    request = Request(RequestKind.QUESTION, place, Person(1), prompt_chars=2)
+    admitted = await rig.service.admit(request, alternatives=2)
+    ask = Ask(admitted, place, "person1", Question("person1: hi"), private=True, alternatives=2)
+    asking = asyncio.create_task(rig.service.ask(ask, sink))
+    stream = await rig.api.stream(1)
+    stream.send("Hello.")
+    stream.send("Hi.", choice=1)
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    assert sink.latest().controls == Controls(paging=paging_of(sink))  # no Regenerate
+    await rig.service.turn_page(paging_of(sink).key, 0, "keep", user_id=1, can_manage=False)
+    assert sink.latest() == Shown("Hello.")
+    assert await history(rig) == []
+
+
+async def test_alternatives_cut_short_or_alone_are_not_paged(rig: ChatRig) -> None:
+    stopped, alone = MemorySink(), MemorySink()
+    asking = rig.ask("one", stopped, alternatives=2)
+    stream = await rig.api.stream(1)
+    stream.send("Partly")
+    stream.send("Also partly", choice=1)
+    await stopped.wait_for(lambda s: s.latest().content.startswith("Partly"))
+    rig.service.stop(stop_key(stopped), user_id=1, can_manage=False, by="person1")
+    await asyncio.wait_for(asking, WAIT)
+    assert stopped.latest().controls.paging is None
+
+    asking = rig.ask("two", alone, alternatives=2)
+    stream = await rig.api.stream(2)
+    stream.send("Only one came.")
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    assert alone.latest().content == "Only one came."
+    assert alone.latest().controls.paging is None
+
+
+async def test_more_alternatives_than_requests_at_once_are_refused(rig: ChatRig) -> None:
+    request = Request(RequestKind.QUESTION, CHANNEL, Person(1), prompt_chars=2)
+    with pytest.raises(UserError, match="at most 4 alternatives"):
+        await rig.service.admit(request, alternatives=5)
+
+
+async def test_alternatives_take_their_slots_together_and_in_turn(
+    store: GatedStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    admission = admission_on(sessions)
+    async with chat_rig(store, UsageStore(sessions), admission, max_concurrent_requests=3) as rig:
+        first, second, third = MemorySink(), MemorySink(), MemorySink()
+        rig.ask("two answers", first, alternatives=2, channel_id=10)
+        await rig.api.stream(1)
+        # Three answers need every slot: they wait, and so does a single answer asked after.
+        rig.ask("three answers", second, author_id=2, alternatives=3, channel_id=11)
+        await second.wait_for(lambda s: s.latest().content == QUEUED)
+        rig.ask("one answer", third, author_id=3, channel_id=12)
+        await third.wait_for(lambda s: s.latest().content == QUEUED)
+        assert len(rig.api.streams) == 1
+        rig.api.streams[0].end()
+        (await rig.api.stream(2)).end()
+        await rig.api.stream(3)
+        assert rig.api.streams[1].options["n"] == 3 and rig.api.streams[2].options["n"] == 1
+
+
+async def test_slots_are_taken_all_at_once_and_a_waiter_that_leaves_lets_others_in() -> None:
+    slots = Slots(4)
+    release = asyncio.Event()
+
+    async def holding(count: int, taken: asyncio.Event) -> None:
+        async with slots.take(count):
+            taken.set()
+            await release.wait()
+
+    big_taken, small_taken = asyncio.Event(), asyncio.Event()
+    async with slots.take(3):
+        big = asyncio.create_task(holding(2, big_taken))
+        small = asyncio.create_task(holding(1, small_taken))
+        await asyncio.sleep(0)
+        # One slot is free, but the small request does not pass the big one waiting.
+        assert not big_taken.is_set() and not small_taken.is_set()
+        big.cancel()
+        await asyncio.wait_for(small_taken.wait(), WAIT)
+    assert not slots.busy(3) and slots.busy(4)  # the small one holds its slot
+    release.set()
+    await asyncio.wait_for(small, WAIT)
+    assert not slots.busy(4)
+
+
+async def test_json_answers_show_as_a_code_block_and_are_remembered_as_json(
+    rig: ChatRig,
+) -> None:
+    sink = MemorySink()
+    asking = rig.ask("colours", sink, json_format=True)
+    stream = await rig.api.stream(1)
+    assert stream.options["json_format"] is True
+    assert "JSON" in stream.messages[0]["content"]  # the API wants the messages to ask for it
+    stream.send('{"colours": ["red"')
+    await sink.wait_for(lambda s: s.latest().content.startswith('```json\n{"colours"'))
+    assert sink.latest().content.endswith("```" + CURSOR)  # closed while it streams too
+    stream.send(', "blue"]}')
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    assert sink.latest().content == '```json\n{"colours": ["red", "blue"]}\n```'
+    assert (await history(rig))[-1][1] == '{"colours": ["red", "blue"]}'

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import discord
@@ -363,7 +363,11 @@ def _commands_setup(
         config = app_commands.Group(name="config", description="Settings")
 
         @config.command(name="set", description="Set a value")
-        async def config_set(interaction: BotInteraction, key: str, value: int) -> None:
+        async def config_set(
+            interaction: BotInteraction,
+            key: Literal["temperature", "model"],
+            value: app_commands.Range[int, 0, 10],
+        ) -> None:
             await interaction.response.send_message(f"{key}={value}", ephemeral=True)
 
         @app_commands.command(name="slow", description="Answers too late")
@@ -441,6 +445,10 @@ async def test_slash_command_defer_edit_and_ephemeral_followup(make_env: EnvFact
     await fake.wait_for(lambda: sub.original, what="config set answered")
     assert sub.original is not None and sub.original.content == "temperature=7"
     assert sub.data["options"][0]["options"][1] == {"name": "value", "type": 4, "value": 7}
+    # Discord's client sends only a choice, and a number within the range.
+    for values in ({"key": "colour", "value": 7}, {"key": "model", "value": 11}):
+        with pytest.raises(ValueError):
+            await fake.invoke_command("config set", values, user=env.alice)
 
 
 async def test_attachment_option_is_read_byte_for_byte(make_env: EnvFactory) -> None:

@@ -1,2 +1,3 @@
 """Conversations: what the model is sent (`context`, `tokens`), the answers being written and
-waiting (`runs`), and the turn service that answers and remembers (`service`)."""
+waiting (`runs`), several answers to choose from (`alternatives`), and the turn service that
+answers and remembers (`service`)."""

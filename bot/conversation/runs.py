@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import enum
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakValueDictionary
@@ -60,6 +61,9 @@ class Run:
     # What Stop cancels: the wait for the turn, then the stream (never the bookkeeping between).
     task: asyncio.Task[Any] | None = None
     text: str = ""
+    # With alternatives: the other answers' texts, by choice, and why each answer ended.
+    others: dict[int, str] = field(default_factory=dict)
+    finish_reasons: Mapping[int, str] = field(default_factory=dict)
     # The API accepted the request: it is paid for, text or not (a model may think first).
     accepted: bool = False
     answer_turn: int | None = None
@@ -123,6 +127,12 @@ class Runs:
         run.cancel(StopReason(StopKind.PRESSED, by))
         return StopResult.STOPPED
 
+    async def wait_until_done(self, key: str) -> None:
+        """Wait until run `key` is finished, if it still runs."""
+        run = self._runs.get(key)
+        if run is not None:
+            await run.done.wait()
+
     async def wait_until_stored(self, answer_turn: int) -> None:
         """Wait until the answer stored as `answer_turn` is written and stored, if it still is
         being written."""
@@ -140,3 +150,57 @@ class Runs:
             await asyncio.wait(waiters, timeout=grace)
             for waiter in waiters:
                 waiter.cancel()
+
+
+class Slots:
+    """The requests allowed upstream at once.
+
+    A question with n alternatives may run as n requests, so it takes n slots together: all
+    at once, never some while it waits for the rest (two such waits could hold each other up
+    for ever). First come, first served: a large request is not passed over by small ones.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = total
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def busy(self, count: int) -> bool:
+        """Whether taking `count` slots now would wait."""
+        return bool(self._waiting) or self._free < count
+
+    @contextlib.asynccontextmanager
+    async def take(self, count: int) -> AsyncIterator[None]:
+        if count > self.total:
+            raise ValueError(f"{count} slots would never be free at once (of {self.total})")
+        if self.busy(count):
+            granted = asyncio.get_running_loop().create_future()
+            waiter = (count, granted)
+            self._waiting.append(waiter)
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.cancelled():
+                    with contextlib.suppress(ValueError):
+                        self._waiting.remove(waiter)
+                    self._grant()  # those behind it may fit now
+                else:
+                    self._give_back(count)  # granted just as it was cancelled
+                raise
+        else:
+            self._free -= count
+        try:
+            yield
+        finally:
+            self._give_back(count)
+
+    def _give_back(self, count: int) -> None:
+        self._free += count
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting and self._waiting[0][0] <= self._free:
+            count, granted = self._waiting.popleft()
+            if not granted.done():  # a cancelled waiter takes nothing
+                self._free -= count
+                granted.set_result(None)

@@ -14,14 +14,15 @@ from typing import Any, Protocol, Self
 
 from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
 from bot.ai import Delta, Message, Usage
+from bot.conversation.alternatives import Alternatives, Shelf
 from bot.conversation.context import Question, build_messages, history_budget
-from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
+from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, Slots, StopKind, StopResult
 from bot.conversation.thinking import thinking_status
 from bot.conversation.tokens import estimate_tokens, image_tokens_at_most, output_limit
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StoredTurn
 from bot.db.usage_store import UsageStore
-from bot.delivery.reply import Controls, Replies, ReplySink, StreamingReply
+from bot.delivery.reply import Controls, Paging, Replies, ReplySink, StreamingReply
 from bot.errors import UserError, sentence_for
 from bot.places import Place
 
@@ -31,9 +32,15 @@ QUEUED = "⏳ Queued: many questions are being answered; yours is next in line."
 WAITING = "⏳ Waiting for the answer before this one to finish."
 
 PRIVATE_TIME_LIMIT = "Discord gives a private answer 15 minutes; this one was cut short."
+PRIVATE_TIME_LIMIT_PAGING = (
+    "Discord lets a private answer change for 15 minutes; this one no longer can."
+)
 NOT_SAVED = "This answer could not be saved, so later questions will not see it."
 # What the history holds in place of an answer the database refused.
 UNSAVED_ANSWER = "[The answer could not be saved.]"
+# The API refuses to answer in JSON unless the messages ask for JSON.
+JSON_INSTRUCTION = "Answer with one JSON object."
+NO_LONGER_WORKS = "This button no longer works."
 
 _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
@@ -48,7 +55,14 @@ class TextStream(Protocol):
     def finish_reason(self) -> str | None: ...
 
     @property
-    def usage(self) -> Usage | None: ...
+    def finish_reasons(self) -> Mapping[int, str]:
+        """Why each of the `n` answers ended, by choice."""
+        ...
+
+    @property
+    def usage(self) -> Usage | None:
+        """Of all the `n` answers together."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -73,7 +87,11 @@ class ChatApi(Protocol):
         temperature: float | None,
         max_tokens: int | None,
         user: str | None,
-    ) -> TextStream: ...
+        n: int = 1,
+        json_format: bool = False,
+    ) -> TextStream:
+        """`n` answers, their Deltas told apart by `Delta.choice`; `max_tokens` bounds each."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,10 @@ class Ask:
     # Set when regenerating: the answer to replace, and the stored question it answered.
     replacing_turn: int | None = None
     question_turn: int | None = None
+    # Answers to choose from (the first is stored unless another is kept), and whether
+    # they are JSON.
+    alternatives: int = 1
+    json_format: bool = False
 
     @property
     def author_id(self) -> int:
@@ -154,8 +176,9 @@ class ChatService:
         self._usage = usage
         self._replies = replies
         self.options = options
-        self._slots = asyncio.Semaphore(options.max_concurrent_requests)
+        self._slots = Slots(options.max_concurrent_requests)
         self._runs = Runs()
+        self._alternatives = Shelf()
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -165,9 +188,13 @@ class ChatService:
 
     # Asking.
 
-    async def admit(self, request: Request) -> Admitted:
+    async def admit(self, request: Request, *, alternatives: int = 1) -> Admitted:
         """Admit a question, a /chat thread or a Regenerate (see bot.admission), and keep each
         person to a few at once."""
+        cap = self._slots.total
+        if alternatives > cap:
+            # Each may be a request of its own, and they run together.
+            raise UserError(f"I can give at most {cap} alternatives at once here.")
         admitted = await self._admission.admit(request)
         self._runs.refuse_if_busy(request.author_id)
         return admitted
@@ -225,6 +252,8 @@ class ChatService:
             parent_id=place.parent_id,
         )
         system_prompt = ask.admitted.settings.system_prompt
+        if ask.json_format:
+            system_prompt = f"{system_prompt}\n\n{JSON_INSTRUCTION}".strip()
         budget = history_budget(
             model, self.options.history_token_budget, system_prompt, ask.question
         )
@@ -247,10 +276,14 @@ class ChatService:
 
     async def _hold(self, ask: Ask, model: str, prompt_tokens: int) -> Hold:
         """Hold the question's worst case against its budgets: its prompt and the longest
-        answer it may get, at least its prompt and one token of answer."""
+        answer it may get, at least its prompt and one token of answer; each as many times
+        as answers are asked for (each may be a request of its own)."""
         longest = ask.admitted.settings.answer_tokens(model) or output_limit(model)
+        n = ask.alternatives
         return await self._admission.hold(
-            ask.admitted, least_tokens=prompt_tokens + 1, most_tokens=prompt_tokens + longest
+            ask.admitted,
+            least_tokens=n * (prompt_tokens + 1),
+            most_tokens=n * (prompt_tokens + longest),
         )
 
     async def _answer_held(
@@ -271,11 +304,12 @@ class ChatService:
         answer_turn = run.answer_turn = stored[-1] if stored else None
         self._note_messages(run, sink)  # a status line may already be showing
 
-        # A budget bounds the answer, so that the hold truly bounds the cost.
+        # A budget bounds the answer, so that the hold truly bounds the cost: each answer
+        # gets its share.
         max_tokens = (
             ask.admitted.settings.answer_tokens(model)
             if hold.id is None
-            else hold.tokens - prompt_tokens
+            else hold.tokens // ask.alternatives - prompt_tokens
         )
         stream = asyncio.create_task(
             self._stream(messages, model, ask, reply, run, sink.deadline(), max_tokens)
@@ -292,9 +326,14 @@ class ChatService:
             raise
         result = self._result_of(stream, run)
         text = run.text
+        shown = _as_shown(text, ask.json_format)
 
         controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
         notice = result.notice
+        alternatives = self._alternatives_of(ask, run, result, reply, sink)
+        if alternatives is not None:
+            controls = replace(controls, paging=Paging(alternatives.key, 0))
+            notice = alternatives.notice(0)
         if not text:
             # Nothing was answered: the question leaves no trace in the history.
             if result.status is TurnStatus.COMPLETE:
@@ -307,20 +346,43 @@ class ChatService:
             new_turns = stored if ask.question_turn is None else stored[-1:]
             await self._conversations.delete_turns(new_turns)
         else:
-            await reply.finish(text, notice=notice, controls=controls)
+            await reply.finish(shown, notice=notice, controls=controls)
             if answer_turn is not None:
                 if not await self._save_answer(answer_turn, text, result, sink, model):
                     notice = _joined(notice, NOT_SAVED)
-                    await reply.finish(text, notice=notice, controls=controls)
+                    await reply.finish(shown, notice=notice, controls=controls)
                 if ask.question_turn is None:  # a regenerated answer's forerunner has none
                     self._retire_previous(history, sink)
         spent = await self._record_usage(ask, model, prompt_tokens, run, result.usage, hold)
-        if spent is None:
-            return False
-        warning = self._admission.warning(ask.admitted, hold, tokens=spent, images=0)
-        if warning and text:
-            await reply.finish(text, notice=_joined(notice, warning), controls=controls)
-        return True
+        if spent is not None:
+            warning = self._admission.warning(ask.admitted, hold, tokens=spent, images=0)
+            if warning and text:
+                await reply.finish(shown, notice=_joined(notice, warning), controls=controls)
+        if alternatives is not None:  # from now on, their buttons work
+            self._alternatives.add(alternatives)
+        return spent is not None
+
+    def _alternatives_of(
+        self, ask: Ask, run: Run, result: _Result, reply: StreamingReply, sink: ReplySink
+    ) -> Alternatives | None:
+        """The answers to page through, when more than one came whole."""
+        if result.status is not TurnStatus.COMPLETE or not run.text:
+            return None
+        texts = {0: run.text} | {choice: text for choice, text in run.others.items() if text}
+        if len(texts) < 2:
+            return None
+        choices = sorted(texts)
+        reasons = [run.finish_reasons.get(choice, "") for choice in choices]
+        return Alternatives(
+            key=run.key,
+            author_id=ask.author_id,
+            texts=[texts[choice] for choice in choices],
+            notices=[_FINISH_NOTICES.get(reason) for reason in reasons],
+            reply=reply,
+            sink=sink,
+            answer_turn=run.answer_turn,
+            json_format=ask.json_format,
+        )
 
     async def _save_answer(
         self, turn_id: int, text: str, result: _Result, sink: ReplySink, model: str
@@ -400,7 +462,7 @@ class ChatService:
         max_tokens: int | None,
     ) -> tuple[str | None, Usage | None]:
         seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
-        async with asyncio.timeout(seconds_left), self._slot(reply):
+        async with asyncio.timeout(seconds_left), self._slot(reply, ask.alternatives):
             summary: list[str] = []  # of the model's reasoning, when it streams one
             summarised = asyncio.Event()
             thinking = asyncio.create_task(self._show_thinking(reply, run, summary, summarised))
@@ -413,6 +475,8 @@ class ChatService:
                         temperature=ask.admitted.settings.temperature,
                         max_tokens=max_tokens,
                         user=str(ask.author_id),
+                        n=ask.alternatives,
+                        json_format=ask.json_format,
                     ) as stream,
                 ):
                     run.accepted = True
@@ -422,13 +486,16 @@ class ChatService:
                             summarised.set()
                         elif delta.choice == 0:
                             run.text += delta.text
-                            reply.update(run.text)
+                            reply.update(_as_shown(run.text, ask.json_format))
+                        else:  # the other alternatives show once all have ended
+                            run.others[delta.choice] = run.others.get(delta.choice, "") + delta.text
             except TimeoutError:
                 if answer_limit.expired():
                     raise _AnswerTimeLimit from None
                 raise
             finally:
                 thinking.cancel()
+            run.finish_reasons = dict(stream.finish_reasons)
             return stream.finish_reason, stream.usage
 
     async def _show_thinking(
@@ -449,11 +516,12 @@ class ChatService:
                 await asyncio.wait_for(summarised.wait(), self.options.thinking_tick)
 
     @contextlib.asynccontextmanager
-    async def _slot(self, reply: StreamingReply) -> AsyncIterator[None]:
-        """A place among the requests allowed upstream at once; shows "queued" while waiting."""
-        if self._slots.locked():
+    async def _slot(self, reply: StreamingReply, count: int) -> AsyncIterator[None]:
+        """Places among the requests allowed upstream at once, one per answer asked for;
+        shows "queued" while waiting."""
+        if self._slots.busy(count):
             reply.status(QUEUED)
-        async with self._slots:
+        async with self._slots.take(count):
             yield
 
     def _result_of(
@@ -489,7 +557,10 @@ class ChatService:
         if usage is not None:
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
         elif run.text or run.accepted:
-            prompt, completion = prompt_tokens, estimate_tokens(run.text) if run.text else 0
+            # Every answer asked for, as the hold counted them.
+            prompt = prompt_tokens * ask.alternatives
+            texts = (run.text, *run.others.values())
+            completion = sum(estimate_tokens(text) for text in texts if text)
         else:
             return None
         await self._usage.record(
@@ -594,6 +665,63 @@ class ChatService:
             if turn.message_ids
         ]
 
+    # Alternatives.
+
+    async def turn_page(
+        self, key: str, page: int, action: str, *, user_id: int, can_manage: bool
+    ) -> None:
+        """Previous, Next or Keep (`action` "prev", "next", "keep") pressed under page `page`
+        of the alternatives `key`. Keep stores that answer in place of the first and ends
+        the paging."""
+        # The buttons show a moment before the paging is ready: a quick press waits for it.
+        await self._runs.wait_until_done(key)
+        found = self._alternatives.get(key)
+        if found is None or not 0 <= page < len(found.texts):
+            raise UserError(NO_LONGER_WORKS)
+        if found.author_id != user_id and not can_manage:
+            raise UserError(
+                "Only the person who asked, or someone who can manage messages, can choose."
+            )
+        deadline = found.sink.deadline()
+        if deadline is not None and datetime.now(UTC) >= deadline:
+            raise UserError(PRIVATE_TIME_LIMIT_PAGING)
+        async with found.lock:
+            if action == "keep":
+                await self._keep(found, page)
+            elif action in ("prev", "next"):
+                step = 1 if action == "next" else -1
+                await self._show_page(found, (page + step) % len(found.texts))
+            else:
+                raise UserError(NO_LONGER_WORKS)
+
+    async def _keep(self, found: Alternatives, page: int) -> None:
+        if self._alternatives.get(found.key) is not found:  # kept by an earlier press
+            raise UserError(NO_LONGER_WORKS)
+        text = found.texts[page]
+        if found.answer_turn is not None and page != 0:
+            kept = await self._conversations.replace_answer(
+                found.answer_turn, content=text, token_estimate=estimate_tokens(text)
+            )
+            if not kept:
+                raise UserError("That answer is no longer in this conversation's history.")
+        self._alternatives.remove(found.key)
+        await self._show_page(found, page, paging=False)
+
+    async def _show_page(self, found: Alternatives, page: int, *, paging: bool = True) -> None:
+        """Show answer `page` in the reply's messages (with the paging buttons, or without
+        them once one is kept)."""
+        turn = found.answer_turn
+        await found.reply.finish(
+            _as_shown(found.texts[page], found.json_format),
+            notice=found.notice(page) if paging else found.notices[page],
+            controls=Controls(
+                regenerate_turn=turn, paging=Paging(found.key, page) if paging else None
+            ),
+        )
+        if turn is not None:
+            # Its last message is where its buttons are, to remove when the next answer comes.
+            await self._conversations.set_message_ids(turn, found.sink.message_ids())
+
     # Stopping.
 
     def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> StopResult:
@@ -648,6 +776,12 @@ def _prompt_tokens(messages: Sequence[Mapping[str, Any]], model: str) -> int:
             images = sum(part.get("type") == "image_url" for part in content)
             total += estimate_tokens(text) + images * image_tokens_at_most(model)
     return total
+
+
+def _as_shown(text: str, json_format: bool) -> str:
+    """A JSON answer shows as a code block (split across messages like any); the history
+    keeps the JSON alone."""
+    return f"```json\n{text}\n```" if json_format and text else text
 
 
 def _joined(notice: str | None, more: str) -> str:

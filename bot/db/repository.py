@@ -245,6 +245,16 @@ class ConversationStore:
                 update(Turn).where(Turn.id == turn_id).values(message_ids=list(message_ids))
             )
 
+    async def replace_answer(self, turn_id: int, *, content: str, token_estimate: int) -> bool:
+        """Another text for a finished answer (the alternative kept); False: it is gone."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(Turn)
+                .where(Turn.id == turn_id, Turn.role == "assistant")
+                .values(content=_storable(content), token_estimate=token_estimate)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def get_turn(self, turn_id: int) -> StoredTurn | None:
         async with self._sessions() as session:
             row = await session.get(Turn, turn_id)

@@ -22,11 +22,21 @@ _RESERVE = len(CURSOR)
 
 
 @dataclass(frozen=True)
+class Paging:
+    """Previous, Next and Keep under one of several answers: set `key`, page `page` shown."""
+
+    key: str
+    page: int
+
+
+@dataclass(frozen=True)
 class Controls:
-    """The buttons under a message: Stop while streaming, Regenerate when finished."""
+    """The buttons under a message: Stop while streaming; when finished, Regenerate, and
+    the paging of alternatives."""
 
     stop_key: str | None = None
     regenerate_turn: int | None = None
+    paging: Paging | None = None
 
 
 NO_CONTROLS = Controls()
@@ -80,6 +90,11 @@ class ReplySink(Protocol):
 
     async def clear_controls(self, message_id: int) -> None:
         """Remove the buttons of an earlier message in the same place."""
+        ...
+
+    async def remove(self, index: int) -> None:
+        """Delete message number `index` of the answer (shown anew, a shorter answer needs
+        fewer messages); one deleted already needs nothing."""
         ...
 
     def deadline(self) -> datetime | None:
@@ -159,7 +174,8 @@ class StreamingReply:
             pieces = self._capped(text, notice, self._max_messages, attach=attach)
             file = AttachedFile(ANSWER_FILENAME, text.encode()) if attach else None
         self._final = _Final(pieces, controls, file)
-        for index in range(len(pieces)):
+        # Messages past the last piece go: an answer shown anew may be shorter.
+        for index in range(max(len(pieces), len(self._shown))):
             if index >= len(self._shown) or self._render(index, pieces) != self._shown[index]:
                 self._message(index).mark(urgent=True)
         await asyncio.gather(*(message.settled() for message in self._messages))
@@ -242,9 +258,14 @@ class StreamingReply:
         for new_index in range(len(self._messages), len(pieces)):
             self._message(new_index).mark(urgent=True)
         shown = self._render(index, pieces)
-        if shown is None or shown == self._shown[index]:
+        if shown == self._shown[index]:
             return
         try:
+            if shown is None:
+                if self._final is not None:  # only a finished answer gives messages up
+                    await self._sink.remove(index)
+                    self._shown[index] = None
+                return
             await self._sink.show(index, shown)
         except MessageGone:
             self.gone = True

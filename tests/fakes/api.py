@@ -88,6 +88,9 @@ class Reply:
     send_done: bool = True  # end with `data: [DONE]`
     legacy_object: bool = False  # a whole chat reply labelled "chat.completion.chunk"
     ignore_stream: bool = False  # answer a stream request with one whole JSON reply
+    # With `n` > 1: the texts of choices 0, 1, ...; a choice left out says the first's text
+    # followed by its number, " (2)", " (3)"...
+    choices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -390,7 +393,16 @@ class FakeApi:
             return make_text(3 * 1024 * 1024)
         if self.default_text is not None:
             return self.default_text
+        if _asks_json(body):
+            return json.dumps({"echo": _last_user_text(body)})
         return f"Echo: {_last_user_text(body)}"
+
+    def _choice_texts(self, reply: Reply, body: Any) -> list[str]:
+        """The text of each of the `n` choices asked for."""
+        n = body.get("n", 1)
+        first = reply.choices[0] if reply.choices else self._text(reply, body)
+        texts = [first, *reply.choices[1:n]]
+        return texts + [f"{first} ({index + 1})" for index in range(len(texts), n)]
 
     @staticmethod
     def _headers() -> dict[str, str]:
@@ -474,6 +486,21 @@ class FakeApi:
             return self._error(400, "unsupported_value", message, shape="openai")
         return None
 
+    def _invalid_options(self, body: Mapping[str, Any]) -> web.Response | None:
+        """What OpenAI refuses of any chat request: `n` out of its range, and JSON answers
+        asked for without the word "json" in the messages."""
+        n = body.get("n", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
+            message = f"{n!r} is not a valid value for 'n': it must be from 1 to 128."
+            return self._error(400, "invalid_value", message, shape="openai")
+        if _asks_json(body) and "json" not in json.dumps(body.get("messages")).lower():
+            message = (
+                "'messages' must contain the word 'json' in some form, to use "
+                "'response_format' of type 'json_object'."
+            )
+            return self._error(400, None, message, shape="openai")
+        return None
+
     @staticmethod
     def _drop(request: web.Request, rec: RecordedRequest) -> None:
         rec.dropped = True
@@ -484,7 +511,8 @@ class FakeApi:
     # --- chat completions ---
 
     async def _chat(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
-        refused = self._unsupported(rec.json if isinstance(rec.json, dict) else {})
+        body = rec.json if isinstance(rec.json, dict) else {}
+        refused = self._unsupported(body) or self._invalid_options(body)
         if refused is not None:
             return refused
         try:
@@ -492,10 +520,9 @@ class FakeApi:
         except _Respond as respond:
             return respond.response
         reply, fault = plan.reply, plan.fault
-        body = rec.json if isinstance(rec.json, dict) else {}
-        text = self._text(reply, body)
+        texts = self._choice_texts(reply, body)
         model = str(body.get("model") or "fake-model")
-        usage = dict(reply.usage) if reply.usage else _usage(body, text)
+        usage = dict(reply.usage) if reply.usage else _usage(body, "".join(texts))
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion.chunk",
@@ -504,12 +531,19 @@ class FakeApi:
             "system_fingerprint": None,
         }
         if not rec.stream or reply.ignore_stream:
-            message = {"role": "assistant", "content": text, "refusal": None}
-            choice = {"index": 0, "message": message, "logprobs": None}
+            choices = [
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": reply.finish_reason,
+                }
+                for index, text in enumerate(texts)
+            ]
             payload = {
                 **base,
                 "object": "chat.completion.chunk" if reply.legacy_object else "chat.completion",
-                "choices": [{**choice, "finish_reason": reply.finish_reason}],
+                "choices": choices,
                 "usage": usage,
                 "recipient": "all",
             }
@@ -518,8 +552,10 @@ class FakeApi:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        def chunk(
+            delta: dict[str, Any], finish: str | None = None, index: int = 0
+        ) -> dict[str, Any]:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
             extra: dict[str, Any] = {"usage": None} if include_usage else {}
             return {**base, "choices": [choice], **extra, "recipient": "all"}
 
@@ -533,14 +569,25 @@ class FakeApi:
                 await writer.event({"error": error, "trace_id": trace_id})
                 raise _EndBody
 
-        pieces = _pieces(text, reply)
-        if not await writer.content(
-            pieces, lambda piece: chunk({"role": "assistant", "content": piece}), fault, on_fault
-        ):
+        def content(piece: str) -> dict[str, Any]:
+            index = piece.choice if isinstance(piece, _Piece) else 0
+            return chunk({"role": "assistant", "content": piece}, index=index)
+
+        # The choices' chunks come interleaved, one choice per chunk, as OpenAI sends them.
+        by_choice = [_pieces(text, reply) for text in texts]
+        pieces: list[str] = [
+            _Piece(choice[position], index)
+            for position in range(max(map(len, by_choice)))
+            for index, choice in enumerate(by_choice)
+            if position < len(choice)
+        ]
+        if not await writer.content(pieces, content, fault, on_fault):
             return await writer.finish(done=False)
-        await writer.event(chunk({"role": "assistant"}))  # the empty trailing delta
-        if reply.finish_reason is not None:
-            await writer.event(chunk({}, reply.finish_reason))
+        for index in range(len(texts)):
+            # The empty trailing delta, then the finish, for each choice.
+            await writer.event(chunk({"role": "assistant"}, index=index))
+            if reply.finish_reason is not None:
+                await writer.event(chunk({}, reply.finish_reason, index))
         if include_usage:
             await writer.event({**base, "choices": [], "usage": usage, "recipient": "all"})
         return await writer.finish(done=reply.send_done)
@@ -869,6 +916,22 @@ class _SseWriter:
             await self._resp.write(b"data: [DONE]\n\n")
         await self._resp.write_eof()
         return self._resp
+
+
+class _Piece(str):
+    """A piece of a chat answer's text that knows which choice it belongs to."""
+
+    choice: int
+
+    def __new__(cls, text: str, choice: int) -> _Piece:
+        piece = super().__new__(cls, text)
+        piece.choice = choice
+        return piece
+
+
+def _asks_json(body: Any) -> bool:
+    response_format = body.get("response_format") if isinstance(body, dict) else None
+    return isinstance(response_format, dict) and response_format.get("type") == "json_object"
 
 
 def _pieces(text: str, reply: Reply) -> list[str]:

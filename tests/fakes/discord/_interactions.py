@@ -143,6 +143,8 @@ class _Interactions(_Commands, _Messages):
                 options.append({"name": name, "type": otype, "value": str(value), "focused": True})
                 continue
             otype = int(definition["type"]) if definition else self._infer_type(value)
+            if definition is not None:
+                _check_allowed(definition, value)
             options.append(
                 {
                     "name": name,
@@ -588,6 +590,17 @@ class _Interactions(_Commands, _Messages):
         target = self._webhook_target(request, rec)
         self._delete(target)
         return empty_reply()
+
+
+def _check_allowed(definition: Mapping[str, Any], value: Any) -> None:
+    """Discord's client sends only what an option allows: one of its choices, a number
+    within its range. (ValueError: the person could not have sent this.)"""
+    choices = definition.get("choices")
+    if choices and value not in [choice["value"] for choice in choices]:
+        raise ValueError(f"{value!r} is not a choice of option {definition['name']!r}")
+    low, high = definition.get("min_value"), definition.get("max_value")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{value!r} is outside option {definition['name']!r}'s range")
 
 
 def _find_component(components: list[dict[str, Any]], custom_id: str) -> dict[str, Any] | None:
