@@ -17,6 +17,9 @@ from bot.ai.client import ApiClient, ChatStream, ResponseStream, is_reasoning_mo
 from bot.ai.types import Delta, Message, Usage
 
 
+_LEAST_OUTPUT_TOKENS = 16
+
+
 class ChatRouter:
     """Streams chat answers through chat completions or, when `CHAT_API=responses` or for a
     model in `RESPONSES_MODELS`, through the Responses API."""
@@ -112,7 +115,9 @@ def _response_options(
         "store": False,
     }
     if max_tokens is not None:
-        options["max_output_tokens"] = max_tokens
+        # The Responses API refuses a limit under 16; a budget that leaves less lets the answer
+        # run over by those few tokens rather than fail.
+        options["max_output_tokens"] = max(max_tokens, _LEAST_OUTPUT_TOKENS)
     if is_reasoning_model(model):
         # They refuse any temperature; asked for it, they stream a summary of their thinking.
         options["reasoning"] = {"summary": "auto"}
