@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from bot.ai import (
+    NO_RETRY,
     ApiClient,
     ApiError,
     ApiTimeout,
@@ -20,6 +21,7 @@ from bot.ai import (
     ChatResult,
     ContentRefused,
     CreditsExhausted,
+    Delta,
     GeneratedImage,
     ImageFile,
     ImageTooLarge,
@@ -657,11 +659,52 @@ async def test_stream_response(api: FakeApi, client: ApiClient, send_done: bool)
     assert api.requests[0].json["stream"] is True
 
 
-async def test_stream_response_incomplete_is_length(api: FakeApi, client: ApiClient) -> None:
-    api.script(Reply(text="partial", finish_reason="length"))
+@pytest.mark.parametrize("reason", ["length", "content_filter"])
+async def test_stream_response_incomplete_ends_as_chat_does(
+    api: FakeApi, client: ApiClient, reason: str
+) -> None:
+    # The fake says `incomplete` with max_output_tokens or content_filter: chat's words.
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    api.script(Reply(text="partial", finish_reason=reason, usage=usage))
     async with client.stream_response("q", model="m") as stream:
         assert "".join([delta.text async for delta in stream]) == "partial"
-    assert stream.finish_reason == "length"
+    assert stream.finish_reason == reason
+    assert stream.finish_reasons == {0: reason}
+    assert stream.usage == Usage(3, 2, 5)
+
+
+async def test_a_reasoning_summary_streams_first_and_keeps_the_stream_alive(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    # The summary takes longer than the idle timeout, but each piece of it is progress.
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3))
+    api.script(Reply(text="42", summary="Adding it all up.", chunk_size=2, summary_interval=0.1))
+    options = {"reasoning": {"summary": "auto"}}
+    async with client.stream_response("q", model="o4-mini", extra=options) as stream:
+        deltas = [delta async for delta in stream]
+    summary = [d.text for d in deltas if d.reasoning]
+    assert "".join(summary) == "Adding it all up." and len(summary) == 9
+    assert [d.text for d in deltas if not d.reasoning] == ["42"]
+    assert deltas[-1] == Delta("42")  # the answer comes after its summary
+    assert stream.finish_reason == "stop"
+
+
+async def test_thinking_without_a_summary_counts_against_the_idle_timeout(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3), retry=NO_RETRY)
+    api.script(Reply(text="late", think_seconds=1.0))
+    with pytest.raises(ApiTimeout):
+        async with client.stream_response("q", model="o4-mini") as stream:
+            async for _ in stream:
+                pass
+
+
+async def test_an_error_event_before_any_text_is_retried(api: FakeApi, client: ApiClient) -> None:
+    api.script(MidStreamError(after_chunks=0, code="rate_limit_exceeded"), Reply(text="ok"))
+    async with client.stream_response("q", model="m") as stream:
+        assert [delta.text async for delta in stream] == ["ok"]
+    assert len(api.requests) == 2
 
 
 @pytest.mark.parametrize("event", ["error", "response.failed"])
