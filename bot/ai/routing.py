@@ -16,7 +16,6 @@ from typing import Any, Self
 from bot.ai.client import ApiClient, ChatStream, ResponseStream, is_reasoning_model
 from bot.ai.types import Delta, Message, Usage
 
-
 _LEAST_OUTPUT_TOKENS = 16
 
 

@@ -590,7 +590,9 @@ class FakeApi:
             await self._stream_summary(send, made, reply)
 
         where = {"item_id": made.message_id, "output_index": message_index, "content_index": 0}
-        await send("response.output_item.added", output_index=message_index, item=made.message(""))
+        await send(
+            "response.output_item.added", output_index=message_index, item=made.message(done=False)
+        )
         empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         await send("response.content_part.added", **where, part=empty_part)
 
@@ -611,7 +613,7 @@ class FakeApi:
         if not await writer.content(_pieces(text, reply), delta, fault, on_fault):
             return await writer.finish(done=False)
         await send("response.output_text.done", **where, text=text, logprobs=[])
-        done_item = made.message(text)
+        done_item = made.message(done=True)
         await send("response.content_part.done", **where, part=done_item["content"][0])
         await send("response.output_item.done", output_index=message_index, item=done_item)
         if reply.finish_reason is not None:
@@ -982,15 +984,15 @@ class _ResponseMaker:
     def reasoning(self) -> dict[str, Any]:
         return {"id": self.reasoning_id, "type": "reasoning", "summary": [self.summary_part()]}
 
-    def message(self, text: str) -> dict[str, Any]:
-        status = "in_progress" if not text else "incomplete" if self.incomplete else "completed"
-        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    def message(self, *, done: bool) -> dict[str, Any]:
+        status = "incomplete" if self.incomplete else "completed"
+        part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
         return {
             "id": self.message_id,
             "type": "message",
-            "status": status,
+            "status": status if done else "in_progress",
             "role": "assistant",
-            "content": [part] if text else [],
+            "content": [part] if done else [],
         }
 
     def usage(self) -> dict[str, Any]:
@@ -1017,7 +1019,7 @@ class _ResponseMaker:
         if final:
             status = "incomplete" if self.incomplete else "completed"
             output = [self.reasoning()] if self.summary else []
-            output.append(self.message(self.text))
+            output.append(self.message(done=True))
         return {
             "id": self.response_id,
             "object": "response",
