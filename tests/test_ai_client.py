@@ -700,6 +700,52 @@ async def test_thinking_without_a_summary_counts_against_the_idle_timeout(
                 pass
 
 
+CHAT_PARTS = [{"type": "text", "text": "q"}]
+IMAGE_AS_OBJECT = [{"type": "input_image", "image_url": {"url": "data:image/png;base64,AA=="}}]
+
+
+@pytest.mark.parametrize(
+    ("input_", "extra", "code"),
+    [
+        ("q", {"messages": [{"role": "user", "content": "q"}]}, "unknown_parameter"),
+        ("q", {"n": 2}, "unknown_parameter"),
+        ("q", {"max_tokens": 100}, "unknown_parameter"),
+        ("q", {"stream_options": {"include_usage": True}}, "unknown_parameter"),
+        ("q", {"max_output_tokens": 8}, "integer_below_min_value"),
+        ("q", {"reasoning": {"summary": "auto"}}, "unsupported_parameter"),  # not a reasoner
+        ([{"role": "user", "content": CHAT_PARTS}], {}, "invalid_value"),
+        ([{"role": "user", "content": IMAGE_AS_OBJECT}], {}, "invalid_type"),
+        (
+            [{"role": "assistant", "content": [{"type": "input_text", "text": "a"}]}],
+            {},
+            "invalid_value",
+        ),
+        ("q", {"text": {"format": {"type": "json_object"}}}, "invalid_request_error"),
+    ],
+    ids=[
+        "messages",
+        "n",
+        "max_tokens",
+        "include_usage",
+        "few-tokens",
+        "reasoning",
+        "text-part",
+        "image-object",
+        "assistant-input_text",
+        "json-unnamed",
+    ],
+)
+async def test_the_fake_refuses_what_responses_does_not_take(
+    api: FakeApi, client: ApiClient, input_: Any, extra: dict[str, Any], code: str
+) -> None:
+    with pytest.raises(BadRequest) as refused:
+        async with client.stream_response(input_, model="gpt-4.1", extra=extra) as stream:
+            async for _ in stream:
+                pass
+    assert refused.value.code == code
+    assert len(api.requests) == 1  # a 400 is not retried
+
+
 async def test_an_error_event_before_any_text_is_retried(api: FakeApi, client: ApiClient) -> None:
     api.script(MidStreamError(after_chunks=0, code="rate_limit_exceeded"), Reply(text="ok"))
     async with client.stream_response("q", model="m") as stream:

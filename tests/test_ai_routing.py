@@ -192,3 +192,17 @@ async def test_leaving_alternatives_early_drops_every_request(
     for request in api.requests:
         await asyncio.wait_for(request.disconnected.wait(), WAIT)
         assert not request.completed
+
+
+async def test_stopping_alternatives_while_they_open_drops_every_request(
+    api: FakeApi, client: ApiClient
+) -> None:
+    api.script(Reply(first_byte_delay=30), Reply(first_byte_delay=30))
+    reading = asyncio.create_task(read(ask(router(client), n=2)))
+    for request in await api.wait_for_requests(2):
+        assert not request.disconnected.is_set()
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    for request in api.requests:
+        await asyncio.wait_for(request.disconnected.wait(), WAIT)

@@ -10,7 +10,9 @@ In tests::
 Each API request takes the next scripted behaviour (FIFO); with none left, `api.default` (a
 Reply) answers. Streams follow the quirks seen in the wild: JSON with spaces, trailing spaces,
 `"recipient": "all"` and `"role": "assistant"` on every chunk, an empty trailing delta, a
-finish_reason chunk, a `choices: []` usage chunk, then `data: [DONE]`.
+finish_reason chunk, a `choices: []` usage chunk, then `data: [DONE]`. `/responses` streams
+OpenAI's Responses events (with `sequence_number`; a reasoning summary first when a reasoning
+model is asked for one) and refuses, as OpenAI does, what that endpoint does not take.
 
 As a separate process (for benchmarks)::
 
