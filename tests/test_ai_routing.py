@@ -206,3 +206,17 @@ async def test_stopping_alternatives_while_they_open_drops_every_request(
         await reading
     for request in api.requests:
         await asyncio.wait_for(request.disconnected.wait(), WAIT)
+
+
+async def test_without_summaries_reasoning_models_are_asked_again_without(
+    api: FakeApi, client: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.refuse_summaries = True
+    chat = router(client)
+    deltas = await read(ask(chat, model="o4-mini"))
+    assert "".join(d.text for d in deltas) == "Echo: alice: what is this?"
+    assert [r.json.get("reasoning") for r in api.requests] == [{"summary": "auto"}, None]
+    assert "refuses reasoning summaries" in caplog.text
+    # From then on none is asked for, by each of several alternatives too.
+    await read(ask(chat, model="o4-mini", n=2))
+    assert [r.json.get("reasoning") for r in api.requests[2:]] == [None, None]

@@ -8,15 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from bot.ai.client import ApiClient, ChatStream, ResponseStream, is_reasoning_model
+from bot.ai.errors import BadRequest
 from bot.ai.types import Delta, Message, Usage
 
+log = logging.getLogger(__name__)
+
 _LEAST_OUTPUT_TOKENS = 16
+_SUMMARY = {"summary": "auto"}
+
+
+class _Stream(Protocol):
+    """One streamed answer of the Responses API."""
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+    @property
+    def finish_reasons(self) -> Mapping[int, str]: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[Delta]: ...
+
+    def close(self) -> None: ...
 
 
 class ChatRouter:
@@ -29,6 +60,8 @@ class ChatRouter:
         self._client = client
         self._use_responses = use_responses
         self._responses_models = frozenset(responses_models)
+        # Until the API refuses them: OpenAI does for organizations it has not verified.
+        self.summaries = True
 
     def uses_responses(self, model: str) -> bool:
         return self._use_responses or model in self._responses_models
@@ -43,7 +76,7 @@ class ChatRouter:
         user: str | None,
         n: int = 1,
         json_format: bool = False,
-    ) -> ChatStream | ResponseStream | MergedStream:
+    ) -> ChatStream | _Stream | MergedStream:
         if n < 1:
             raise ValueError("n must be at least 1")
         if not self.uses_responses(model):
@@ -62,14 +95,28 @@ class ChatRouter:
             )
         instructions, items = responses_input(messages)
         options = _response_options(model, temperature, max_tokens, user, json_format)
-        # The Responses API has no `n`: alternatives are as many requests.
-        streams = [
-            self._client.stream_response(
-                items, model=model, instructions=instructions, extra=options
+
+        def open_one(summary: bool) -> ResponseStream:
+            extra = {**options, "reasoning": _SUMMARY} if summary else options
+            return self._client.stream_response(
+                items, model=model, instructions=instructions, extra=extra
             )
-            for _ in range(n)
-        ]
-        return streams[0] if n == 1 else MergedStream(streams)
+
+        def one() -> _Stream:
+            if not is_reasoning_model(model):
+                return open_one(False)
+            return _SummaryIfAllowed(self, open_one)
+
+        # The Responses API has no `n`: alternatives are as many requests.
+        return one() if n == 1 else MergedStream([one() for _ in range(n)])
+
+    def refuse_summaries(self) -> None:
+        if self.summaries:
+            log.warning(
+                "The API refuses reasoning summaries (OpenAI asks an organization to be "
+                "verified first); reasoning models answer without them from now on"
+            )
+        self.summaries = False
 
 
 def responses_input(messages: Sequence[Message]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -117,10 +164,8 @@ def _response_options(
         # The Responses API refuses a limit under 16; a budget that leaves less lets the answer
         # run over by those few tokens rather than fail.
         options["max_output_tokens"] = max(max_tokens, _LEAST_OUTPUT_TOKENS)
-    if is_reasoning_model(model):
-        # They refuse any temperature; asked for it, they stream a summary of their thinking.
-        options["reasoning"] = {"summary": "auto"}
-    elif temperature is not None:
+    # Reasoning models refuse any temperature.
+    if temperature is not None and not is_reasoning_model(model):
         options["temperature"] = temperature
     if user is not None:
         options["user"] = user
@@ -140,7 +185,7 @@ class MergedStream:
     `close()` drops every connection at once.
     """
 
-    def __init__(self, streams: Sequence[ResponseStream]) -> None:
+    def __init__(self, streams: Sequence[_Stream]) -> None:
         self._streams = list(streams)
         self._queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
         self._readers: list[asyncio.Task[None]] = []
@@ -231,7 +276,7 @@ class MergedStream:
         for reader in self._readers:
             reader.cancel()
 
-    async def _read(self, index: int, stream: ResponseStream) -> None:
+    async def _read(self, index: int, stream: _Stream) -> None:
         try:
             async for delta in stream:
                 self._queue.put_nowait(replace(delta, choice=index))
@@ -239,3 +284,58 @@ class MergedStream:
             self._queue.put_nowait(exc)
         else:
             self._queue.put_nowait(None)
+
+
+class _SummaryIfAllowed:
+    """A reasoning model's answer, asked with a summary of its thinking to stream first; if the
+    API refuses summaries, asked again without, and the router asks for none from then on."""
+
+    def __init__(self, router: ChatRouter, open_one: Callable[[bool], ResponseStream]) -> None:
+        self._router = router
+        self._open_one = open_one
+        self._stream = open_one(router.summaries)
+        self._closed = False
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._stream.finish_reason
+
+    @property
+    def finish_reasons(self) -> Mapping[int, str]:
+        return self._stream.finish_reasons
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._stream.usage
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._stream.__aenter__()
+        except BadRequest as err:
+            if self._closed or not _refuses_summaries(err):
+                raise
+            self._router.refuse_summaries()
+            self._stream = self._open_one(False)
+            await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self._stream.__aiter__()
+
+    def close(self) -> None:
+        self._closed = True
+        self._stream.close()
+
+
+def _refuses_summaries(err: BadRequest) -> bool:
+    # OpenAI: 400 unsupported_value, "Your organization must be verified to generate reasoning
+    # summaries", param reasoning.summary (the param is not kept: the message says it).
+    return err.code == "unsupported_value" and "summar" in err.message.lower()

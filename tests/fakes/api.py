@@ -244,6 +244,8 @@ class FakeApi:
         self.token = token
         self.default = default or Reply()
         self.default_text = default_text  # None: echo the last user message
+        # Refuse reasoning summaries, as OpenAI does for organizations it has not verified.
+        self.refuse_summaries = False
         self.requests: list[RecordedRequest] = []
         self.url = ""
         self._host = host
@@ -557,6 +559,15 @@ class FakeApi:
     async def _responses(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         body = rec.json if isinstance(rec.json, dict) else {}
         refused = _refused_by_responses(body)
+        reasoning = body.get("reasoning")
+        summary_asked = isinstance(reasoning, dict) and bool(reasoning.get("summary"))
+        if refused is None and summary_asked and self.refuse_summaries:
+            message = (
+                "Your organization must be verified to generate reasoning summaries. Please go "
+                "to: https://platform.openai.com/settings/organization/general and click on "
+                "Verify Organization."
+            )
+            refused = message, "reasoning.summary", "unsupported_value"
         if refused is not None:
             message, param, code = refused
             error = {"message": message, "type": "invalid_request_error", "param": param}
@@ -568,9 +579,8 @@ class FakeApi:
             return respond.response
         reply, fault = plan.reply, plan.fault
         text = self._text(reply, body)
-        reasoning = body.get("reasoning")
         summary = ""
-        if isinstance(reasoning, dict) and reasoning.get("summary"):
+        if summary_asked:
             summary = reply.summary if reply.summary is not None else DEFAULT_SUMMARY
         made = _ResponseMaker(body, text, summary, reply)
         if not rec.stream:
