@@ -63,7 +63,7 @@ class ChatRouter:
         # Until the API refuses them: OpenAI does for organizations it has not verified.
         self.summaries = True
 
-    def uses_responses(self, model: str) -> bool:
+    def _uses_responses(self, model: str) -> bool:
         return self._use_responses or model in self._responses_models
 
     def stream_chat(
@@ -79,7 +79,7 @@ class ChatRouter:
     ) -> ChatStream | _Stream | MergedStream:
         if n < 1:
             raise ValueError("n must be at least 1")
-        if not self.uses_responses(model):
+        if not self._uses_responses(model):
             extra: dict[str, Any] = {}
             if n > 1:
                 extra["n"] = n
