@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import health
 from bot.admission import HOLD_LIFETIME, Admission, Rules
 from bot.ai import ApiClient, Timeouts
+from bot.ai.routing import ChatRouter
 from bot.budgets import Budgets
 from bot.config import Settings
 from bot.conversation.service import ChatOptions, ChatService
@@ -123,8 +124,13 @@ class Bot(commands.AutoShardedBot):
         conversations = ConversationStore(sessions)
         usage = UsageStore(sessions)
         admission = build_admission(settings, sessions, self.clock)
-        self.chat = ChatService(
+        router = ChatRouter(
             api,
+            use_responses=settings.chat_api == "responses",
+            responses_models=settings.responses_models,
+        )
+        self.chat = ChatService(
+            router,
             admission,
             conversations,
             usage,

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     image_models: Annotated[list[str], NoDecode] = Field(
         default=["gpt-image-1", "dall-e-3", "dall-e-2", "nano-banana"]
     )
+    # Which endpoint answers chat: chat completions, or the Responses API; models listed in
+    # RESPONSES_MODELS go to the Responses API either way (some are offered only there).
+    chat_api: Literal["chat_completions", "responses"] = "chat_completions"
+    responses_models: Annotated[list[str], NoDecode] = Field(default=[])
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     temperature: float | None = Field(default=None, ge=0, le=2)
 
@@ -110,7 +114,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _split = field_validator(
-        "chat_models", "vision_models", "image_models", "shard_ids", mode="before"
+        "chat_models",
+        "vision_models",
+        "image_models",
+        "responses_models",
+        "shard_ids",
+        mode="before",
     )(_split_list)
 
     @field_validator("log_level", mode="before")

@@ -51,3 +51,9 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
+
+
+@pytest.fixture(params=["chat_completions", "responses"])
+def chat_api(request: pytest.FixtureRequest) -> str:
+    """CHAT_API for the end-to-end chat tests, which run through both APIs."""
+    return str(request.param)

@@ -13,7 +13,7 @@ from typing import Any
 from bot.app import Bot
 from bot.config import Settings, load_settings
 from cogs.sinks import DiscordLimits
-from tests.fakes.api import FakeApi
+from tests.fakes.api import FakeApi, RecordedRequest
 from tests.fakes.discord import (
     FakeChannel,
     FakeDiscord,
@@ -26,6 +26,7 @@ from tests.fakes.discord import (
 )
 
 STARTUP_TIMEOUT = 15.0
+CHAT_PATHS = ("/chat/completions", "/responses")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Harness:
     moderator: FakeUser
     other_bot: FakeUser
     limits: DiscordLimits = field(default_factory=DiscordLimits)
+    chat_api: str = "chat_completions"  # CHAT_API of every bot started (unless overridden)
     bot: Bot | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -52,6 +54,7 @@ class Harness:
             "database_url": self.database_url,
             "discord_api_base_url": self.discord.api_base,
             "discord_gateway_url": self.discord.gateway_url,
+            "chat_api": self.chat_api,
             "_env_file": None,
         }
         values.update(overrides)
@@ -119,10 +122,18 @@ class Harness:
             if message.author.id == self.discord.bot_user.id
         ]
 
+    def chat_requests(self) -> list[RecordedRequest]:
+        """The requests for chat answers, to chat completions or to the Responses API."""
+        return [rec for rec in self.api.requests if rec.path.endswith(CHAT_PATHS)]
+
+    def sent_messages(self, index: int = -1) -> list[dict[str, Any]]:
+        """What chat request `index` sent, as chat messages whichever API it went to: the
+        Responses API's `instructions` as the system message, its parts as chat parts."""
+        return chat_messages(self.chat_requests()[index].json)
+
     def sent_history(self, index: int = -1) -> list[str]:
         """What the model was sent in chat request `index`, message by message."""
-        messages = self.api.requests_to("/chat/completions")[index].json["messages"]
-        return [str(message["content"]) for message in messages]
+        return [str(message["content"]) for message in self.sent_messages(index)]
 
     async def told(self, interaction: InteractionRecord, *, within: float = 5) -> str:
         """What the person who acted was last told (see `shown_to`), once there is something."""
@@ -148,6 +159,34 @@ class Harness:
         answer = finished()
         assert answer is not None
         return answer
+
+
+def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat request's messages, from chat completions' `messages` or from the Responses
+    API's `instructions` and `input` (`input_text` read as `text`, `input_image` as
+    `image_url`), so that a test asserts the same whichever API answered."""
+    if "messages" in body:
+        return list(body["messages"])
+    items = body["input"]
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    messages = (
+        [{"role": "system", "content": body["instructions"]}] if "instructions" in body else []
+    )
+    for item in items:
+        content = item["content"]
+        if isinstance(content, list):
+            content = [_chat_part(part) for part in content]
+        messages.append({"role": item["role"], "content": content})
+    return messages
+
+
+def _chat_part(part: dict[str, Any]) -> dict[str, Any]:
+    if part["type"] == "input_text":
+        return {"type": "text", "text": part["text"]}
+    if part["type"] == "input_image":
+        return {"type": "image_url", "image_url": {"url": part["image_url"]}}
+    return part
 
 
 def shown_to(interaction: InteractionRecord) -> str | None:
@@ -185,6 +224,7 @@ async def running_harness(
     *,
     config: FakeDiscordConfig | None = None,
     limits: DiscordLimits | None = None,
+    chat_api: str = "chat_completions",
 ) -> AsyncIterator[Harness]:
     async with FakeApi.running() as api, FakeDiscord(config) as fake:
         guild = fake.add_guild("Test Guild", channels=["general", "random"])
@@ -208,6 +248,7 @@ async def running_harness(
             moderator=moderator,
             other_bot=other_bot,
             limits=limits or DiscordLimits(),
+            chat_api=chat_api,
         )
         try:
             yield harness

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from bot.ai import (
+    NO_RETRY,
     ApiClient,
     ApiError,
     ApiTimeout,
@@ -21,6 +22,7 @@ from bot.ai import (
     ChatResult,
     ContentRefused,
     CreditsExhausted,
+    Delta,
     GeneratedImage,
     ImageFile,
     ImageTooLarge,
@@ -704,11 +706,98 @@ async def test_stream_response(api: FakeApi, client: ApiClient, send_done: bool)
     assert api.requests[0].json["stream"] is True
 
 
-async def test_stream_response_incomplete_is_length(api: FakeApi, client: ApiClient) -> None:
-    api.script(Reply(text="partial", finish_reason="length"))
+@pytest.mark.parametrize("reason", ["length", "content_filter"])
+async def test_stream_response_incomplete_ends_as_chat_does(
+    api: FakeApi, client: ApiClient, reason: str
+) -> None:
+    # The fake says `incomplete` with max_output_tokens or content_filter: chat's words.
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    api.script(Reply(text="partial", finish_reason=reason, usage=usage))
     async with client.stream_response("q", model="m") as stream:
         assert "".join([delta.text async for delta in stream]) == "partial"
-    assert stream.finish_reason == "length"
+    assert stream.finish_reason == reason
+    assert stream.finish_reasons == {0: reason}
+    assert stream.usage == Usage(3, 2, 5)
+
+
+async def test_a_reasoning_summary_streams_first_and_keeps_the_stream_alive(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    # The summary takes longer than the idle timeout, but each piece of it is progress.
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3))
+    api.script(Reply(text="42", summary="Adding it all up.", chunk_size=2, summary_interval=0.1))
+    options = {"reasoning": {"summary": "auto"}}
+    async with client.stream_response("q", model="o4-mini", extra=options) as stream:
+        deltas = [delta async for delta in stream]
+    summary = [d.text for d in deltas if d.reasoning]
+    assert "".join(summary) == "Adding it all up." and len(summary) == 9
+    assert [d.text for d in deltas if not d.reasoning] == ["42"]
+    assert deltas[-1] == Delta("42")  # the answer comes after its summary
+    assert stream.finish_reason == "stop"
+
+
+async def test_thinking_without_a_summary_counts_against_the_idle_timeout(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3), retry=NO_RETRY)
+    api.script(Reply(text="late", think_seconds=1.0))
+    with pytest.raises(ApiTimeout):
+        async with client.stream_response("q", model="o4-mini") as stream:
+            async for _ in stream:
+                pass
+
+
+CHAT_PARTS = [{"type": "text", "text": "q"}]
+IMAGE_AS_OBJECT = [{"type": "input_image", "image_url": {"url": "data:image/png;base64,AA=="}}]
+
+
+@pytest.mark.parametrize(
+    ("input_", "extra", "code"),
+    [
+        ("q", {"messages": [{"role": "user", "content": "q"}]}, "unknown_parameter"),
+        ("q", {"n": 2}, "unknown_parameter"),
+        ("q", {"max_tokens": 100}, "unknown_parameter"),
+        ("q", {"stream_options": {"include_usage": True}}, "unknown_parameter"),
+        ("q", {"max_output_tokens": 8}, "integer_below_min_value"),
+        ("q", {"reasoning": {"summary": "auto"}}, "unsupported_parameter"),  # not a reasoner
+        ([{"role": "user", "content": CHAT_PARTS}], {}, "invalid_value"),
+        ([{"role": "user", "content": IMAGE_AS_OBJECT}], {}, "invalid_type"),
+        (
+            [{"role": "assistant", "content": [{"type": "input_text", "text": "a"}]}],
+            {},
+            "invalid_value",
+        ),
+        ("q", {"text": {"format": {"type": "json_object"}}}, "invalid_request_error"),
+    ],
+    ids=[
+        "messages",
+        "n",
+        "max_tokens",
+        "include_usage",
+        "few-tokens",
+        "reasoning",
+        "text-part",
+        "image-object",
+        "assistant-input_text",
+        "json-unnamed",
+    ],
+)
+async def test_the_fake_refuses_what_responses_does_not_take(
+    api: FakeApi, client: ApiClient, input_: Any, extra: dict[str, Any], code: str
+) -> None:
+    with pytest.raises(BadRequest) as refused:
+        async with client.stream_response(input_, model="gpt-4.1", extra=extra) as stream:
+            async for _ in stream:
+                pass
+    assert refused.value.code == code
+    assert len(api.requests) == 1  # a 400 is not retried
+
+
+async def test_an_error_event_before_any_text_is_retried(api: FakeApi, client: ApiClient) -> None:
+    api.script(MidStreamError(after_chunks=0, code="rate_limit_exceeded"), Reply(text="ok"))
+    async with client.stream_response("q", model="m") as stream:
+        assert [delta.text async for delta in stream] == ["ok"]
+    assert len(api.requests) == 2
 
 
 @pytest.mark.parametrize("event", ["error", "response.failed"])

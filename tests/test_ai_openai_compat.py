@@ -88,6 +88,51 @@ async def test_sdk_streams_a_response(api: FakeApi, sdk: openai.AsyncOpenAI) -> 
     assert final.usage is not None and final.usage.output_tokens > 0
 
 
+async def test_sdk_streams_a_reasoning_summary(api: FakeApi, sdk: openai.AsyncOpenAI) -> None:
+    api.script(Reply(text=TEXT, summary="Thinking it over.", chunk_size=4))
+    summary: list[str] = []
+    async with sdk.responses.stream(
+        model="o4-mini", input="hi", reasoning={"summary": "auto"}
+    ) as stream:
+        async for event in stream:
+            if event.type == "response.reasoning_summary_text.delta":
+                summary.append(event.delta)
+        final = await stream.get_final_response()
+    assert "".join(summary) == "Thinking it over."
+    reasoning, message = final.output
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == "Thinking it over."
+    assert message.type == "message"
+    assert final.output_text == TEXT
+    assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "reason"),
+    [("length", "max_output_tokens"), ("content_filter", "content_filter")],
+)
+async def test_sdk_reads_an_incomplete_response(
+    api: FakeApi, sdk: openai.AsyncOpenAI, finish_reason: str, reason: str
+) -> None:
+    api.script(Reply(text=TEXT, finish_reason=finish_reason), Reply(finish_reason=finish_reason))
+    async with sdk.responses.stream(model="gpt-4.1", input="hi") as stream:
+        kinds = [event.type async for event in stream]
+    assert kinds[-1] == "response.incomplete"
+    whole = await sdk.responses.create(model="gpt-4.1", input="hi")
+    assert whole.status == "incomplete"
+    assert whole.incomplete_details is not None and whole.incomplete_details.reason == reason
+
+
+async def test_sdk_hears_the_fake_refuse_what_responses_does_not_take(
+    sdk: openai.AsyncOpenAI,
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.responses.create(model="gpt-4.1", input="hi", extra_body={"n": 2})
+    assert refused.value.code == "unknown_parameter" and refused.value.param == "n"
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.responses.create(model="o4-mini", input="hi", temperature=0.2)
+    assert refused.value.code == "unsupported_parameter"
+
+
 async def test_sdk_sees_the_fakes_errors(api: FakeApi) -> None:
     bad = openai.AsyncOpenAI(base_url=api.url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):

@@ -13,14 +13,14 @@ from bot.db.repository import ConversationStore, NewTurn
 from cogs.sinks import DiscordLimits
 from tests.fakes.api import Reply, tiny_png
 from tests.fakes.discord import FakeDiscordConfig, MessageRecord, Perm, UploadFile
-from tests.harness import Harness, custom_ids, running_harness, sqlite_url
+from tests.harness import Harness, chat_messages, custom_ids, running_harness, sqlite_url
 
 SLOW = Reply(text="word " * 60, chunk_size=5, chunk_interval=0.05)  # about three seconds
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+async def harness(tmp_path: Path, chat_api: str) -> AsyncIterator[Harness]:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot()
         yield harness
 
@@ -50,7 +50,7 @@ async def test_stop_ends_the_answer_and_its_upstream_request(harness: Harness) -
     harness.api.script(SLOW)
     question = await harness.mention("Tell me a long story")
     answer = await streaming_answer(harness, question)
-    request = harness.api.requests_to("/chat/completions")[-1]
+    request = harness.chat_requests()[-1]
 
     # Someone else may not stop it; a moderator may.
     refused = await harness.discord.click_button(
@@ -82,7 +82,7 @@ async def test_regenerate_replaces_the_answer_in_the_history_also_after_a_restar
     await harness.discord.wait_for(lambda: refused.followups, timeout=5)
     assert "Only the person who asked" in refused.followups[0].versions[-1].content
     assert refused.followups[0].visible_to == harness.bob.id
-    assert len(harness.api.requests_to("/chat/completions")) == 1
+    assert len(harness.chat_requests()) == 1
 
     await harness.discord.click_button(first, button(first, "answer:regenerate:"), harness.alice)
     await harness.discord.wait_for(
@@ -101,11 +101,11 @@ async def test_regenerate_replaces_the_answer_in_the_history_also_after_a_restar
     assert history[1:] == ["alice: Name a colour", "Second try.", "alice: Why that one?"]
 
 
-async def test_regenerate_pressed_as_soon_as_it_shows_works(tmp_path: Path) -> None:
+async def test_regenerate_pressed_as_soon_as_it_shows_works(tmp_path: Path, chat_api: str) -> None:
     # The button shows before Discord's reply to that write reaches the bot, so the press
     # arrives while the answer is still being stored.
     config = FakeDiscordConfig(bot_reply_delay=0.3)
-    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+    async with running_harness(sqlite_url(tmp_path), config=config, chat_api=chat_api) as harness:
         await harness.start_bot()
         harness.api.script(Reply(text="First try."), Reply(text="Second try."))
         first = await harness.answer_to(await harness.mention("Name a colour"))
@@ -123,7 +123,7 @@ async def test_deleting_the_answer_stops_its_upstream_request(harness: Harness) 
     harness.api.script(SLOW)
     question = await harness.mention("Tell me a long story")
     answer = await streaming_answer(harness, question)
-    request = harness.api.requests_to("/chat/completions")[-1]
+    request = harness.chat_requests()[-1]
     deleted = await harness.discord.delete_message(harness.general, answer.id, by=harness.moderator)
     await asyncio.wait_for(request.disconnected.wait(), 5)
     assert not request.completed
@@ -148,8 +148,8 @@ async def test_questions_in_one_conversation_are_answered_in_order(harness: Harn
     assert messages[1:] == ["alice: first question", "One.", "bob: second question"]
 
 
-async def test_a_full_house_shows_a_queued_state(tmp_path: Path) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+async def test_a_full_house_shows_a_queued_state(tmp_path: Path, chat_api: str) -> None:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(max_concurrent_requests=1)
         harness.api.script(SLOW, Reply(text="Your turn."))
         first = await harness.mention("first")
@@ -167,11 +167,11 @@ async def test_a_full_house_shows_a_queued_state(tmp_path: Path) -> None:
 
 
 async def test_discord_429s_and_a_gateway_reconnect_do_not_lose_the_answer(
-    tmp_path: Path,
+    tmp_path: Path, chat_api: str
 ) -> None:
     # Discord here allows fewer writes than the bot plans for, so it meets real 429s.
     config = FakeDiscordConfig(channel_message_limit=1, channel_message_window=2.0)
-    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+    async with running_harness(sqlite_url(tmp_path), config=config, chat_api=chat_api) as harness:
         await harness.start_bot()
         text = "word " * 60
         harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
@@ -197,8 +197,10 @@ async def test_shutdown_ends_answers_with_a_notice(
     assert answer.versions[-1].content.endswith("-# The bot restarted before this answer finished.")
 
 
-async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+async def test_direct_messages_are_answered_only_when_allowed(
+    tmp_path: Path, chat_api: str
+) -> None:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         dm = harness.discord.dm_channel(harness.alice)
         await harness.start_bot()
         await harness.discord.post_message(dm, harness.alice, "hello in private")
@@ -207,7 +209,7 @@ async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) ->
         await harness.answer_to(probe)
         assert harness.bot_messages(dm) == []
         assert harness.sent_history(0)[1:] == ["alice: probe"]
-        assert len(harness.api.requests_to("/chat/completions")) == 1
+        assert len(harness.chat_requests()) == 1
 
         await harness.stop_bot()
         await harness.start_bot(allow_direct_messages=True)
@@ -218,9 +220,9 @@ async def test_direct_messages_are_answered_only_when_allowed(tmp_path: Path) ->
 
 
 async def test_slash_commands_are_offered_in_direct_messages_only_when_allowed(
-    tmp_path: Path,
+    tmp_path: Path, chat_api: str
 ) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         dm = harness.discord.dm_channel(harness.alice)
         await harness.start_bot()
         registered = harness.discord.registered_commands()
@@ -260,7 +262,7 @@ async def test_stop_while_waiting_ends_it_at_once_and_stores_nothing(harness: Ha
     assert stopped.versions[-1].content == "Stopped by bob."
     answered = await harness.answer_to(first)
     assert stopped.versions[-1].mono < answered.versions[-1].mono  # it did not wait its turn
-    assert len(harness.api.requests_to("/chat/completions")) == 1
+    assert len(harness.chat_requests()) == 1
     await harness.answer_to(await harness.mention("third question"))
     history = harness.sent_history()
     assert "bob: second question" not in history
@@ -311,11 +313,11 @@ async def test_an_empty_answer_gets_a_sentence(harness: Harness) -> None:
 
 
 async def test_a_channel_where_the_bot_cannot_write_is_explained_in_the_log(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, chat_api: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     reading_only = Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY
     config = FakeDiscordConfig(bot_permissions=reading_only, everyone_permissions=reading_only)
-    async with running_harness(sqlite_url(tmp_path), config=config) as harness:
+    async with running_harness(sqlite_url(tmp_path), config=config, chat_api=chat_api) as harness:
         await harness.start_bot()
         await harness.mention("hello?")
         await harness.discord.wait_for(
@@ -323,15 +325,17 @@ async def test_a_channel_where_the_bot_cannot_write_is_explained_in_the_log(
         )
         assert f"Asked in #general ({harness.general.id})" in caplog.text
         assert "hello?" not in caplog.text  # the question is no business of the log
-        assert harness.api.requests_to("/chat/completions") == []
+        assert harness.chat_requests() == []
         assert harness.bot_messages() == []
 
 
-async def test_answers_that_outlive_the_interaction_token(tmp_path: Path) -> None:
+async def test_answers_that_outlive_the_interaction_token(tmp_path: Path, chat_api: str) -> None:
     """A public answer goes on as channel messages; a private one ends with a notice."""
     config = FakeDiscordConfig(interaction_token_lifetime=2.0)
     limits = DiscordLimits(token_lifetime=2.0, token_margin=0.8)
-    async with running_harness(sqlite_url(tmp_path), config=config, limits=limits) as harness:
+    async with running_harness(
+        sqlite_url(tmp_path), config=config, limits=limits, chat_api=chat_api
+    ) as harness:
         await harness.start_bot()
         text = "word " * 60
         harness.api.script(Reply(text=text, chunk_size=5, chunk_interval=0.05))
@@ -388,7 +392,7 @@ async def test_a_token_refused_early_moves_a_public_answer_to_channel_messages(
         timeout=10,
     )
     private.token_lifetime = 0
-    request = harness.api.requests_to("/chat/completions")[-1]
+    request = harness.chat_requests()[-1]
     await asyncio.wait_for(request.disconnected.wait(), 10)  # stopped, not paid to the end
     await harness.answer_to(await harness.mention("still here?"))  # and the bot goes on
 
@@ -414,11 +418,9 @@ async def test_regenerate_shows_the_model_the_questions_image_again(harness: Har
     )
     first = await harness.answer_to(question)
     await harness.discord.click_button(first, button(first, "answer:regenerate:"), harness.alice)
-    await harness.discord.wait_for(
-        lambda: len(harness.api.requests_to("/chat/completions")) == 2, timeout=10
-    )
-    for request in harness.api.requests_to("/chat/completions"):
-        parts = request.json["messages"][-1]["content"]
+    await harness.discord.wait_for(lambda: len(harness.chat_requests()) == 2, timeout=10)
+    for request in harness.chat_requests():
+        parts = chat_messages(request.json)[-1]["content"]
         assert parts[0]["text"] == "alice: what is this?\n[attached image: dot.png]"
         url = parts[1]["image_url"]["url"]
         assert base64.b64decode(url.split(",", 1)[1]) == png

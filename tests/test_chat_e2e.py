@@ -10,7 +10,6 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -25,24 +24,16 @@ from tests.fakes.api import (
     tiny_png,
 )
 from tests.fakes.discord import FakeUser, InteractionRecord, MessageRecord, Perm, UploadFile
-from tests.harness import Harness, custom_ids, running_harness, sqlite_url
+from tests.harness import Harness, chat_messages, custom_ids, running_harness, sqlite_url
 
 CURSOR = "▌"
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+async def harness(tmp_path: Path, chat_api: str) -> AsyncIterator[Harness]:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot()
         yield harness
-
-
-def sent_messages(harness: Harness, index: int = -1) -> list[dict[str, Any]]:
-    """The messages of one API request, as the model was sent them."""
-    messages: list[dict[str, Any]] = harness.api.requests_to("/chat/completions")[index].json[
-        "messages"
-    ]
-    return messages
 
 
 async def finished_interaction(
@@ -88,7 +79,7 @@ async def test_a_mention_is_answered_by_a_streamed_reply(harness: Harness) -> No
     # The first words show while the stream has barely begun (48 chunks in all).
     assert len(request.chunk_times) == 48
     assert answer.versions[0].mono < request.chunk_times[15]
-    assert request.json["messages"][-1] == {
+    assert chat_messages(request.json)[-1] == {
         "role": "user",
         "content": "alice: What is the capital of France?",
     }
@@ -131,8 +122,10 @@ async def test_a_long_answer_continues_in_new_messages_with_code_blocks_intact(
     assert harness.discord.rate_limited_count == 0
 
 
-async def test_an_answer_past_max_answer_messages_comes_whole_as_a_file(tmp_path: Path) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+async def test_an_answer_past_max_answer_messages_comes_whole_as_a_file(
+    tmp_path: Path, chat_api: str
+) -> None:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(max_answer_messages=2)
         paragraphs = [f"Paragraph {n}: " + "all work and no play. " * 40 for n in range(8)]
         text = "\n\n".join(paragraphs) + "\n\nThe end ✓ — ünïcode."
@@ -157,9 +150,9 @@ async def test_an_answer_past_max_answer_messages_comes_whole_as_a_file(tmp_path
 
 
 async def test_a_capped_answer_where_files_are_not_allowed_says_it_was_cut_short(
-    tmp_path: Path,
+    tmp_path: Path, chat_api: str
 ) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(max_answer_messages=1)
         harness.discord.set_overwrite(
             harness.general, harness.guild.everyone, deny=Perm.ATTACH_FILES
@@ -176,9 +169,9 @@ async def test_a_capped_answer_where_files_are_not_allowed_says_it_was_cut_short
 
 
 async def test_a_capped_slash_command_answer_attaches_the_file_to_its_last_message(
-    tmp_path: Path,
+    tmp_path: Path, chat_api: str
 ) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(max_answer_messages=1)
         text = "\n\n".join(f"Part {n}. " + "lorem ipsum " * 120 for n in range(4))
         harness.api.script(Reply(text=text, chunk_size=500))
@@ -229,7 +222,7 @@ async def test_ask_streams_into_the_interaction_response(harness: Harness) -> No
     assert interaction.deferred and interaction.ack_latency is not None
     assert interaction.ack_latency < 1.0
     assert original.versions[-1].content == "Forty-two."
-    request = harness.api.requests_to("/chat/completions")[-1]
+    request = harness.chat_requests()[-1]
     assert request.json["model"] == "gpt-4o"
 
 
@@ -241,7 +234,7 @@ async def test_private_ask_is_ephemeral_and_leaves_history_alone(harness: Harnes
     assert original.visible_to == harness.alice.id
     question = await harness.mention("public question")
     await harness.answer_to(question)
-    assert "secret question" not in str(sent_messages(harness))
+    assert "secret question" not in str(harness.sent_messages())
 
 
 async def test_model_autocomplete_offers_the_configured_models(harness: Harness) -> None:
@@ -259,7 +252,7 @@ async def test_an_unknown_model_gets_a_sentence_and_no_request(harness: Harness)
         "ask", {"prompt": "hi", "model": "gpt-imaginary"}
     )
     assert "gpt-imaginary" in await harness.told(interaction)
-    assert harness.api.requests_to("/chat/completions") == []
+    assert harness.chat_requests() == []
 
 
 async def test_ask_sends_an_attached_image_to_the_model(harness: Harness) -> None:
@@ -270,7 +263,7 @@ async def test_ask_sends_an_attached_image_to_the_model(harness: Harness) -> Non
         attachments={"image": UploadFile("dot.png", png, "image/png")},
     )
     await finished_interaction(harness, interaction)
-    content = sent_messages(harness)[-1]["content"]
+    content = harness.sent_messages()[-1]["content"]
     assert isinstance(content, list)
     image_part = next(part for part in content if part["type"] == "image_url")
     url = image_part["image_url"]["url"]
@@ -311,7 +304,7 @@ async def test_ask_checks_the_image_by_its_content_before_any_request(
     await harness.discord.wait_for(lambda: said().startswith("⚠️"), timeout=10)
     assert expected in said()
     assert said().startswith("⚠️")
-    assert harness.api.requests_to("/chat/completions") == []
+    assert harness.chat_requests() == []
     # Everyone saw the bot thinking; only the person sees why it stopped.
     assert interaction.original is not None and interaction.original.deleted
     assert [m.ephemeral for m in interaction.messages if not m.deleted] == [True]
@@ -335,7 +328,7 @@ async def test_a_mention_with_a_file_that_is_no_image_gets_a_sentence(
         return replies[-1].versions[-1].content if replies else ""
 
     await harness.discord.wait_for(lambda: "not an image" in replied(), timeout=10)
-    assert harness.api.requests_to("/chat/completions") == []
+    assert harness.chat_requests() == []
 
 
 async def test_ask_sends_a_large_image_at_the_size_vision_models_use(harness: Harness) -> None:
@@ -348,7 +341,7 @@ async def test_ask_sends_a_large_image_at_the_size_vision_models_use(harness: Ha
         attachments={"image": UploadFile("wide.png", buffer.getvalue(), "image/png")},
     )
     await finished_interaction(harness, interaction)
-    content = sent_messages(harness)[-1]["content"]
+    content = harness.sent_messages()[-1]["content"]
     url = next(part for part in content if part["type"] == "image_url")["image_url"]["url"]
     assert url.startswith("data:image/jpeg;base64,")
     sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
@@ -364,6 +357,8 @@ async def test_history_is_per_channel_and_survives_a_restart(harness: Harness) -
 
     await harness.answer_to(await harness.mention("What is my name?"))
     second = harness.sent_history()
+    assert harness.bot is not None
+    assert second[0] == harness.bot.settings.system_prompt  # or the Responses `instructions`
     assert second[1:] == [
         "alice: My name is Alice.",
         "Nice to meet you, Alice.",
@@ -529,7 +524,7 @@ async def test_other_bots_and_plain_messages_are_ignored(harness: Harness) -> No
     await harness.discord.post_message(harness.general, harness.alice, "just chatting")
     probe = await harness.mention("are you there?")
     await harness.answer_to(probe)
-    assert len(harness.api.requests_to("/chat/completions")) == 1
+    assert len(harness.chat_requests()) == 1
     assert len(harness.bot_messages()) == 1
 
 
@@ -561,13 +556,17 @@ async def test_rate_limited_then_success_is_retried(harness: Harness) -> None:
     harness.api.script(Fail(429, "too_many_requests"), Reply(text="Got there."))
     answer = await harness.answer_to(await harness.mention("hello?"))
     assert answer.versions[-1].content == "Got there."
-    assert len(harness.api.requests_to("/chat/completions")) == 2
+    assert len(harness.chat_requests()) == 2
 
 
 @pytest.mark.parametrize(
     "fault",
-    [MidStreamError(after_chunks=3), DropConnection(after_chunks=3)],
-    ids=["error-mid-stream", "dropped-connection"],
+    [
+        MidStreamError(after_chunks=3),
+        MidStreamError(after_chunks=3, event="response.failed"),
+        DropConnection(after_chunks=3),
+    ],
+    ids=["error-mid-stream", "failed-mid-stream", "dropped-connection"],
 )
 async def test_a_failure_mid_answer_keeps_the_partial_text_with_a_notice(
     harness: Harness, fault: MidStreamError | DropConnection
@@ -579,12 +578,65 @@ async def test_a_failure_mid_answer_keeps_the_partial_text_with_a_notice(
     assert partial == "Echo: alice:"  # three chunks of four characters
     assert notice == "The AI service is unavailable right now; please try again later."
     # No retry after words were shown.
-    assert len(harness.api.requests_to("/chat/completions")) == 1
+    assert len(harness.chat_requests()) == 1
     await harness.answer_to(await harness.mention("next"))
 
 
-async def test_a_timeout_is_a_sentence(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("finish_reason", "notice"),
+    [
+        ("length", "The answer reached its length limit and was cut short."),
+        ("content_filter", "The rest of the answer was withheld by the content filter."),
+    ],
+    ids=["length", "content_filter"],
+)
+async def test_an_answer_cut_short_upstream_says_why(
+    harness: Harness, finish_reason: str, notice: str
+) -> None:
+    harness.api.script(Reply(text="Half an ans", finish_reason=finish_reason))
+    answer = await harness.answer_to(await harness.mention("go on"))
+    assert answer.latest.content == f"Half an ans\n\n-# {notice}"
+
+
+async def test_usage_is_recorded_as_the_api_reports_it(harness: Harness) -> None:
+    usage = {"prompt_tokens": 321, "completion_tokens": 54, "total_tokens": 375}
+    harness.api.script(Reply(text="Counted.", usage=usage))
+    await harness.answer_to(await harness.mention("count me"))
+    database = harness.database_url.split(":///", 1)[1]
+
+    def recorded() -> list[tuple[int, int]]:
+        with sqlite3.connect(database) as connection:
+            query = "SELECT prompt_tokens, completion_tokens FROM usage_records"
+            return connection.execute(query).fetchall()
+
+    await harness.discord.wait_for(lambda: recorded() != [], timeout=5)
+    assert recorded() == [(321, 54)]
+
+
+async def test_a_model_in_responses_models_goes_through_responses(tmp_path: Path) -> None:
     async with running_harness(sqlite_url(tmp_path)) as harness:
+        bot = await harness.start_bot(responses_models=["o4-mini"])
+        harness.api.script(
+            Reply(text="Four.", summary="Adding two and two.", summary_interval=0.01)
+        )
+        interaction = await harness.discord.invoke_command(
+            "ask", {"prompt": "2+2?", "model": "o4-mini"}
+        )
+        original = await finished_interaction(harness, interaction)
+        assert original.latest.content == "Four."  # the summary is no part of the answer
+        await harness.answer_to(await harness.mention("and 3+3?"))  # the default model
+
+        first, second = harness.chat_requests()
+        assert (first.path, second.path) == ("/openai/responses", "/openai/chat/completions")
+        assert first.json["instructions"] == bot.settings.system_prompt
+        assert first.json["input"] == [{"role": "user", "content": "alice: 2+2?"}]
+        assert first.json["reasoning"] == {"summary": "auto"}
+        assert "temperature" not in first.json
+        assert harness.sent_history()[1:] == ["alice: 2+2?", "Four.", "alice: and 3+3?"]
+
+
+async def test_a_timeout_is_a_sentence(tmp_path: Path, chat_api: str) -> None:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(stream_idle_timeout=0.3)
         harness.api.script(Hang(2), Hang(2), Hang(2))
         answer = await harness.answer_to(await harness.mention("slow?"), within=15)
@@ -593,16 +645,16 @@ async def test_a_timeout_is_a_sentence(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["comment", "whitespace", "empty"])
 async def test_an_upstream_sending_only_keepalives_ends_the_answer(
-    tmp_path: Path, kind: str
+    tmp_path: Path, chat_api: str, kind: str
 ) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(stream_idle_timeout=0.5)
         harness.api.script(Trickle(seconds=60, after_chunks=3, every=0.05, kind=kind))
         answer = await harness.answer_to(await harness.mention("tell me a story"))
         partial, notice = answer.versions[-1].content.split("\n\n-# ")
         assert partial == "Echo: alice:"
         assert "took too long" in notice
-        request = harness.api.requests_to("/chat/completions")[0]
+        request = harness.chat_requests()[0]
         await asyncio.wait_for(request.disconnected.wait(), 5)  # the upstream was let go
         # The channel and the person's queue are free again.
         next_answer = await harness.answer_to(await harness.mention("and now?"))
@@ -610,16 +662,16 @@ async def test_an_upstream_sending_only_keepalives_ends_the_answer(
 
 
 async def test_an_answer_that_runs_past_answer_timeout_ends_with_its_text(
-    tmp_path: Path,
+    tmp_path: Path, chat_api: str
 ) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(answer_timeout=1.5)
         harness.api.script(Reply(text="word " * 400, chunk_size=5, chunk_interval=0.05))
         answer = await harness.answer_to(await harness.mention("go on forever"), within=10)
         partial, notice = answer.versions[-1].content.split("\n\n-# ")
         assert partial.startswith("word word")
         assert notice == "The answer took longer than 1.5 seconds and was cut short."
-        request = harness.api.requests_to("/chat/completions")[0]
+        request = harness.chat_requests()[0]
         await asyncio.wait_for(request.disconnected.wait(), 5)
         # What was shown is what the history keeps.
         await harness.answer_to(await harness.mention("next"))
@@ -651,13 +703,13 @@ async def test_a_prompt_over_the_limit_gets_a_sentence_and_no_request(harness: H
     (refusal,) = harness.bot_messages()
     assert refusal.content == "⚠️ Your message is 4100 characters long; the limit is 4000."
     assert (refusal.reference or {}).get("message_id") == str(question.id)
-    assert harness.api.requests_to("/chat/completions") == []
+    assert harness.chat_requests() == []
 
 
 async def test_without_the_message_content_intent_mentions_still_work(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, chat_api: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running_harness(sqlite_url(tmp_path)) as harness:
+    async with running_harness(sqlite_url(tmp_path), chat_api=chat_api) as harness:
         await harness.start_bot(message_content_intent=False)
         assert "The message content intent is off" in caplog.text
         answer = await harness.answer_to(await harness.mention("still hear me?"))
@@ -666,9 +718,7 @@ async def test_without_the_message_content_intent_mentions_still_work(
             harness.general, harness.bob, "and this?", reference=answer, mention_author=False
         )
         await harness.answer_to(await harness.mention("and a mention again"))
-        assert [
-            r.json["messages"][-1]["content"] for r in harness.api.requests_to("/chat/completions")
-        ] == [
+        assert [chat_messages(r.json)[-1]["content"] for r in harness.chat_requests()] == [
             "alice: still hear me?",
             "alice: and a mention again",
         ]

@@ -24,8 +24,24 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "IMAGE_MODEL",
         "IMAGE_MODELS",
         "LOG_LEVEL",
+        "CHAT_API",
+        "RESPONSES_MODELS",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+def test_chat_api_and_responses_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.chat_api, settings.responses_models) == ("chat_completions", [])
+    monkeypatch.setenv("CHAT_API", "responses")
+    monkeypatch.setenv("RESPONSES_MODELS", "o3-pro, o4-mini")
+    settings = load_settings()
+    assert (settings.chat_api, settings.responses_models) == ("responses", ["o3-pro", "o4-mini"])
+    monkeypatch.setenv("CHAT_API", "completions")
+    with pytest.raises(SettingsError, match=r"^CHAT_API is not valid"):
+        load_settings()
 
 
 def test_missing_token_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:

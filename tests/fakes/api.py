@@ -10,7 +10,9 @@ In tests::
 Each API request takes the next scripted behaviour (FIFO); with none left, `api.default` (a
 Reply) answers. Streams follow the quirks seen in the wild: JSON with spaces, trailing spaces,
 `"recipient": "all"` and `"role": "assistant"` on every chunk, an empty trailing delta, a
-finish_reason chunk, a `choices: []` usage chunk, then `data: [DONE]`.
+finish_reason chunk, a `choices: []` usage chunk, then `data: [DONE]`. `/responses` streams
+OpenAI's Responses events (with `sequence_number`; a reasoning summary first when a reasoning
+model is asked for one) and refuses, as OpenAI does, what that endpoint does not take.
 
 As a separate process (for benchmarks)::
 
@@ -42,6 +44,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 DEFAULT_TOKEN = "fake-token-0123456789"
+DEFAULT_SUMMARY = "**Weighing the question**\n\nThinking it through before answering."
 _LOREM = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt "
     "ut labore et dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation "
@@ -91,6 +94,11 @@ class Reply:
     # With `n` > 1: the texts of choices 0, 1, ...; a choice left out says the first's text
     # followed by its number, " (2)", " (3)"...
     choices: tuple[str, ...] = ()
+    # Responses API, reasoning models asked for `reasoning.summary`: the summary of their
+    # thinking (None: DEFAULT_SUMMARY), streamed in chunk_size pieces this many seconds apart.
+    summary: str | None = None
+    summary_interval: float = 0.0
+    think_seconds: float = 0.0  # Responses API: the wait after `in_progress`, before any output
 
 
 @dataclass
@@ -239,6 +247,8 @@ class FakeApi:
         self.token = token
         self.default = default or Reply()
         self.default_text = default_text  # None: echo the last user message
+        # Refuse reasoning summaries, as OpenAI does for organizations it has not verified.
+        self.refuse_summaries = False
         self.requests: list[RecordedRequest] = []
         self.url = ""
         self._host = host
@@ -469,8 +479,7 @@ class FakeApi:
     def _unsupported(self, body: Mapping[str, Any]) -> web.Response | None:
         """What OpenAI refuses of reasoning models (o-series, gpt-5): `max_tokens`, and any
         temperature but 1."""
-        model = str(body.get("model") or "").split(":", 1)[0]
-        if not any(model == f or model.startswith(f"{f}-") for f in ("o1", "o3", "o4", "gpt-5")):
+        if not _reasoning_model(str(body.get("model") or "")):
             return None
         if "max_tokens" in body:
             message = (
@@ -595,116 +604,99 @@ class FakeApi:
     # --- responses ---
 
     async def _responses(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
+        body = rec.json if isinstance(rec.json, dict) else {}
+        refused = _refused_by_responses(body)
+        reasoning = body.get("reasoning")
+        summary_asked = isinstance(reasoning, dict) and bool(reasoning.get("summary"))
+        if refused is None and summary_asked and self.refuse_summaries:
+            message = (
+                "Your organization must be verified to generate reasoning summaries. Please go "
+                "to: https://platform.openai.com/settings/organization/general and click on "
+                "Verify Organization."
+            )
+            refused = message, "reasoning.summary", "unsupported_value"
+        if refused is not None:
+            message, param, code = refused
+            error = {"message": message, "type": "invalid_request_error", "param": param}
+            error["code"] = code
+            return web.json_response({"error": error}, status=400, headers=self._headers())
         try:
             plan = await self._before(request, rec)
         except _Respond as respond:
             return respond.response
         reply, fault = plan.reply, plan.fault
-        body = rec.json if isinstance(rec.json, dict) else {}
         text = self._text(reply, body)
-        usage = reply.usage or _usage(body, text)
-        response_id = f"resp_{uuid.uuid4().hex[:16]}"
-        item_id = f"msg_{uuid.uuid4().hex[:16]}"
-        incomplete = reply.finish_reason == "length"
-
-        def response(status: str, with_output: bool) -> dict[str, Any]:
-            part = {"type": "output_text", "text": text, "annotations": []}
-            item = {
-                "id": item_id,
-                "type": "message",
-                "status": status,
-                "role": "assistant",
-                "content": [part],
-            }
-            return {
-                "id": response_id,
-                "object": "response",
-                "created_at": int(time.time()),
-                "status": status,
-                "model": str(body.get("model") or "fake-model"),
-                "output": [item] if with_output else [],
-                "usage": {
-                    "input_tokens": usage["prompt_tokens"],
-                    "output_tokens": usage["completion_tokens"],
-                    "total_tokens": usage["total_tokens"],
-                }
-                if with_output
-                else None,
-                "error": None,
-                "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            }
-
-        final_status = "incomplete" if incomplete else "completed"
+        summary = ""
+        if summary_asked:
+            summary = reply.summary if reply.summary is not None else DEFAULT_SUMMARY
+        made = _ResponseMaker(body, text, summary, reply)
         if not rec.stream:
-            return web.json_response(response(final_status, True), headers=self._headers())
+            return web.json_response(made.response(final=True), headers=self._headers())
 
         seq = itertools.count()
-        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
         writer = await _SseWriter.open(request, rec, reply, self._headers())
-        await writer.event(
-            {
-                "type": "response.created",
-                "sequence_number": next(seq),
-                "response": response("in_progress", False),
-            }
+
+        async def send(kind: str, **fields_: Any) -> None:
+            await writer.event({"type": kind, "sequence_number": next(seq), **fields_})
+
+        await send("response.created", response=made.response(final=False))
+        await send("response.in_progress", response=made.response(final=False))
+        if reply.think_seconds:
+            await asyncio.sleep(reply.think_seconds)
+        message_index = 0
+        if summary:
+            message_index = 1
+            await self._stream_summary(send, made, reply)
+
+        where = {"item_id": made.message_id, "output_index": message_index, "content_index": 0}
+        await send(
+            "response.output_item.added", output_index=message_index, item=made.message(done=False)
         )
-        await writer.event(
-            {
-                "type": "response.output_item.added",
-                "sequence_number": next(seq),
-                "output_index": 0,
-                "item": {"id": item_id, "type": "message", "role": "assistant", "content": []},
-            }
-        )
-        empty_part = {"type": "output_text", "text": "", "annotations": []}
-        await writer.event(
-            {"type": "response.content_part.added", "sequence_number": next(seq), **where}
-            | {"part": empty_part}
-        )
+        empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        await send("response.content_part.added", **where, part=empty_part)
 
         async def on_fault(fault: Fault) -> None:
             if isinstance(fault, MidStreamError):
                 if fault.event == "response.failed":
-                    failed = response("failed", False)
+                    failed = made.response(final=False) | {"status": "failed"}
                     failed["error"] = {"code": fault.code, "message": fault.message}
-                    event = {"type": "response.failed", "response": failed}
+                    await send("response.failed", response=failed)
                 else:
-                    event = {"type": "error", "code": fault.code, "message": fault.message}
-                await writer.event({**event, "sequence_number": next(seq)})
+                    await send("error", code=fault.code, message=fault.message, param=None)
                 raise _EndBody
 
         def delta(piece: str) -> dict[str, Any]:
-            return {
-                "type": "response.output_text.delta",
-                "sequence_number": next(seq),
-                **where,
-                "delta": piece,
-            }
+            event = {"type": "response.output_text.delta", "sequence_number": next(seq)}
+            return event | where | {"delta": piece, "logprobs": []}
 
         if not await writer.content(_pieces(text, reply), delta, fault, on_fault):
             return await writer.finish(done=False)
-        await writer.event(
-            {"type": "response.output_text.done", "sequence_number": next(seq), **where}
-            | {"text": text}
-        )
-        done_item = response(final_status, True)["output"][0]
-        await writer.event(
-            {"type": "response.content_part.done", "sequence_number": next(seq), **where}
-            | {"part": done_item["content"][0]}
-        )
-        await writer.event(
-            {"type": "response.output_item.done", "sequence_number": next(seq), "output_index": 0}
-            | {"item": done_item}
-        )
+        await send("response.output_text.done", **where, text=text, logprobs=[])
+        done_item = made.message(done=True)
+        await send("response.content_part.done", **where, part=done_item["content"][0])
+        await send("response.output_item.done", output_index=message_index, item=done_item)
         if reply.finish_reason is not None:
-            await writer.event(
-                {
-                    "type": f"response.{final_status}",
-                    "sequence_number": next(seq),
-                    "response": response(final_status, True),
-                }
-            )
+            final = made.response(final=True)
+            await send(f"response.{final['status']}", response=final)
         return await writer.finish(done=reply.send_done)
+
+    async def _stream_summary(
+        self, send: Callable[..., Awaitable[None]], made: _ResponseMaker, reply: Reply
+    ) -> None:
+        """A reasoning item whose summary streams before the answer, as reasoning models'
+        does when `reasoning.summary` is asked for."""
+        item = {"id": made.reasoning_id, "type": "reasoning", "summary": []}
+        where = {"item_id": made.reasoning_id, "output_index": 0, "summary_index": 0}
+        await send("response.output_item.added", output_index=0, item=item)
+        await send("response.reasoning_summary_part.added", **where, part=made.summary_part(""))
+        pieces = _pieces(made.summary, reply)
+        for index, piece in enumerate(pieces):
+            if index and reply.summary_interval:
+                await asyncio.sleep(reply.summary_interval)
+            await send("response.reasoning_summary_text.delta", **where, delta=piece)
+        await send("response.reasoning_summary_text.done", **where, text=made.summary)
+        await send("response.reasoning_summary_part.done", **where, part=made.summary_part())
+        await send("response.output_item.done", output_index=0, item=made.reasoning())
 
     # --- embeddings, images, tasks, files ---
 
@@ -932,6 +924,203 @@ class _Piece(str):
 def _asks_json(body: Any) -> bool:
     response_format = body.get("response_format") if isinstance(body, dict) else None
     return isinstance(response_format, dict) and response_format.get("type") == "json_object"
+
+
+# --- the Responses API's objects and what it refuses ---------------------------------------------
+
+# What /responses takes (OpenAI's reference); anything else is an unknown parameter.
+_RESPONSES_PARAMS = frozenset(
+    [
+        "background",
+        "conversation",
+        "include",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "max_tool_calls",
+        "metadata",
+        "model",
+        "parallel_tool_calls",
+        "previous_response_id",
+        "prompt",
+        "prompt_cache_key",
+        "reasoning",
+        "safety_identifier",
+        "service_tier",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "text",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "truncation",
+        "user",
+    ]
+)
+_USER_PARTS = ("input_text", "input_image", "input_file")
+_ASSISTANT_PARTS = ("output_text", "refusal")
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def _reasoning_model(model: str) -> bool:
+    name = model.split(":", 1)[0]
+    return any(name == f or name.startswith(f"{f}-") for f in ("o1", "o3", "o4", "gpt-5"))
+
+
+def _refused_by_responses(body: Mapping[str, Any]) -> tuple[str, str | None, str | None] | None:
+    """Why OpenAI's /responses would refuse this body: (message, param, code), or None."""
+    for name in body:
+        if name not in _RESPONSES_PARAMS:
+            return f"Unknown parameter: '{name}'.", name, "unknown_parameter"
+    options = body.get("stream_options")
+    for name in options if isinstance(options, dict) else {}:
+        if name != "include_obfuscation":
+            param = f"stream_options.{name}"
+            return f"Unknown parameter: '{param}'.", param, "unknown_parameter"
+    model = str(body.get("model") or "")
+    if _reasoning_model(model) and body.get("temperature", 1) != 1:
+        message = "Unsupported parameter: 'temperature' is not supported with this model."
+        return message, "temperature", "unsupported_parameter"
+    if not _reasoning_model(model) and body.get("reasoning") is not None:
+        message = "Unsupported parameter: 'reasoning.summary' is not supported with this model."
+        return message, "reasoning.summary", "unsupported_parameter"
+    limit = body.get("max_output_tokens")
+    if isinstance(limit, int) and limit < 16:
+        message = (
+            "Invalid 'max_output_tokens': integer below minimum value. "
+            f"Expected a value >= 16, but got {limit} instead."
+        )
+        return message, "max_output_tokens", "integer_below_min_value"
+    items = body.get("input")
+    if isinstance(items, list):
+        for i, item in enumerate(items):
+            refused = _refused_item(item, f"input[{i}]")
+            if refused is not None:
+                return refused
+    elif not isinstance(items, str):
+        return "Missing required parameter: 'input'.", "input", "missing_required_parameter"
+    text = body.get("text")
+    wants_json = isinstance(text, dict) and (text.get("format") or {}).get("type") == "json_object"
+    if wants_json and "json" not in json.dumps([items, body.get("instructions")]).lower():
+        message = (
+            "Response input messages must contain the word 'json' in some form to use "
+            "'text.format' of type 'json_object'."
+        )
+        return message, "input", None
+    return None
+
+
+def _refused_item(item: Any, where: str) -> tuple[str, str | None, str | None] | None:
+    if not isinstance(item, dict) or item.get("role") not in (
+        "user",
+        "assistant",
+        "system",
+        "developer",
+    ):
+        return f"Invalid value for '{where}'.", where, "invalid_value"
+    content = item.get("content")
+    if isinstance(content, str):
+        return None
+    if not isinstance(content, list):
+        return f"Invalid type for '{where}.content'.", f"{where}.content", "invalid_type"
+    allowed = _ASSISTANT_PARTS if item["role"] == "assistant" else _USER_PARTS
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in allowed:
+            names = " and ".join(f"'{name}'" for name in allowed)
+            return f"Invalid value: '{kind}'. Supported values are: {names}.", at, "invalid_value"
+        if kind == "input_image" and not isinstance(part.get("image_url"), str):
+            message = f"Invalid type for '{at}.image_url': expected a string."
+            return message, f"{at}.image_url", "invalid_type"
+    return None
+
+
+class _ResponseMaker:
+    """The Response object and its output items, at each stage of one answer."""
+
+    def __init__(self, body: Mapping[str, Any], text: str, summary: str, reply: Reply) -> None:
+        self.body = body
+        self.text = text
+        self.summary = summary
+        self.reply = reply
+        self.response_id = f"resp_{uuid.uuid4().hex[:16]}"
+        self.message_id = f"msg_{uuid.uuid4().hex[:16]}"
+        self.reasoning_id = f"rs_{uuid.uuid4().hex[:16]}"
+        self.created_at = int(time.time())
+        self.incomplete = _INCOMPLETE.get(reply.finish_reason or "")
+
+    def summary_part(self, text: str | None = None) -> dict[str, Any]:
+        return {"type": "summary_text", "text": self.summary if text is None else text}
+
+    def reasoning(self) -> dict[str, Any]:
+        return {"id": self.reasoning_id, "type": "reasoning", "summary": [self.summary_part()]}
+
+    def message(self, *, done: bool) -> dict[str, Any]:
+        status = "incomplete" if self.incomplete else "completed"
+        part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+        return {
+            "id": self.message_id,
+            "type": "message",
+            "status": status if done else "in_progress",
+            "role": "assistant",
+            "content": [part] if done else [],
+        }
+
+    def usage(self) -> dict[str, Any]:
+        if self.reply.usage:
+            prompt = self.reply.usage["prompt_tokens"]
+            output = self.reply.usage["completion_tokens"]
+            reasoning = 0
+        else:
+            counted = _usage(self.body, self.text)
+            reasoning = max(1, len(self.summary) // 4) if self.summary else 0
+            prompt, output = counted["prompt_tokens"], counted["completion_tokens"] + reasoning
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": prompt + output,
+        }
+
+    def response(self, *, final: bool) -> dict[str, Any]:
+        body = self.body
+        status = "in_progress"
+        output: list[dict[str, Any]] = []
+        if final:
+            status = "incomplete" if self.incomplete else "completed"
+            output = [self.reasoning()] if self.summary else []
+            output.append(self.message(done=True))
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "error": None,
+            "incomplete_details": {"reason": self.incomplete}
+            if final and self.incomplete
+            else None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": str(body.get("model") or "fake-model"),
+            "output": output,
+            "parallel_tool_calls": True,
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": self.usage() if final else None,
+            "user": body.get("user"),
+            "metadata": {},
+        }
 
 
 def _pieces(text: str, reply: Reply) -> list[str]:
