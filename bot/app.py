@@ -303,6 +303,8 @@ def open_api(settings: Settings) -> tuple[aiohttp.ClientSession, ApiClient]:
         timeouts=Timeouts(
             chat=settings.chat_timeout,
             stream_idle=settings.stream_idle_timeout,
+            # A reasoning model may think silently for as long as an answer may take.
+            thinking=settings.answer_timeout,
             images=settings.image_timeout,
         ),
     )

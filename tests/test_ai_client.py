@@ -356,6 +356,18 @@ async def test_no_first_byte_is_a_timeout_not_retried(
     assert len(api.requests) == 1  # our own timeout spent the budget: no retry
 
 
+async def test_a_reasoning_model_may_think_silently_past_the_idle_timeout(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.2, thinking=5))
+    api.script(Hang(seconds=0.6), Hang(seconds=0.6))
+    async with client.stream_chat(MESSAGES, model="o4-mini") as stream:
+        assert "".join([delta.text async for delta in stream]) == "Echo: hello there"
+    # Once it writes, and for any other model, silence is a failure as before.
+    with pytest.raises(ApiTimeout):
+        await stream_text(client)
+
+
 async def test_whole_chat_timeout(api: FakeApi, session: aiohttp.ClientSession) -> None:
     client = make_client(api, session, timeouts=Timeouts(chat=0.2))
     api.script(Hang(seconds=30))

@@ -439,7 +439,9 @@ class ApiClient:
         )
         payload["stream"] = True
         payload.setdefault("stream_options", {"include_usage": True})
-        return ChatStream(self._transport, "chat/completions", payload, _ChatParser)
+        return ChatStream(
+            self._transport, "chat/completions", payload, _ChatParser, self._first_wait(model)
+        )
 
     # --- responses ---
 
@@ -470,7 +472,15 @@ class ApiClient:
     ) -> ResponseStream:
         payload = _response_payload(input, model, instructions, extra)
         payload["stream"] = True
-        return ResponseStream(self._transport, "responses", payload, _ResponseParser)
+        return ResponseStream(
+            self._transport, "responses", payload, _ResponseParser, self._first_wait(model)
+        )
+
+    def _first_wait(self, model: str) -> float:
+        """How long a stream may go without a word before its first: longer for a model that
+        thinks first, and may stream nothing meanwhile."""
+        idle = self._timeouts.stream_idle
+        return max(idle, self._timeouts.thinking) if is_reasoning_model(model) else idle
 
     # --- images ---
 
@@ -723,9 +733,11 @@ class _EventStream:
         path: str,
         payload: dict[str, Any],
         parser_type: type[_Parser],
+        first_wait: float,
     ) -> None:
         self._transport = transport
         self._idle = transport.stream_idle
+        self._first_wait = first_wait
         self._path = path
         self._payload = payload
         self._parser_type = parser_type
@@ -838,7 +850,7 @@ class _EventStream:
         if self._state == "closed":
             raise _StreamClosed
         self._reset()
-        idle = self._idle
+        idle = self._first_wait
         self._quiet_deadline = asyncio.get_running_loop().time() + idle
         # The request runs as a task of its own so that close() can abort the wait for headers.
         self._posting = posting = asyncio.create_task(

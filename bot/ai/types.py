@@ -12,11 +12,13 @@ Message = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds. `chat` bounds a whole non-stream call; `stream_idle` the wait for each chunk."""
+    """Seconds. `chat` bounds a whole non-stream call; `stream_idle` the wait for each chunk;
+    `thinking` the wait for a reasoning model's first word (it may think silently for long)."""
 
     connect: float = 10
     chat: float = 120
     stream_idle: float = 60
+    thinking: float = 600
     images: float = 300
     other: float = 60
 
