@@ -87,6 +87,25 @@ async def test_a_mention_is_answered_by_a_streamed_reply(harness: Harness) -> No
     assert answer.allowed_mentions.get("parse") == []
 
 
+async def test_a_reasoning_model_shows_its_thinking_until_the_answer(tmp_path: Path) -> None:
+    async with running_harness(sqlite_url(tmp_path), chat_api="responses") as harness:
+        await harness.start_bot(chat_model="o4-mini")
+        summary = "**Weighing the question**\n\nParis has been the capital since 987."
+        harness.api.script(Reply(text="Paris.", summary=summary, summary_interval=0.1))
+        question = await harness.mention("What is the capital of France?")
+        answer = await harness.answer_to(question, within=15)
+        await harness.discord.wait_for(lambda: answer.versions[-1].content == "Paris.", timeout=5)
+
+    (request,) = harness.api.requests
+    assert request.json["reasoning"] == {"summary": "auto"}
+    thinking = [v.content for v in answer.versions if "💭 Thinking…" in v.content]
+    # The summary shows in small text above the time, which moves on while it thinks.
+    assert any("-# **Weighing the question**\n-# Paris has been" in text for text in thinking)
+    elapsed = {text.rsplit("Thinking… ", 1)[1] for text in thinking}
+    assert len(elapsed) >= 2, thinking
+    assert not any(CURSOR in text for text in thinking)  # never an empty answer's cursor
+
+
 async def test_a_long_answer_continues_in_new_messages_with_code_blocks_intact(
     harness: Harness,
 ) -> None:
