@@ -36,6 +36,7 @@ from bot.ai import (
     error_from_response,
     with_retry,
 )
+from bot.ai.client import _ResponseParser
 from bot.app import open_api
 from bot.config import load_settings
 from tests.fakes.api import (
@@ -748,10 +749,11 @@ async def test_a_reasoning_summary_streams_first_and_keeps_the_stream_alive(
     assert stream.finish_reason == "stop"
 
 
-async def test_thinking_without_a_summary_counts_against_the_idle_timeout(
+async def test_thinking_without_a_summary_is_bounded_by_the_thinking_timeout(
     api: FakeApi, session: aiohttp.ClientSession
 ) -> None:
-    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.3), retry=NO_RETRY)
+    timeouts = Timeouts(stream_idle=0.2, thinking=0.4)
+    client = make_client(api, session, timeouts=timeouts, retry=NO_RETRY)
     api.script(Reply(text="late", think_seconds=1.0))
     with pytest.raises(ApiTimeout):
         async with client.stream_response("q", model="o4-mini") as stream:
@@ -1021,3 +1023,17 @@ async def test_text_resets_the_idle_clock(api: FakeApi, session: aiohttp.ClientS
     api.script(Reply(text="abcdefghij", chunk_size=1, chunk_interval=0.1, keepalive=True))
     deltas, _ = await stream_text(client)
     assert "".join(deltas) == "abcdefghij"
+
+
+def test_a_reasoning_summary_keeps_its_parts_apart() -> None:
+    parser = _ResponseParser(lambda payload: ApiError("failed"))
+    events: list[dict[str, Any]] = [
+        {"type": "response.reasoning_summary_part.added", "summary_index": 0},
+        {"type": "response.reasoning_summary_text.delta", "summary_index": 0, "delta": "**A**"},
+        {"type": "response.reasoning_summary_part.added", "summary_index": 1},
+        {"type": "response.reasoning_summary_text.delta", "summary_index": 1, "delta": "**B**"},
+        {"type": "response.output_text.delta", "delta": "Answer."},
+    ]
+    deltas = [delta for event in events for delta in parser.feed(dict(event))]
+    assert "".join(d.text for d in deltas if d.reasoning) == "**A**\n\n**B**"
+    assert [d.text for d in deltas if not d.reasoning] == ["Answer."]

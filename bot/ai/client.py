@@ -173,6 +173,9 @@ class _ResponseParser(_Parser):
             return _deltas(_str(event.get("delta")))
         if kind == "response.reasoning_summary_text.delta":
             return _deltas(_str(event.get("delta")), reasoning=True)
+        if kind == "response.reasoning_summary_part.added" and _int(event.get("summary_index")):
+            # A summary comes in parts, each a paragraph or a few: kept apart as paragraphs.
+            return _deltas("\n\n", reasoning=True)
         if kind == "error" or (kind is None and event.get("error") and "output" not in event):
             raise self._make_error(event)
         response = event.get("response") if kind is not None else event
