@@ -120,10 +120,14 @@ class ScriptedStream:
         self.options = options  # model, temperature, max_tokens, user, n, json_format
         self.finish_reason: str | None = None
         self.finish_reasons: dict[int, str] = {}
+        self.accepted = True  # the API took it at once
         self.usage: Usage | None = None
         self._choices = {0}
         self.closed = asyncio.Event()  # the service let go of it (read to the end, or dropped)
         self._deltas: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
+        # Opening waits at this gate: as the real client's does, until the first word.
+        self.open_gate = asyncio.Event()
+        self.open_gate.set()
 
     def send(self, text: str, *, choice: int = 0, reasoning: bool = False) -> None:
         self._choices.add(choice)
@@ -139,7 +143,11 @@ class ScriptedStream:
         self._deltas.put_nowait(error)
 
     async def __aenter__(self) -> Self:
+        await self.open_gate.wait()
         return self
+
+    def close(self) -> None:
+        self.closed.set()
 
     async def __aexit__(
         self,
@@ -167,9 +175,13 @@ class ScriptedApi:
     def __init__(self) -> None:
         self.streams: list[ScriptedStream] = []
         self._opened = asyncio.Condition()
+        # Streams open only once the test opens their gate (a model thinking in silence).
+        self.open_slowly = False
 
     def stream_chat(self, messages: Sequence[Message], **options: Any) -> ScriptedStream:
         stream = ScriptedStream(messages, options)
+        if self.open_slowly:
+            stream.open_gate.clear()
         self.streams.append(stream)
         with contextlib.suppress(RuntimeError):  # notified without waiters: nothing to do
             asyncio.get_running_loop().create_task(self._notify())

@@ -1037,3 +1037,15 @@ def test_a_reasoning_summary_keeps_its_parts_apart() -> None:
     deltas = [delta for event in events for delta in parser.feed(dict(event))]
     assert "".join(d.text for d in deltas if d.reasoning) == "**A**\n\n**B**"
     assert [d.text for d in deltas if not d.reasoning] == ["Answer."]
+
+
+async def test_a_pause_in_a_reasoning_summary_may_last_as_long_as_silent_thinking(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    client = make_client(api, session, timeouts=Timeouts(stream_idle=0.2, thinking=5))
+    api.script(Reply(text="42", summary="abcd", chunk_size=2, summary_interval=0.5))
+    extra = {"reasoning": {"summary": "auto"}}
+    async with client.stream_response("q", model="o4-mini", extra=extra) as stream:
+        deltas = [delta async for delta in stream]
+    assert "".join(d.text for d in deltas if d.reasoning) == "abcd"
+    assert [d.text for d in deltas if not d.reasoning] == ["42"]

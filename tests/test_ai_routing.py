@@ -220,3 +220,24 @@ async def test_without_summaries_reasoning_models_are_asked_again_without(
     # From then on none is asked for, by each of several alternatives too.
     await read(ask(chat, model="o4-mini", n=2))
     assert [r.json.get("reasoning") for r in api.requests[2:]] == [None, None]
+
+
+async def test_alternatives_closed_from_another_task_end_the_reading(
+    api: FakeApi, client: ApiClient
+) -> None:
+    long = Reply(text="word " * 200, chunk_size=5, chunk_interval=0.05)
+    api.script(long, long)
+    stream = ask(router(client), n=2)
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async with stream:
+            async for _ in stream:
+                first.set()
+
+    reading = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), WAIT)
+    stream.close()  # e.g. Stop, from the button's task
+    await asyncio.wait_for(reading, WAIT)
+    for request in api.requests:  # and both connections are dropped
+        await asyncio.wait_for(request.disconnected.wait(), WAIT)

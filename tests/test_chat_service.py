@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -450,7 +450,9 @@ async def test_json_answers_show_as_a_code_block_and_are_remembered_as_json(
     asking = rig.ask("colours", sink, json_format=True)
     stream = await rig.api.stream(1)
     assert stream.options["json_format"] is True
-    assert "JSON" in stream.messages[0]["content"]  # the API wants the messages to ask for it
+    # The API wants the messages to ask for it; the system prompt is not enough for /responses.
+    assert stream.messages[-2] == {"role": "system", "content": "Answer with one JSON object."}
+    assert "JSON" not in stream.messages[0]["content"]
     stream.send('{"colours": ["red"')
     await sink.wait_for(lambda s: s.latest().content.startswith('```json\n{"colours"'))
     assert sink.latest().content.endswith("```" + CURSOR)  # closed while it streams too
@@ -459,3 +461,67 @@ async def test_json_answers_show_as_a_code_block_and_are_remembered_as_json(
     await asyncio.wait_for(asking, WAIT)
     assert sink.latest().content == '```json\n{"colours": ["red", "blue"]}\n```'
     assert (await history(rig))[-1][1] == '{"colours": ["red", "blue"]}'
+
+
+@pytest.fixture
+async def thinking_rig(
+    store: GatedStore, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[tuple[ChatRig, list[float]]]:
+    """A rig whose clock of thinking time the test moves (`now[0]`)."""
+    now = [0.0]
+    async with chat_rig(
+        store,
+        UsageStore(sessions),
+        admission_on(sessions),
+        monotonic=lambda: now[0],
+        thinking_tick=0.01,
+    ) as rig:
+        yield rig, now
+
+
+async def test_a_model_stopped_while_it_thinks_is_paid_for(
+    thinking_rig: tuple[ChatRig, list[float]],
+) -> None:
+    rig, now = thinking_rig
+    rig.api.open_slowly = True  # taken by the API, thinking in silence
+    sink = MemorySink()
+    asking = rig.ask("think hard", sink)
+    await rig.api.stream(1)
+    now[0] = 30.0
+    await sink.wait_for(lambda s: s.latest().content == "💭 Thinking… 30 s")
+    rig.service.stop(stop_key(sink), user_id=1, can_manage=False, by="person1")
+    await asyncio.wait_for(asking, WAIT)
+    assert sink.latest().content == "Stopped by person1."
+    spent = await rig.usage.spent(1, 1, since=datetime.now(UTC).date())
+    assert spent.tokens > 0  # its prompt at least: the API bills a request it took
+
+
+async def test_thinking_goes_on_showing_after_a_word_of_whitespace(
+    thinking_rig: tuple[ChatRig, list[float]],
+) -> None:
+    rig, now = thinking_rig
+    sink = MemorySink()
+    asking = rig.ask("why?", sink)
+    stream = await rig.api.stream(1)
+    now[0] = 5.0
+    await sink.wait_for(lambda s: s.latest().content == "💭 Thinking… 5 s")
+    stream.send("\n")  # JSON answers, for one, may start so
+    now[0] = 9.0
+    await sink.wait_for(lambda s: s.latest().content == "💭 Thinking… 9 s")
+    stream.send("Because.")
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    assert sink.latest().content == "Because."
+
+
+async def test_alternatives_show_the_thinking_of_the_first_alone(
+    thinking_rig: tuple[ChatRig, list[float]],
+) -> None:
+    rig, _ = thinking_rig
+    sink = MemorySink()
+    rig.ask("why?", sink, alternatives=2)
+    stream = await rig.api.stream(1)
+    stream.send("Checking the ", reasoning=True)
+    stream.send("Looking at ", reasoning=True, choice=1)
+    stream.send("facts.", reasoning=True)
+    await sink.wait_for(lambda s: s.latest().content.startswith("-# Checking the facts.\n"))

@@ -27,6 +27,7 @@ from bot.ai.types import (
     ImageFile,
     ImageResult,
     Message,
+    TextStream,
     Timeouts,
     Usage,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceUnavailable",
     "SseDecoder",
+    "TextStream",
     "Timeouts",
     "Usage",
     "error_from_response",

@@ -756,7 +756,10 @@ class _EventStream:
         # Keep-alive comments, blank lines and empty deltas keep bytes flowing but are no
         # progress: the idle timeout runs from the last text, not from the last byte.
         self._quiet_deadline = 0.0
+        self._answering = False  # a word of the answer came (not only of its thinking)
         self.request_id: str | None = None
+        # A request the API took is paid for, whatever comes of it, retries included.
+        self.accepted = False
 
     @property
     def finish_reason(self) -> str | None:
@@ -879,6 +882,7 @@ class _EventStream:
         if resp.status >= 400:
             with _translate(self._what, f"no error body within {idle:g} s"):
                 raise await self._transport.error_from(resp)
+        self.accepted = True
         if resp.content_type == "application/json":
             # The server ignored `stream`: its whole reply parses like one big event.
             body = bytearray()
@@ -899,6 +903,7 @@ class _EventStream:
         self._events.clear()
         self._pending.clear()
         self._eof = False
+        self._answering = False
         self.request_id = None
 
     async def _next_delta(self) -> Delta | None:
@@ -922,7 +927,13 @@ class _EventStream:
                 if self._parser.complete:
                     self._finish()
                 if any(not delta.text.isspace() for delta in deltas):
-                    self._quiet_deadline = asyncio.get_running_loop().time() + self._idle
+                    # Until the answer's first word, a model that shares its thinking may
+                    # pause as long as one that thinks in silence.
+                    self._answering = self._answering or any(
+                        not delta.reasoning and not delta.text.isspace() for delta in deltas
+                    )
+                    wait = self._idle if self._answering else self._first_wait
+                    self._quiet_deadline = asyncio.get_running_loop().time() + wait
                 if deltas:
                     self._pending.extend(deltas[1:])
                     return deltas[0]

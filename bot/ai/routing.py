@@ -7,47 +7,20 @@ become input items, and `n` alternatives become `n` requests read as one stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from bot.ai.client import ApiClient, ChatStream, ResponseStream, is_reasoning_model
 from bot.ai.errors import BadRequest
-from bot.ai.types import Delta, Message, Usage
+from bot.ai.types import Delta, Message, TextStream, Usage
 
 log = logging.getLogger(__name__)
 
 _LEAST_OUTPUT_TOKENS = 16
 _SUMMARY = {"summary": "auto"}
-
-
-class _Stream(Protocol):
-    """One streamed answer of the Responses API."""
-
-    @property
-    def finish_reason(self) -> str | None: ...
-
-    @property
-    def finish_reasons(self) -> Mapping[int, str]: ...
-
-    @property
-    def usage(self) -> Usage | None: ...
-
-    async def __aenter__(self) -> Any: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def __aiter__(self) -> AsyncIterator[Delta]: ...
-
-    def close(self) -> None: ...
 
 
 class ChatRouter:
@@ -76,7 +49,7 @@ class ChatRouter:
         user: str | None,
         n: int = 1,
         json_format: bool = False,
-    ) -> ChatStream | _Stream | MergedStream:
+    ) -> ChatStream | TextStream | MergedStream:
         if n < 1:
             raise ValueError("n must be at least 1")
         if not self._uses_responses(model):
@@ -98,7 +71,7 @@ class ChatRouter:
                 items, model=model, instructions=instructions, extra=extra
             )
 
-        def one() -> _Stream:
+        def one() -> TextStream:
             if not is_reasoning_model(model):
                 return open_one(False)
             return _SummaryIfAllowed(self, open_one)
@@ -170,6 +143,10 @@ def _response_options(
     return options
 
 
+# Put on a merged stream's queue when it is closed.
+_CLOSED = object()
+
+
 class MergedStream:
     """Several Responses streams read as one, each Delta tagged with its stream's index as
     `choice`, as chat completions tell the `n` choices of one stream apart.
@@ -181,11 +158,16 @@ class MergedStream:
     `close()` drops every connection at once.
     """
 
-    def __init__(self, streams: Sequence[_Stream]) -> None:
+    def __init__(self, streams: Sequence[TextStream]) -> None:
         self._streams = list(streams)
-        self._queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
+        # Deltas, a stream's failure, None when one ends, _CLOSED when all are dropped.
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._readers: list[asyncio.Task[None]] = []
         self._running = 0
+
+    @property
+    def accepted(self) -> bool:
+        return any(stream.accepted for stream in self._streams)
 
     @property
     def finish_reasons(self) -> dict[int, str]:
@@ -246,8 +228,8 @@ class MergedStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._readers, return_exceptions=True)
+        # The readers' own cancellations come back as results; ours is raised.
+        await asyncio.gather(*self._readers, return_exceptions=True)
 
     def __aiter__(self) -> Self:
         return self
@@ -255,12 +237,14 @@ class MergedStream:
     async def __anext__(self) -> Delta:
         while self._running:
             item = await self._queue.get()
+            if item is _CLOSED:
+                break
             if item is None:  # a stream ended cleanly
                 self._running -= 1
             elif isinstance(item, BaseException):
                 self.close()
                 raise item
-            else:
+            elif isinstance(item, Delta):
                 return item
         raise StopAsyncIteration
 
@@ -271,8 +255,9 @@ class MergedStream:
             stream.close()
         for reader in self._readers:
             reader.cancel()
+        self._queue.put_nowait(_CLOSED)  # ends a read waiting in another task
 
-    async def _read(self, index: int, stream: _Stream) -> None:
+    async def _read(self, index: int, stream: TextStream) -> None:
         try:
             async for delta in stream:
                 self._queue.put_nowait(replace(delta, choice=index))
@@ -291,6 +276,10 @@ class _SummaryIfAllowed:
         self._open_one = open_one
         self._stream = open_one(router.summaries)
         self._closed = False
+
+    @property
+    def accepted(self) -> bool:
+        return self._stream.accepted
 
     @property
     def finish_reason(self) -> str | None:

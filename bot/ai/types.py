@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 Message = Mapping[str, Any]
 """One chat message in OpenAI format, e.g. `{"role": "user", "content": "Hi"}`."""
@@ -75,3 +76,39 @@ class ImageFile:
 class EmbeddingResult:
     vectors: list[list[float]]
     usage: Usage | None
+
+
+class TextStream(Protocol):
+    """A streamed answer: `async with` it, then `async for` its Deltas; leaving or `close()`
+    drops it."""
+
+    @property
+    def accepted(self) -> bool:
+        """The API took the request (it is paid for, even if no word comes back)."""
+        ...
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+    @property
+    def finish_reasons(self) -> Mapping[int, str]:
+        """Why each of the `n` answers ended, by choice."""
+        ...
+
+    @property
+    def usage(self) -> Usage | None:
+        """Of all the `n` answers together."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[Delta]: ...
+
+    def close(self) -> None: ...

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakValueDictionary
 
+from bot.ai import TextStream
 from bot.errors import UserError
 
 INTERRUPTED = "The bot restarted before this answer finished."
@@ -64,11 +65,15 @@ class Run:
     # With alternatives: the other answers' texts, by choice, and why each answer ended.
     others: dict[int, str] = field(default_factory=dict)
     finish_reasons: Mapping[int, str] = field(default_factory=dict)
-    # The API accepted the request: it is paid for, text or not (a model may think first).
-    accepted: bool = False
+    upstream: TextStream | None = None  # the request for its answer, once made
     answer_turn: int | None = None
     ids_stored: asyncio.Task[None] | None = None  # the newest write of its message ids
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def accepted(self) -> bool:
+        """The API took its request: it is paid for, text or not (a model may think first)."""
+        return self.upstream is not None and self.upstream.accepted
 
     def cancel(self, reason: StopReason) -> None:
         if self.stop_reason is None:

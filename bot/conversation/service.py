@@ -9,11 +9,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
-from bot.ai import Delta, Message, Usage
+from bot.ai import Message, TextStream, Usage
 from bot.conversation.alternatives import Alternatives, Shelf
 from bot.conversation.context import Question, build_messages, history_budget
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, Slots, StopKind, StopResult
@@ -46,34 +45,6 @@ _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
     "content_filter": "The rest of the answer was withheld by the content filter.",
 }
-
-
-class TextStream(Protocol):
-    """A streamed answer: `async with` it, then `async for` its pieces; leaving drops it."""
-
-    @property
-    def finish_reason(self) -> str | None: ...
-
-    @property
-    def finish_reasons(self) -> Mapping[int, str]:
-        """Why each of the `n` answers ended, by choice."""
-        ...
-
-    @property
-    def usage(self) -> Usage | None:
-        """Of all the `n` answers together."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def __aiter__(self) -> AsyncIterator[Delta]: ...
 
 
 class ChatApi(Protocol):
@@ -252,8 +223,6 @@ class ChatService:
             parent_id=place.parent_id,
         )
         system_prompt = ask.admitted.settings.system_prompt
-        if ask.json_format:
-            system_prompt = f"{system_prompt}\n\n{JSON_INSTRUCTION}".strip()
         budget = history_budget(
             model, self.options.history_token_budget, system_prompt, ask.question
         )
@@ -261,6 +230,11 @@ class ChatService:
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
         messages = build_messages(system_prompt, history, ask.question)
+        if ask.json_format:
+            # Next to the question rather than in the system prompt: the API takes JSON answers
+            # only of requests whose messages say "JSON", and the Responses API reads its
+            # `instructions` (the system prompt) apart from them.
+            messages.insert(-1, {"role": "system", "content": JSON_INSTRUCTION})
         prompt_tokens = _prompt_tokens(messages, model)
         # Held before anything is stored or paid for: a refusal leaves no trace.
         hold = await self._hold(ask, model, prompt_tokens)
@@ -466,27 +440,31 @@ class ChatService:
             summary: list[str] = []  # of the model's reasoning, when it streams one
             summarised = asyncio.Event()
             thinking = asyncio.create_task(self._show_thinking(reply, run, summary, summarised))
+            # Made before it is opened: a request taken, then stopped while the model thinks,
+            # is paid for all the same.
+            run.upstream = self._api.stream_chat(
+                messages,
+                model=model,
+                temperature=ask.admitted.settings.temperature,
+                max_tokens=max_tokens,
+                user=str(ask.author_id),
+                n=ask.alternatives,
+                json_format=ask.json_format,
+            )
             try:
                 async with (
                     asyncio.timeout(self.options.answer_timeout) as answer_limit,
-                    self._api.stream_chat(
-                        messages,
-                        model=model,
-                        temperature=ask.admitted.settings.temperature,
-                        max_tokens=max_tokens,
-                        user=str(ask.author_id),
-                        n=ask.alternatives,
-                        json_format=ask.json_format,
-                    ) as stream,
+                    run.upstream as stream,
                 ):
-                    run.accepted = True
                     async for delta in stream:
                         if delta.reasoning:
-                            summary.append(delta.text)
-                            summarised.set()
+                            if delta.choice == 0:  # alternatives each think their own
+                                summary.append(delta.text)
+                                summarised.set()
                         elif delta.choice == 0:
                             run.text += delta.text
-                            reply.update(_as_shown(run.text, ask.json_format))
+                            if run.text.strip():  # whitespace alone would show nothing
+                                reply.update(_as_shown(run.text, ask.json_format))
                         else:  # the other alternatives show once all have ended
                             run.others[delta.choice] = run.others.get(delta.choice, "") + delta.text
             except TimeoutError:
@@ -505,7 +483,7 @@ class ChatService:
         says of its thinking: never a message that shows nothing happening. (The reply shows
         a status only until the answer's first words, and paces its writes itself.)"""
         started = self._monotonic()
-        while not run.text:
+        while not run.text.strip():
             # A summary means the model is thinking: say so at once. Otherwise wait a moment,
             # so that a quick answer shows its words first.
             thought = self._monotonic() - started
