@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.db import migrate
 from bot.db.engine import DatabaseUnavailable, async_url, create_engine
 from bot.db.failures import DATABASE_ERRORS, describe
-from bot.db.models import Base, ConversationKind, TurnStatus, UsageKind
+from bot.db.models import Base, ConversationKind, TurnStatus, UsageKind, mapped_here
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StateStore
 from bot.db.usage_store import EVERYONE, DaySpent, Spent, UsageStore
 from tests.conftest import POSTGRES_URL
@@ -36,9 +36,12 @@ def _turn(n: int, *, role: str = "user", tokens: int = 10) -> NewTurn:
     return NewTurn(role=role, content=f"message {n}", token_estimate=tokens, author_id=7)
 
 
+@pytest.mark.filterwarnings("ignore:Did not recognize type 'vector'")
 async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
     def differences(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": mapped_here}
+        )
         return list(compare_metadata(context, Base.metadata))
 
     async with engine.connect() as connection:
