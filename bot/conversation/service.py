@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
 from bot.ai import Delta, Message, Usage
-from bot.conversation.context import Question, build_messages, history_budget
+from bot.conversation.context import Question, build_messages, history_budget, spoken_text
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, StopKind, StopResult
 from bot.conversation.tokens import estimate_tokens, image_tokens_at_most, output_limit
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
@@ -22,6 +22,10 @@ from bot.db.usage_store import UsageStore
 from bot.delivery.reply import Controls, Replies, ReplySink, StreamingReply
 from bot.errors import UserError, sentence_for
 from bot.places import Place
+from bot.server_config import Memory as MemorySetting
+
+if TYPE_CHECKING:
+    from bot.memory import Memory
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +142,10 @@ class ChatService:
         usage: UsageStore,
         replies: Replies,
         options: ChatOptions,
+        memory: Memory | None = None,
     ) -> None:
         self._api = api
+        self._memory = memory
         self._admission = admission
         self._conversations = conversations
         self._usage = usage
@@ -222,7 +228,20 @@ class ChatService:
         history = await self._conversations.newest_turns(
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
-        messages = build_messages(system_prompt, history, ask.question)
+        remembering = self._memory is not None and ask.admitted.settings.memory is MemorySetting.ON
+        newest = ask.question_turn or (history[-1].id if history else 0)
+        recalled: Sequence[StoredTurn] = ()
+        if self._memory is not None and remembering:
+            recalled, history = await self._memory.recall(
+                conversation.id,
+                spoken_text(ask.question.content, ask.author_name),
+                history,
+                budget=budget,
+                before=ask.question_turn,
+                place=place,
+                author_id=ask.author_id,
+            )
+        messages = build_messages(system_prompt, history, ask.question, recalled)
         prompt_tokens = _prompt_tokens(messages, model)
         # Held before anything is stored or paid for: a refusal leaves no trace.
         hold = await self._hold(ask, model, prompt_tokens)
@@ -235,6 +254,9 @@ class ChatService:
             if not recorded:
                 with contextlib.suppress(Exception):
                     await self._admission.release(hold)
+            if self._memory is not None and remembering and not ask.private:
+                # The question and its answer, once finished, are embedded in the background.
+                self._memory.remember(conversation.id, after=newest)
 
     async def _hold(self, ask: Ask, model: str, prompt_tokens: int) -> Hold:
         """Hold the question's worst case against its budgets: its prompt and the longest
@@ -597,7 +619,10 @@ class ChatService:
                     "Only the person who opened this thread with /chat, or someone who can "
                     "manage messages or threads, can make me forget it."
                 )
+        conversation = await self._conversations.find(place.channel_id, place.owner_id)
         forgotten = await self._conversations.reset(place.channel_id, place.owner_id)
+        if self._memory is not None and conversation is not None:
+            self._memory.forget_cached(conversation.id)  # its vectors went with its turns
         return forgotten, place.owner_id != 0
 
 
