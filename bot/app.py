@@ -102,6 +102,7 @@ class Bot(commands.AutoShardedBot):
         self.clock = clock
         self.started = asyncio.Event()
         self.chat: ChatService | None = None
+        self.memory: Memory | None = None
         # What setup_hook opened, closed in reverse order by close().
         self._closing: list[Callable[[], Awaitable[Any]]] = []
 
@@ -194,6 +195,7 @@ class Bot(commands.AutoShardedBot):
         log.info("Memory is searched %s", "by pgvector" if vectors.pgvector else "in the bot")
         options = MemoryOptions(settings.embedding_model, settings.embedding_dimensions)
         memory = Memory(api, admission, vectors, conversations, usage, options, self._owns)
+        self.memory = memory
         worker = asyncio.create_task(memory.run(), name="memory")
         worker.add_done_callback(_report_crash)
         self._closing.append(functools.partial(_cancel, worker))

@@ -29,6 +29,7 @@ from bot.delivery.reply import MessageGone, Replies, Shown
 from bot.images.delivery import Delivery, Repeat, UploadFile
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import Attachment, ImageWork
+from bot.memory import Memory
 from bot.places import Place
 from bot.server_config import Catalog, PlaceSettings, ServerConfig
 
@@ -205,16 +206,21 @@ class ChatRig:
 
 @contextlib.asynccontextmanager
 async def chat_rig(
-    conversations: ConversationStore, usage: UsageStore, admission: Admission, **options: Any
+    conversations: ConversationStore,
+    usage: UsageStore,
+    admission: Admission,
+    memory: Memory | None = None,
+    **options: Any,
 ) -> AsyncIterator[ChatRig]:
-    """The chat service with a scripted API, its scheduler running; torn down after."""
+    """The chat service with a scripted API (and `memory`, if given), its scheduler running;
+    torn down after."""
     scheduler = WriteScheduler()
     running = asyncio.create_task(scheduler.run())
     api = ScriptedApi()
     settings: dict[str, Any] = {"history_token_budget": 6000, "max_concurrent_requests": 4}
     settings.update(options)
     service = ChatService(
-        api, admission, conversations, usage, Replies(scheduler), ChatOptions(**settings)
+        api, admission, conversations, usage, Replies(scheduler), ChatOptions(**settings), memory
     )
     rig = ChatRig(service, api, conversations, usage, scheduler, admission.config)
     try:

@@ -337,6 +337,42 @@ async def test_usage_recorded_before_budgets_is_summed_by_day(engine: AsyncEngin
         ]
 
 
+async def test_revision_0005_goes_down_keeping_embedding_costs_as_chat(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Down, the vectors go (they are made again) and what embedding cost still counts."""
+    store = ConversationStore(sessions)
+    conversation = await store.open(5, guild_id=1, kind=ConversationKind.CHANNEL)
+    turn = await store.append_turn(conversation.id, _turn(1))
+    await UsageStore(sessions).record(
+        user_id=7, guild_id=1, channel_id=5, kind=UsageKind.EMBEDDING, model="e", prompt_tokens=3
+    )
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO turn_vectors (turn_id, conversation_id, model, dimensions, vector) "
+                f"VALUES ({turn}, {conversation.id}, 'e', 1, :vector)"
+            ),
+            {"vector": b"\x00\x00\x80\x3f"},
+        )
+
+    def step_down(connection: Connection) -> None:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+
+    async with migrate.migrating(engine) as connection:
+        await connection.run_sync(step_down)
+    async with engine.connect() as connection:
+        kinds = await connection.execute(text("SELECT kind, prompt_tokens FROM usage_records"))
+        assert kinds.all() == [("chat", 3)]
+    await migrate.upgrade(engine)
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT * FROM turn_vectors"))).all() == []
+        memory = await connection.execute(text("SELECT memory FROM channel_settings"))
+        assert memory.all() == []
+
+
 async def test_state_values(sessions: async_sessionmaker[AsyncSession]) -> None:
     state = StateStore(sessions)
     assert await state.get("k") is None

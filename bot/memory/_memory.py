@@ -89,6 +89,7 @@ class Memory:
         self._queued: dict[int, int] = {}
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()  # set whenever nothing is left to embed (tests wait on it)
+        self.embedded = 0  # turns this process embedded
 
     @property
     def _config(self) -> ServerConfig:
@@ -145,6 +146,7 @@ class Memory:
                 for t, vector in zip(batch, result.vectors, strict=True)
             ]
             await self._vectors.add(vectors)
+            self.embedded += len(vectors)
             for vector in vectors:
                 self._cache.extend(vector.conversation_id, [(vector.turn_id, vector.vector)])
             await self._record_batch(batch, texts, result.tokens)
