@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -179,19 +180,19 @@ class VectorStore:
     async def of_conversation(
         self, conversation_id: int, *, after: int = 0
     ) -> list[tuple[int, bytes]]:
-        """A conversation's vectors of the current model, from turn `after` on, in turn order."""
-        query = (
-            select(TurnVector.turn_id, TurnVector.vector)
-            .where(
-                TurnVector.conversation_id == conversation_id,
-                TurnVector.turn_id > after,
-                TurnVector.model == self.model,
-                TurnVector.dimensions == self.dimensions,
-            )
-            .order_by(TurnVector.turn_id)
-        )
+        """A conversation's vectors of the current model, from turn `after` on."""
+        values = (conversation_id, after, self.model, self.dimensions)
         async with self._sessions() as session:
-            return [(turn_id, vector) for turn_id, vector in (await session.execute(query)).all()]
+            connection = await session.connection()
+            if connection.dialect.name == "sqlite":
+                # 100,000 rows (100 MB) read straight from the driver take half the time they
+                # take through SQLAlchemy's rows: this is the first search's wait.
+                driver = (await connection.get_raw_connection()).driver_connection
+                assert driver is not None
+                return list(await driver.execute_fetchall(_OF_CONVERSATION_SQLITE, values))
+            found = await connection.exec_driver_sql(_OF_CONVERSATION_POSTGRES, values)
+            rows: list[Any] = list(found.all())
+            return [(int(turn_id), bytes(vector)) for turn_id, vector in rows]
 
     async def any_before(self, conversation_id: int, turn_id: int) -> bool:
         """Whether the conversation has a vector of a turn older than `turn_id`."""
@@ -236,6 +237,12 @@ class VectorStore:
         return sorted(found, key=lambda match: -match[1])
 
 
+_OF_CONVERSATION = (
+    "SELECT turn_id, vector FROM turn_vectors WHERE conversation_id = {} AND turn_id > {} "
+    "AND model = {} AND dimensions = {}"
+)
+_OF_CONVERSATION_SQLITE = _OF_CONVERSATION.format("?", "?", "?", "?")
+_OF_CONVERSATION_POSTGRES = _OF_CONVERSATION.format("$1", "$2", "$3", "$4")
 _turn = aliased(Turn)  # the turn embedded, beside the questions before it
 
 

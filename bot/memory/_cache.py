@@ -35,6 +35,13 @@ class _Matrix:
         if not rows:
             return
         needed = self.count + len(rows)
+        joined = b"".join([row[1] for row in rows])
+        if self.count == 0:  # read at once: the bytes are the matrix (growing copies it)
+            self.ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            self.vectors = np.frombuffer(joined, dtype="<f4").reshape(len(rows), -1)
+            self.count = needed
+            self.newest = int(self.ids.max())
+            return
         if needed > len(self.ids):  # doubled, so that appending a few rows costs little
             capacity = max(needed, 2 * len(self.ids))
             ids = np.zeros(capacity, dtype=np.int64)
@@ -43,11 +50,10 @@ class _Matrix:
             vectors[: self.count] = self.vectors[: self.count]
             self.ids, self.vectors = ids, vectors
         new = slice(self.count, needed)
-        self.ids[new] = [turn_id for turn_id, _ in rows]
-        joined = b"".join(vector for _, vector in rows)
+        self.ids[new] = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         self.vectors[new] = np.frombuffer(joined, dtype="<f4").reshape(len(rows), -1)
         self.count = needed
-        self.newest = max(self.newest, max(turn_id for turn_id, _ in rows))
+        self.newest = max(self.newest, int(self.ids[new].max()))
 
     def nearest(self, query: bytes, *, before: int | None, limit: int) -> list[tuple[int, float]]:
         import numpy as np

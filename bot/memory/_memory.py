@@ -225,22 +225,21 @@ class Memory:
         start = window[0].id if window else before
         if start is None and history:
             start = history[-1].id + 1
-        if start is None or not await self._vectors.any_before(conversation_id, start):
-            return [], list(history)
         try:
+            if start is None or not await self._vectors.any_before(conversation_id, start):
+                return [], list(history)
             async with asyncio.timeout(self.options.recall_timeout):
                 embedded = await self._embeddings([_input_text(question)])
+            await self._record(author_id, place.guild_id, place.channel_id, embedded.tokens)
+            found = await self.nearest(
+                conversation_id, embedded.vectors[0], before=start, limit=RECALLED_TURNS
+            )
         except Exception as exc:
+            # Recall helps an answer; it must never fail one.
             log.warning(
-                "Answering in conversation %d without recall: embedding the question failed (%s)",
-                conversation_id,
-                _named(exc),
+                "Answering in conversation %d without recall (%s)", conversation_id, _named(exc)
             )
             return [], list(history)
-        await self._record(author_id, place.guild_id, place.channel_id, embedded.tokens)
-        found = await self._nearest(
-            conversation_id, embedded.vectors[0], before=start, limit=RECALLED_TURNS
-        )
         chosen: list[StoredTurn] = []
         for match in found:
             trying = sorted([*chosen, match.turn], key=lambda turn: turn.id)
@@ -253,7 +252,7 @@ class Memory:
         kept = [turn for turn in _newest_within(history, budget - spent) if turn.id not in picked]
         return chosen, kept
 
-    async def _nearest(
+    async def nearest(
         self, conversation_id: int, vector: bytes, *, before: int | None, limit: int
     ) -> list[Found]:
         """The turns most like `vector`, above MIN_SIMILARITY, most alike first."""
@@ -286,7 +285,7 @@ class Memory:
         embedded = await self._embeddings([_input_text(text)])
         place = admitted.request.place
         await self._record(request.author_id, place.guild_id, place.channel_id, embedded.tokens)
-        found = await self._nearest(
+        found = await self.nearest(
             conversation_id, embedded.vectors[0], before=None, limit=FOUND_TURNS
         )
         if not found:
