@@ -189,7 +189,7 @@ async def test_forget_removes_a_persons_own_exchange(rig: Rig) -> None:
 async def test_a_failed_embedding_is_tried_again_and_logs_no_text(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig.api.script(Fail(500, "server_error"))
+    rig.api.script_embeddings(Fail(500, "server_error"))
     with caplog.at_level(logging.WARNING, logger="bot.memory"):
         await long_conversation(rig, 4)
         await rig.embedded()
@@ -203,7 +203,7 @@ async def test_a_slow_question_embedding_answers_without_recall(
 ) -> None:
     await long_conversation(rig, 100)
     await rig.embedded()
-    rig.api.script(Hang(5))
+    rig.api.script_embeddings(Hang(5))
     with caplog.at_level(logging.WARNING, logger="bot.memory"):
         system = await answer(rig, QUESTION, 1)
     assert system == ["Be brief."]

@@ -242,6 +242,9 @@ class FakeApi:
         self._host = host
         self._port = port
         self._script: deque[Behaviour] = deque()
+        # Embeddings have a script of their own: the bot embeds in the background, and must
+        # not take what a test queued for the next answer.
+        self._embedding_script: deque[Behaviour] = deque()
         self._ids = itertools.count(1)
         self._files: dict[str, bytes] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
@@ -268,6 +271,10 @@ class FakeApi:
     def script(self, *behaviours: Behaviour) -> None:
         """Queue behaviours for the next API requests, in order."""
         self._script.extend(behaviours)
+
+    def script_embeddings(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours for the next embeddings requests, in order."""
+        self._embedding_script.extend(behaviours)
 
     async def wait_for_requests(self, count: int, within: float = 5.0) -> list[RecordedRequest]:
         """Wait until `count` API requests have arrived (raises TimeoutError otherwise)."""
@@ -374,8 +381,9 @@ class FakeApi:
             self._arrived.notify_all()
         return rec
 
-    def _next(self) -> Behaviour:
-        return self._script.popleft() if self._script else self.default
+    def _next(self, script: deque[Behaviour] | None = None) -> Behaviour:
+        script = self._script if script is None else script
+        return script.popleft() if script else self.default
 
     def _reply_for(self, behaviour: Behaviour) -> tuple[Reply, Fault | None]:
         if isinstance(behaviour, Reply):
@@ -423,9 +431,12 @@ class FakeApi:
             payload["success"] = False
         return web.json_response(payload, status=status, headers=self._headers())
 
-    async def _before(self, request: web.Request, rec: RecordedRequest) -> _Plan:
-        """Take the next behaviour and apply what happens before any reply byte."""
-        behaviour = self._next()
+    async def _before(
+        self, request: web.Request, rec: RecordedRequest, script: deque[Behaviour] | None = None
+    ) -> _Plan:
+        """Take the next behaviour (of `script`, by default the main one) and apply what
+        happens before any reply byte."""
+        behaviour = self._next(script)
         if isinstance(behaviour, Fail):
             raise _Respond(
                 self._error(
@@ -664,7 +675,7 @@ class FakeApi:
 
     async def _embeddings(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         try:
-            await self._before(request, rec)
+            await self._before(request, rec, self._embedding_script)
         except _Respond as respond:
             return respond.response
         body = rec.json if isinstance(rec.json, dict) else {}
@@ -779,6 +790,7 @@ class FakeApi:
     async def _control_reset(self, request: web.Request) -> web.StreamResponse:
         self.requests.clear()
         self._script.clear()
+        self._embedding_script.clear()
         return web.json_response({"ok": True})
 
     async def _control_script(self, request: web.Request) -> web.StreamResponse:
