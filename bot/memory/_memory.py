@@ -266,7 +266,8 @@ class Memory:
                 matrix = self._cache.put(
                     conversation_id, await self._vectors.of_conversation(conversation_id)
                 )
-            else:  # what other processes embedded meanwhile
+            elif await self._vectors.newest(conversation_id) > matrix.newest:
+                # What other processes embedded meanwhile.
                 newer = await self._vectors.of_conversation(conversation_id, after=matrix.newest)
                 self._cache.extend(conversation_id, newer)
             matches = matrix.nearest(vector, before=before, limit=limit)
