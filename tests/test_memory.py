@@ -208,3 +208,14 @@ async def test_a_slow_question_embedding_answers_without_recall(
         system = await answer(rig, QUESTION, 1)
     assert system == ["Be brief."]
     assert "without recall" in caplog.text and "secret" not in caplog.text
+
+
+async def test_new_turns_of_several_conversations_share_a_request(rig: Rig) -> None:
+    store = rig.chat.conversations
+    for channel in (20, 21):
+        conversation = await store.open(channel, guild_id=1, kind=ConversationKind.CHANNEL)
+        for role, said in (("user", "person1: hello there"), ("assistant", "Hi.")):
+            await store.append_turn(conversation.id, NewTurn(role, said, 5, author_id=1))
+        rig.memory.remember(conversation.id, after=0)
+    await rig.embedded()
+    assert [len(r.json["input"]) for r in rig.api.requests_to("/embeddings")] == [4]

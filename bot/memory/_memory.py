@@ -116,12 +116,7 @@ class Memory:
             self._wake.clear()
             try:
                 if self._queued:
-                    conversation_id, after = self._queued.popitem()
-                    turns = await self._vectors.unembedded(
-                        after=after, conversation_id=conversation_id
-                    )
-                    if len(turns) == PAGE:  # more after these
-                        self.remember(conversation_id, after=turns[-1].turn_id)
+                    turns = await self._take_queued()
                 else:
                     assert sweep is not None
                     turns = await self._vectors.unembedded(after=sweep)
@@ -135,6 +130,18 @@ class Memory:
                 log.warning("Embedding turns failed (%s); trying again in %gs", _named(exc), pause)
                 sweep = 0  # finds what failed, and anything queued meanwhile
                 await asyncio.sleep(pause)
+
+    async def _take_queued(self) -> list[Unembedded]:
+        """The new turns of the conversations queued first, a batch's worth or all."""
+        turns: list[Unembedded] = []
+        while self._queued and len(turns) < self.options.batch_size:
+            conversation_id = next(iter(self._queued))
+            after = self._queued.pop(conversation_id)
+            page = await self._vectors.unembedded(after=after, conversation_id=conversation_id)
+            if len(page) == PAGE:  # more after these, for the next batch
+                self.remember(conversation_id, after=page[-1].turn_id)
+            turns += page
+        return turns
 
     async def _embed(self, turns: Sequence[Unembedded]) -> None:
         kept = [turn for turn in turns if await self._memory_on(turn)]
