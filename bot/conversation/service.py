@@ -228,11 +228,11 @@ class ChatService:
         history = await self._conversations.newest_turns(
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
-        remembering = self._memory is not None and ask.admitted.settings.memory is MemorySetting.ON
+        memory = self._memory if ask.admitted.settings.memory is MemorySetting.ON else None
         newest = ask.question_turn or (history[-1].id if history else 0)
         recalled: Sequence[StoredTurn] = ()
-        if self._memory is not None and remembering:
-            recalled, history = await self._memory.recall(
+        if memory is not None:
+            recalled, history = await memory.recall(
                 conversation.id,
                 spoken_text(ask.question.content, ask.author_name),
                 history,
@@ -254,9 +254,9 @@ class ChatService:
             if not recorded:
                 with contextlib.suppress(Exception):
                     await self._admission.release(hold)
-            if self._memory is not None and remembering and not ask.private:
+            if memory is not None and not ask.private:
                 # The question and its answer, once finished, are embedded in the background.
-                self._memory.remember(conversation.id, after=newest)
+                memory.remember(conversation.id, after=newest)
 
     async def _hold(self, ask: Ask, model: str, prompt_tokens: int) -> Hold:
         """Hold the question's worst case against its budgets: its prompt and the longest

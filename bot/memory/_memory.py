@@ -170,11 +170,12 @@ class Memory:
     ) -> None:
         """A batch's tokens, shared out by length to the people who asked, where they asked."""
         weights = [estimate_tokens(text) for text in texts]
+        weighed = sum(weights)
         shares: dict[tuple[int | None, int, int], int] = {}
         given = 0
         for number, (turn, weight) in enumerate(zip(batch, weights, strict=True)):
             last = number == len(batch) - 1
-            share = tokens - given if last else tokens * weight // sum(weights)
+            share = tokens - given if last else tokens * weight // weighed
             given += share
             if turn.asker_id:  # an answer with no question before it is nobody's
                 key = (turn.guild_id, turn.channel_id, turn.asker_id)
