@@ -36,6 +36,8 @@ class RequestKind(enum.StrEnum):
     IMAGE = "image"  # /image, or its Regenerate
     EDIT = "edit"  # /edit
     RESET = "reset"  # /reset: costs nothing, but is the bot's like the others
+    RECALL = "recall"  # /recall: embeds what to search for
+    FORGET = "forget"  # /forget, and its confirmation
 
     @property
     def makes_images(self) -> bool:

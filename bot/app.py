@@ -33,16 +33,19 @@ from bot.db.engine import create_engine, create_sessionmaker
 from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore
 from bot.db.usage_store import UsageStore
+from bot.db.vector_store import VectorStore
 from bot.delivery.pacing import WriteScheduler
 from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
+from bot.memory import Memory, MemoryOptions
 from bot.server_config import Catalog, PlaceSettings, ServerConfig
 from cogs.budgets import BudgetsCog
 from cogs.chat import ChatCog
 from cogs.config import ConfigCog
 from cogs.failures import tell_failure
 from cogs.images import ImagesCog
+from cogs.memory import MemoryCog
 from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,7 @@ class Bot(commands.AutoShardedBot):
         self.clock = clock
         self.started = asyncio.Event()
         self.chat: ChatService | None = None
+        self.memory: Memory | None = None
         # What setup_hook opened, closed in reverse order by close().
         self._closing: list[Callable[[], Awaitable[Any]]] = []
 
@@ -124,6 +128,7 @@ class Bot(commands.AutoShardedBot):
         conversations = ConversationStore(sessions)
         usage = UsageStore(sessions)
         admission = build_admission(settings, sessions, self.clock)
+        memory = await self._start_memory(api, admission, sessions, conversations, usage)
         router = ChatRouter(
             api,
             use_responses=settings.chat_api == "responses",
@@ -141,6 +146,7 @@ class Bot(commands.AutoShardedBot):
                 answer_timeout=settings.answer_timeout,
                 max_answer_messages=settings.max_answer_messages,
             ),
+            memory=memory,
         )
         interrupted = await self.chat.recover(self._owns)
         # One budget for image work bot-wide: a picture of the largest size allowed runs alone.
@@ -174,8 +180,32 @@ class Bot(commands.AutoShardedBot):
         await self.add_cog(ConfigCog(self, admission.config))
         budgets = Budgets(admission.config, admission.ledger, usage, admission.now)
         await self.add_cog(BudgetsCog(budgets))
+        await self.add_cog(MemoryCog(memory))
         await self._sync_commands(StateStore(sessions))
         self._start_heartbeat()
+
+    async def _start_memory(
+        self,
+        api: ApiClient,
+        admission: Admission,
+        sessions: async_sessionmaker[AsyncSession],
+        conversations: ConversationStore,
+        usage: UsageStore,
+    ) -> Memory:
+        """Long-term memory, with its one embedding worker for this process."""
+        settings = self.settings
+        vectors = VectorStore(
+            sessions, model=settings.embedding_model, dimensions=settings.embedding_dimensions
+        )
+        await vectors.prepare()
+        log.info("Memory is searched %s", "by pgvector" if vectors.pgvector else "in the bot")
+        options = MemoryOptions(settings.embedding_model, settings.embedding_dimensions)
+        memory = Memory(api, admission, vectors, conversations, usage, options, self._owns)
+        self.memory = memory
+        worker = asyncio.create_task(memory.run(), name="memory")
+        worker.add_done_callback(_report_crash)
+        self._closing.append(functools.partial(_cancel, worker))
+        return memory
 
     def _start_heartbeat(self) -> None:
         """Keep the heartbeat file of `python -m bot health` fresh while connected."""

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     chat_api: Literal["chat_completions", "responses"] = "chat_completions"
     responses_models: Annotated[list[str], NoDecode] = Field(default=[])
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # Long-term memory: finished turns are embedded with this model, at this size.
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dimensions: int = Field(default=256, ge=1, le=3072)
     temperature: float | None = Field(default=None, ge=0, le=2)
 
     # Limits that keep cost and load under control.

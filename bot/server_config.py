@@ -34,6 +34,7 @@ class Setting(enum.StrEnum):
     REPLY_MODE = "reply_mode"
     HISTORY = "history"
     ROLES = "roles"
+    MEMORY = "memory"
 
 
 class ReplyMode(enum.StrEnum):
@@ -46,6 +47,11 @@ class ReplyMode(enum.StrEnum):
 class History(enum.StrEnum):
     SHARED = "shared"  # one conversation per channel
     PERSONAL = "personal"  # each person their own in a channel (threads stay shared)
+
+
+class Memory(enum.StrEnum):
+    ON = "on"  # older turns are embedded and recalled when they no longer fit the history
+    OFF = "off"
 
 
 class Scope(enum.StrEnum):
@@ -73,6 +79,7 @@ class PlaceSettings:
     reply_mode: ReplyMode = ReplyMode.MENTION
     history: History = History.SHARED
     roles: frozenset[int] = frozenset()  # empty: everyone
+    memory: Memory = Memory.ON
     sources: Mapping[Setting, Source] | None = None  # None: all the deployment's
     budgets: tuple[BudgetRule, ...] = ()  # the server's, set with /budget
 
@@ -258,6 +265,8 @@ class ServerConfig:
             return int(text)
         if setting is Setting.REPLY_MODE:
             return _one_of(text.lower(), [mode.value for mode in ReplyMode], "reply modes")
+        if setting is Setting.MEMORY:
+            return _one_of(text.lower(), [value.value for value in Memory], "memory values")
         return _one_of(text.lower(), [mode.value for mode in History], "history modes")
 
     def allowed(self, setting: Setting, model: str) -> str:
@@ -267,6 +276,7 @@ class ServerConfig:
             Setting.IMAGE_MODEL: self.catalog.image_models,
             Setting.REPLY_MODE: [mode.value for mode in ReplyMode],
             Setting.HISTORY: [mode.value for mode in History],
+            Setting.MEMORY: [value.value for value in Memory],
         }
         if setting in offered:
             return "one of " + ", ".join(offered[setting])
@@ -288,6 +298,8 @@ def _typed(setting: Setting, value: Any) -> Any:
         return ReplyMode(value)
     if setting is Setting.HISTORY:
         return History(value)
+    if setting is Setting.MEMORY:
+        return Memory(value)
     if setting is Setting.ROLES:
         return frozenset(int(role) for role in value)
     return value

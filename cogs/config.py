@@ -20,6 +20,7 @@ from bot.server_config import (
     Change,
     History,
     LogEntry,
+    Memory,
     PlaceSettings,
     ReplyMode,
     Scope,
@@ -155,6 +156,7 @@ class ConfigCog(commands.Cog):
             Setting.IMAGE_MODEL.value: self.config.catalog.image_models,
             Setting.REPLY_MODE.value: [mode.value for mode in ReplyMode],
             Setting.HISTORY.value: [mode.value for mode in History],
+            Setting.MEMORY.value: [value.value for value in Memory],
         }.get(str(getattr(interaction.namespace, "setting", "")), [])
         typed = current.lower()
         return [app_commands.Choice(name=v, value=v) for v in offered if typed in v.lower()][:25]

@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from bot.db.models import Base
+from bot.db.models import Base, mapped_here
 
 target_metadata = Base.metadata
 
@@ -24,6 +24,7 @@ def run_migrations(connection: Connection) -> None:
         # SQLite cannot ALTER most things: Alembic copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=mapped_here,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -30,6 +30,7 @@ from bot.delivery.reply import MessageGone, Replies, Shown
 from bot.images.delivery import Delivery, Repeat, UploadFile
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import Attachment, ImageWork
+from bot.memory import Memory
 from bot.places import Place
 from bot.server_config import Catalog, PlaceSettings, ServerConfig
 
@@ -246,11 +247,12 @@ async def chat_rig(
     usage: UsageStore,
     admission: Admission,
     *,
+    memory: Memory | None = None,
     monotonic: Callable[[], float] = time.monotonic,
     **options: Any,
 ) -> AsyncIterator[ChatRig]:
-    """The chat service with a scripted API, its scheduler running; torn down after.
-    `monotonic`: the clock a model's thinking time is told by."""
+    """The chat service with a scripted API (and `memory`, if given), its scheduler running;
+    torn down after. `monotonic`: the clock a model's thinking time is told by."""
     scheduler = WriteScheduler()
     running = asyncio.create_task(scheduler.run())
     api = ScriptedApi()
@@ -263,6 +265,7 @@ async def chat_rig(
         usage,
         Replies(scheduler),
         ChatOptions(**settings),
+        memory=memory,
         monotonic=monotonic,
     )
     rig = ChatRig(service, api, conversations, usage, scheduler, admission.config)

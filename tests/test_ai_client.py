@@ -851,6 +851,29 @@ async def test_embed(api: FakeApi, client: ApiClient) -> None:
     }
 
 
+async def test_fake_embeddings_are_near_for_similar_texts_and_refuse_what_openai_refuses(
+    client: ApiClient,
+) -> None:
+    texts = ["the vault code is purple", "what is the vault code", "lunch was soup"]
+    result = await client.embed(texts, model="text-embedding-3-small", dimensions=64)
+    code, question, lunch = result.vectors
+    assert sum(x * x for x in code) == pytest.approx(1, abs=1e-4)
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(code, question) > 0.4 > cosine(lunch, question)
+    assert len((await client.embed("hi", model="text-embedding-3-small")).vectors[0]) == 1536
+    for inputs, dimensions in (
+        (["word"] * 2049, None),
+        (["word " * 9000], None),
+        ([""], None),
+        (["hi"], 4000),
+    ):
+        with pytest.raises(ApiError):
+            await client.embed(inputs, model="text-embedding-3-small", dimensions=dimensions)
+
+
 async def test_check_token(api: FakeApi, session: aiohttp.ClientSession) -> None:
     await make_client(api, session).check_token()
     with pytest.raises(InvalidToken):

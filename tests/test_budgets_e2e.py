@@ -28,6 +28,10 @@ def clock() -> list[datetime]:
 async def harness(tmp_path: Path, clock: list[datetime]) -> AsyncIterator[Harness]:
     async with running_harness(sqlite_url(tmp_path)) as harness:
         await harness.start_bot(clock=lambda: clock[0], max_answer_tokens=100)
+        # Memory off: embeddings, which count too, would add to these sums at their own pace.
+        owner = harness.add_admin("owner")
+        options = {"setting": "memory", "value": "off", "scope": "server"}
+        await harness.told(await harness.discord.invoke_command("config set", options, user=owner))
         yield harness
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.db import migrate
 from bot.db.engine import DatabaseUnavailable, async_url, create_engine
 from bot.db.failures import DATABASE_ERRORS, describe
-from bot.db.models import Base, ConversationKind, TurnStatus, UsageKind
+from bot.db.models import Base, ConversationKind, TurnStatus, UsageKind, mapped_here
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StateStore
 from bot.db.usage_store import EVERYONE, DaySpent, Spent, UsageStore
 from tests.conftest import POSTGRES_URL
@@ -36,9 +36,12 @@ def _turn(n: int, *, role: str = "user", tokens: int = 10) -> NewTurn:
     return NewTurn(role=role, content=f"message {n}", token_estimate=tokens, author_id=7)
 
 
+@pytest.mark.filterwarnings("ignore:Did not recognize type 'vector'")
 async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
     def differences(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": mapped_here}
+        )
         return list(compare_metadata(context, Base.metadata))
 
     async with engine.connect() as connection:
@@ -332,6 +335,42 @@ async def test_usage_recorded_before_budgets_is_summed_by_day(engine: AsyncEngin
             (1, "2026-11-30", 17, 2),
             (2, "2026-12-01", 8, 1),
         ]
+
+
+async def test_revision_0005_goes_down_keeping_embedding_costs_as_chat(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Down, the vectors go (they are made again) and what embedding cost still counts."""
+    store = ConversationStore(sessions)
+    conversation = await store.open(5, guild_id=1, kind=ConversationKind.CHANNEL)
+    turn = await store.append_turn(conversation.id, _turn(1))
+    await UsageStore(sessions).record(
+        user_id=7, guild_id=1, channel_id=5, kind=UsageKind.EMBEDDING, model="e", prompt_tokens=3
+    )
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO turn_vectors (turn_id, conversation_id, model, dimensions, vector) "
+                f"VALUES ({turn}, {conversation.id}, 'e', 1, :vector)"
+            ),
+            {"vector": b"\x00\x00\x80\x3f"},
+        )
+
+    def step_down(connection: Connection) -> None:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+
+    async with migrate.migrating(engine) as connection:
+        await connection.run_sync(step_down)
+    async with engine.connect() as connection:
+        kinds = await connection.execute(text("SELECT kind, prompt_tokens FROM usage_records"))
+        assert kinds.all() == [("chat", 3)]
+    await migrate.upgrade(engine)
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT * FROM turn_vectors"))).all() == []
+        memory = await connection.execute(text("SELECT memory FROM channel_settings"))
+        assert memory.all() == []
 
 
 async def test_state_values(sessions: async_sessionmaker[AsyncSession]) -> None:

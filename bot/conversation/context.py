@@ -35,6 +35,23 @@ def question_text(author_name: str, text: str, quoted: tuple[str, str] | None = 
     return f"(In reply to {quoted_author}: {quoted_text})\n{said}"
 
 
+def spoken_text(content: str, author_name: str | None) -> str:
+    """What a turn says, without the speaker's name that `question_text` put before it."""
+    if author_name:
+        return content.removeprefix(f"{author_name}: ") or content
+    return content
+
+
+def recall_note(turns: Sequence[StoredTurn]) -> str:
+    """Older turns brought back by long-term memory, as one clearly marked note."""
+    lines = ["Earlier in this conversation (older messages, recalled as they may be relevant):"]
+    for turn in turns:
+        speaker = "you (the assistant)" if turn.role == "assistant" else turn.author_name
+        said = spoken_text(turn.content, turn.author_name)
+        lines.append(f"[{turn.created_at:%Y-%m-%d}] {speaker or 'someone'}: {said}")
+    return "\n".join(lines)
+
+
 def history_budget(model: str, configured: int, system_prompt: str, question: Question) -> int:
     """Tokens left for history: the configured budget, capped by what the model can take."""
     window_left = context_window(model) - _ANSWER_ROOM
@@ -43,9 +60,14 @@ def history_budget(model: str, configured: int, system_prompt: str, question: Qu
 
 
 def build_messages(
-    system_prompt: str, history: Sequence[StoredTurn], question: Question
+    system_prompt: str,
+    history: Sequence[StoredTurn],
+    question: Question,
+    recalled: Sequence[StoredTurn] = (),
 ) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+    if recalled:
+        messages.append({"role": "system", "content": recall_note(recalled)})
     turns = [turn for turn in history if turn.content]
     # History starts with a question: an answer whose question fell out of the budget would
     # be half an exchange.

@@ -9,12 +9,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
 from bot.ai import Message, TextStream, Usage
 from bot.conversation.alternatives import Alternatives, Shelf
-from bot.conversation.context import Question, build_messages, history_budget
+from bot.conversation.context import Question, build_messages, history_budget, spoken_text
 from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, Slots, StopKind, StopResult
 from bot.conversation.thinking import thinking_status
 from bot.conversation.tokens import estimate_tokens, image_tokens_at_most, output_limit
@@ -24,6 +24,10 @@ from bot.db.usage_store import UsageStore
 from bot.delivery.reply import Controls, Paging, Replies, ReplySink, StreamingReply
 from bot.errors import UserError, sentence_for
 from bot.places import Place
+from bot.server_config import Memory as MemorySetting
+
+if TYPE_CHECKING:
+    from bot.memory import Memory
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +142,11 @@ class ChatService:
         replies: Replies,
         options: ChatOptions,
         *,
+        memory: Memory | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
+        self._memory = memory
         self._monotonic = monotonic
         self._admission = admission
         self._conversations = conversations
@@ -229,7 +235,20 @@ class ChatService:
         history = await self._conversations.newest_turns(
             conversation.id, token_budget=budget, before_turn_id=ask.question_turn
         )
-        messages = build_messages(system_prompt, history, ask.question)
+        memory = self._memory if ask.admitted.settings.memory is MemorySetting.ON else None
+        newest = ask.question_turn or (history[-1].id if history else 0)
+        recalled: Sequence[StoredTurn] = ()
+        if memory is not None:
+            recalled, history = await memory.recall(
+                conversation.id,
+                spoken_text(ask.question.content, ask.author_name),
+                history,
+                budget=budget,
+                before=ask.question_turn,
+                place=place,
+                author_id=ask.author_id,
+            )
+        messages = build_messages(system_prompt, history, ask.question, recalled)
         if ask.json_format:
             # Next to the question rather than in the system prompt: the API takes JSON answers
             # only of requests whose messages say "JSON", and the Responses API reads its
@@ -247,6 +266,9 @@ class ChatService:
             if not recorded:
                 with contextlib.suppress(Exception):
                     await self._admission.release(hold)
+            if memory is not None and not ask.private:
+                # The question and its answer, once finished, are embedded in the background.
+                memory.remember(conversation.id, after=newest)
 
     async def _hold(self, ask: Ask, model: str, prompt_tokens: int) -> Hold:
         """Hold the question's worst case against its budgets: its prompt and the longest
@@ -737,7 +759,10 @@ class ChatService:
                     "Only the person who opened this thread with /chat, or someone who can "
                     "manage messages or threads, can make me forget it."
                 )
+        conversation = await self._conversations.find(place.channel_id, place.owner_id)
         forgotten = await self._conversations.reset(place.channel_id, place.owner_id)
+        if self._memory is not None and conversation is not None:
+            self._memory.forget_cached(conversation.id)  # its vectors went with its turns
         return forgotten, place.owner_id != 0
 
 

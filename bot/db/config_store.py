@@ -39,6 +39,7 @@ SETTINGS = (
     "reply_mode",
     "history",
     "roles",
+    "memory",
 )
 
 Values = dict[str, Any]  # setting -> value, only those set

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -154,6 +155,40 @@ class TurnImage(Base):
     turn: Mapped[Turn] = relationship(back_populates="images")
 
 
+class TurnVector(Base):
+    """A finished turn's embedding, for recalling it when it no longer fits the history.
+
+    With pgvector, PostgreSQL also holds it in an `embedding` column of type vector, indexed
+    (revision 0005): that column is not mapped here, since it exists only where the extension
+    does (see `bot.db.vector_store`)."""
+
+    __tablename__ = "turn_vectors"
+    __table_args__ = (
+        # A conversation's vectors are read, and searched, in turn order.
+        Index("ix_turn_vectors_conversation_id_turn_id", "conversation_id", "turn_id"),
+    )
+
+    # Deleting a turn (Regenerate, /forget), a conversation (/reset, a deleted channel) drops it.
+    turn_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(100))
+    dimensions: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, unit length
+
+
+def mapped_here(
+    _object: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's `include_object`: whether to compare a schema object with these models.
+    pgvector's column and index (see TurnVector) exist only where the extension does."""
+    if not reflected or compare_to is not None or name is None:
+        return True
+    vector_column = type_ == "column" and name == "embedding"
+    return not (vector_column or name.startswith("ix_turn_vectors_embedding"))
+
+
 class ScopeSettings:
     """What an admin set with /config for a server or a channel; None means "inherit"."""
 
@@ -166,6 +201,7 @@ class ScopeSettings:
     history: Mapped[str | None] = mapped_column(String(16))
     # Role ids allowed to use the bot; an empty list: everyone.
     roles: Mapped[list[int] | None] = mapped_column()
+    memory: Mapped[str | None] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
@@ -220,6 +256,7 @@ class UsageKind(enum.StrEnum):
     CHAT = "chat"
     IMAGE = "image"
     EDIT = "edit"
+    EMBEDDING = "embedding"  # turns embedded for long-term memory, and questions recalling
 
 
 class UsageRecord(Base):

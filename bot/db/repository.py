@@ -260,6 +260,28 @@ class ConversationStore:
             row = await session.get(Turn, turn_id)
             return _stored_turn(row) if row else None
 
+    async def get_turns(self, turn_ids: Sequence[int]) -> list[StoredTurn]:
+        """The turns of `turn_ids` that still exist, oldest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Turn).where(Turn.id.in_(turn_ids)).order_by(Turn.id)
+            )
+            return [_stored_turn(row) for row in rows]
+
+    async def exchange_of(self, turn: StoredTurn) -> list[StoredTurn]:
+        """The question and its answer that `turn` is one of, oldest first: the turn next to
+        it, when that is the other half."""
+        query = select(Turn).where(Turn.conversation_id == turn.conversation_id).limit(1)
+        if turn.role == "user":
+            query = query.where(Turn.id > turn.id).order_by(Turn.id)
+        else:
+            query = query.where(Turn.id < turn.id).order_by(Turn.id.desc())
+        async with self._sessions() as session:
+            other = await session.scalar(query)
+            if other is None or other.role == turn.role:
+                return [turn]
+            return sorted([turn, _stored_turn(other)], key=lambda t: t.id)
+
     async def delete_turns(self, turn_ids: Sequence[int]) -> None:
         async with self._sessions.begin() as session:
             await session.execute(delete(Turn).where(Turn.id.in_(turn_ids)))

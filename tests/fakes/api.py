@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import re
 import struct
 import time
 import uuid
@@ -254,6 +255,9 @@ class FakeApi:
         self._host = host
         self._port = port
         self._script: deque[Behaviour] = deque()
+        # Embeddings have a script of their own: the bot embeds in the background, and must
+        # not take what a test queued for the next answer.
+        self._embedding_script: deque[Behaviour] = deque()
         self._ids = itertools.count(1)
         self._files: dict[str, bytes] = {}
         self._tasks: dict[str, dict[str, Any]] = {}
@@ -280,6 +284,10 @@ class FakeApi:
     def script(self, *behaviours: Behaviour) -> None:
         """Queue behaviours for the next API requests, in order."""
         self._script.extend(behaviours)
+
+    def script_embeddings(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours for the next embeddings requests, in order."""
+        self._embedding_script.extend(behaviours)
 
     async def wait_for_requests(self, count: int, within: float = 5.0) -> list[RecordedRequest]:
         """Wait until `count` API requests have arrived (raises TimeoutError otherwise)."""
@@ -386,8 +394,9 @@ class FakeApi:
             self._arrived.notify_all()
         return rec
 
-    def _next(self) -> Behaviour:
-        return self._script.popleft() if self._script else self.default
+    def _next(self, script: deque[Behaviour] | None = None) -> Behaviour:
+        script = self._script if script is None else script
+        return script.popleft() if script else self.default
 
     def _reply_for(self, behaviour: Behaviour) -> tuple[Reply, Fault | None]:
         if isinstance(behaviour, Reply):
@@ -444,9 +453,12 @@ class FakeApi:
             payload["success"] = False
         return web.json_response(payload, status=status, headers=self._headers())
 
-    async def _before(self, request: web.Request, rec: RecordedRequest) -> _Plan:
-        """Take the next behaviour and apply what happens before any reply byte."""
-        behaviour = self._next()
+    async def _before(
+        self, request: web.Request, rec: RecordedRequest, script: deque[Behaviour] | None = None
+    ) -> _Plan:
+        """Take the next behaviour (of `script`, by default the main one) and apply what
+        happens before any reply byte."""
+        behaviour = self._next(script)
         if isinstance(behaviour, Fail):
             raise _Respond(
                 self._error(
@@ -702,23 +714,44 @@ class FakeApi:
 
     async def _embeddings(self, request: web.Request, rec: RecordedRequest) -> web.StreamResponse:
         try:
-            await self._before(request, rec)
+            await self._before(request, rec, self._embedding_script)
         except _Respond as respond:
             return respond.response
         body = rec.json if isinstance(rec.json, dict) else {}
         inputs = body.get("input")
-        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
-        dims = int(body.get("dimensions") or 8)
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        model = str(body.get("model") or "")
+        # As OpenAI refuses them: no text, too many inputs, an input over the model's limit.
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return self._error(400, None, "'$.input' is invalid.", shape="openai")
+        if len(texts) > _EMBEDDING_INPUTS:
+            message = f"'$.input' is too long: at most {_EMBEDDING_INPUTS} inputs per request"
+            return self._error(400, None, message, shape="openai")
+        if any(not t for t in texts):
+            return self._error(400, None, "'$.input' is invalid: an input is empty", shape="openai")
+        counts = [_tokens(t) for t in texts]
+        if max(counts) > _EMBEDDING_INPUT_TOKENS:
+            message = (
+                f"This model's maximum context length is {_EMBEDDING_INPUT_TOKENS} tokens, "
+                f"however you requested {max(counts)} tokens in the input"
+            )
+            return self._error(400, None, message, shape="openai")
+        largest = _EMBEDDING_SIZES.get(model, 1536)
+        dims = body.get("dimensions")
+        if dims is not None and (
+            model not in _SHORTENED or not isinstance(dims, int) or not 1 <= dims <= largest
+        ):
+            message = f"dimensions {dims!r} is not supported by {model}"
+            return self._error(400, None, message, shape="openai")
         data = [
-            {"object": "embedding", "index": i, "embedding": _vector(str(t), dims)}
+            {"object": "embedding", "index": i, "embedding": _vector(t, dims or largest)}
             for i, t in enumerate(texts)
         ]
-        tokens = sum(len(str(t).split()) for t in texts)
         payload = {
             "object": "list",
             "data": data,
-            "model": body.get("model"),
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "model": model,
+            "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts)},
         }
         return web.json_response(payload, headers=self._headers())
 
@@ -796,6 +829,7 @@ class FakeApi:
     async def _control_reset(self, request: web.Request) -> web.StreamResponse:
         self.requests.clear()
         self._script.clear()
+        self._embedding_script.clear()
         return web.json_response({"ok": True})
 
     async def _control_script(self, request: web.Request) -> web.StreamResponse:
@@ -1161,9 +1195,32 @@ def _usage(body: Mapping[str, Any], text: str) -> dict[str, int]:
     }
 
 
+_EMBEDDING_INPUTS = 2048
+_EMBEDDING_INPUT_TOKENS = 8192
+_EMBEDDING_SIZES = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+_SHORTENED = {"text-embedding-3-small", "text-embedding-3-large"}  # they take `dimensions`
+
+
+def _tokens(text: str) -> int:
+    """About what a tokenizer counts: each word and sign, and long words in pieces."""
+    return max(len(re.findall(r"\w+|[^\w\s]", text)), len(text.encode()) // 4)
+
+
 def _vector(text: str, dims: int) -> list[float]:
-    digest = hashlib.sha256(text.encode()).digest()
-    return [round(digest[i % len(digest)] / 127.5 - 1.0, 6) for i in range(dims)]
+    """A bag of hashed words, of unit length: texts sharing words are near, as real
+    embeddings of texts about the same thing are."""
+    words = re.findall(r"\w+", text.lower()) or list(text)
+    vector = [0.0] * dims
+    for word in words:
+        digest = hashlib.sha256(word.encode()).digest()
+        slot = int.from_bytes(digest[:4], "big") % dims
+        vector[slot] += 1.0 if digest[4] & 1 else -1.0
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [round(x / norm, 6) for x in vector]
 
 
 def _b64(data: bytes) -> str:

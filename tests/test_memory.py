@@ -1,0 +1,221 @@
+"""Long-term memory through its ports: the chat service with a scripted chat stream, the real
+API client against the fake API's embeddings, and a real database (each kind, and on
+PostgreSQL both searches: pgvector's where it is installed, and the bot's own)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.admission import Person, Request, RequestKind
+from bot.ai import NO_RETRY, ApiClient
+from bot.db.models import ConversationKind, UsageKind
+from bot.db.repository import ConversationStore, NewTurn
+from bot.db.usage_store import UsageStore
+from bot.db.vector_store import VectorStore
+from bot.errors import UserError
+from bot.memory import MEMORY_OFF, Memory, MemoryOptions
+from bot.places import Place
+from bot.server_config import Scope, Setting
+from tests.fakes.api import Fail, FakeApi, Hang
+from tests.helpers import WAIT, ChatRig, MemorySink, admission_on, chat_rig
+
+CHANNEL = Place(10, 1, ConversationKind.CHANNEL)
+FACT = "person1: the secret code for the vault is purple elephant"
+QUESTION = "what was the secret code for the vault?"
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@dataclass
+class Rig:
+    chat: ChatRig
+    memory: Memory
+    api: FakeApi
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def embedded(self) -> None:
+        """Wait until the worker has nothing left to embed."""
+        await asyncio.sleep(0)  # let a `remember` just made reach the worker
+        async with asyncio.timeout(10):
+            await self.memory.idle.wait()
+
+    async def vectors(self) -> int:
+        async with self.sessions() as session:
+            return int(await session.scalar(text("SELECT count(*) FROM turn_vectors")) or 0)
+
+
+@pytest.fixture(params=["database", "bot"])
+async def rig(
+    request: pytest.FixtureRequest, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[Rig]:
+    """`database`: pgvector searches, where PostgreSQL has it; `bot`: numpy in the bot."""
+    async with FakeApi.running() as api, aiohttp.ClientSession() as session:
+        vectors = VectorStore(sessions, model="text-embedding-3-small", dimensions=256)
+        await vectors.prepare()
+        if request.param == "database" and not vectors.pgvector:
+            pytest.skip("this database does not search vectors itself")
+        vectors.pgvector = request.param == "database"
+        client = ApiClient(session, base_url=api.url, token=api.token, retry=NO_RETRY)
+        admission = admission_on(sessions)
+        conversations, usage = ConversationStore(sessions), UsageStore(sessions)
+        options = MemoryOptions(
+            "text-embedding-3-small", 256, batch_delay=0.01, retry_after=0.05, recall_timeout=0.5
+        )
+        memory = Memory(client, admission, vectors, conversations, usage, options)
+        worker = asyncio.create_task(memory.run())
+        try:
+            async with chat_rig(
+                conversations, usage, admission, memory=memory, history_token_budget=400
+            ) as chat:
+                yield Rig(chat, memory, api, sessions)
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+
+async def long_conversation(rig: Rig, turns: int = 300) -> int:
+    """A conversation of `turns` turns whose third states FACT, queued for embedding as
+    answers queue theirs; returns its id."""
+    store = rig.chat.conversations
+    conversation = await store.open(10, guild_id=1, kind=ConversationKind.CHANNEL)
+    for n in range(1, turns + 1):
+        if n % 2:
+            said = FACT if n == 3 else f"person1: message {n} about the weather today"
+            turn = NewTurn("user", said, 25, author_id=1, author_name="person1")
+        else:
+            turn = NewTurn("assistant", f"Noted {n}, sunny and mild.", 12)
+        await store.append_turn(conversation.id, turn)
+    rig.memory.remember(conversation.id, after=0)
+    return conversation.id
+
+
+async def answer(rig: Rig, question: str, number: int) -> list[str]:
+    """Ask `question`, answer it, and return the system messages the model was sent."""
+    asking = rig.chat.ask(question, MemorySink())
+    stream = await rig.chat.api.stream(number)
+    stream.send("Answered.")
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    return [str(m["content"]) for m in stream.messages if m["role"] == "system"]
+
+
+async def test_a_fact_from_turn_3_of_300_comes_back_into_the_request(rig: Rig) -> None:
+    await long_conversation(rig)
+    await rig.embedded()
+    assert await rig.vectors() == 300
+    embedding_requests = rig.api.requests_to("/embeddings")
+    assert [len(r.json["input"]) for r in embedding_requests] == [64, 64, 64, 64, 44]
+
+    system = await answer(rig, QUESTION, 1)
+    assert len(system) == 2
+    note = system[1]
+    assert note.startswith("Earlier in this conversation")
+    assert "person1: the secret code for the vault is purple elephant" in note
+    sent = rig.chat.api.streams[0].messages
+    assert not any(FACT in str(m["content"]) for m in sent if m["role"] != "system")
+    assert "message 299" in str(sent[-2]["content"]) or "message 299" in str(sent[-3]["content"])
+
+    # The question and its answer are embedded in turn; the question's vector is paid for.
+    await rig.embedded()
+    assert await rig.vectors() == 302
+    async with rig.sessions() as session:
+        kinds = await session.scalars(
+            text("SELECT kind FROM usage_records WHERE kind = :kind"),
+            {"kind": UsageKind.EMBEDDING.value},
+        )
+        assert len(kinds.all()) == 5 + 1 + 1  # the sweep's batches, the question, the new pair
+
+
+async def test_memory_off_neither_recalls_nor_embeds(rig: Rig) -> None:
+    await long_conversation(rig, 100)
+    await rig.embedded()
+    await rig.chat.config.change(CHANNEL, Setting.MEMORY, "off", Scope.CHANNEL, by=1)
+    requests = len(rig.api.requests)
+
+    system = await answer(rig, QUESTION, 1)
+    assert system == ["Be brief."]
+    await rig.embedded()
+    assert len(rig.api.requests) == requests  # not even the question was embedded
+    assert await rig.vectors() == 100
+
+    person = Person(1)
+    with pytest.raises(UserError, match=MEMORY_OFF):
+        await rig.memory.search(Request(RequestKind.RECALL, CHANNEL, person), "secret code")
+
+
+async def test_reset_removes_the_vectors(rig: Rig) -> None:
+    await long_conversation(rig, 20)
+    await rig.embedded()
+    found = await rig.memory.search(Request(RequestKind.RECALL, CHANNEL, Person(1)), QUESTION)
+    assert found[1][0].turn.content == FACT  # the conversation's matrix is now held
+
+    request = Request(RequestKind.RESET, CHANNEL, Person(1))
+    assert await rig.chat.service.reset(request, moderator=True) == (20, False)
+    assert await rig.vectors() == 0
+    with pytest.raises(UserError, match="Nothing in this conversation"):
+        await rig.memory.search(Request(RequestKind.RECALL, CHANNEL, Person(1)), QUESTION)
+
+
+async def test_forget_removes_a_persons_own_exchange(rig: Rig) -> None:
+    conversation_id = await long_conversation(rig, 20)
+    await rig.embedded()
+    recall = Request(RequestKind.FORGET, CHANNEL, Person(2))
+    with pytest.raises(UserError, match="said by others"):
+        await rig.memory.to_forget(recall, "secret code vault purple elephant", moderator=False)
+
+    own = Request(RequestKind.FORGET, CHANNEL, Person(1))
+    offered = await rig.memory.to_forget(own, "secret code vault purple elephant", moderator=False)
+    assert [turn.content for turn in offered][:2] == [FACT, "Noted 4, sunny and mild."]
+    # Someone else pressing it (the button is the person's own) deletes nothing.
+    ids = [turn.id for turn in offered]
+    assert await rig.memory.forget(recall, ids, moderator=False) == 0
+    assert await rig.memory.forget(own, ids, moderator=False) == len(ids)
+
+    turns = await rig.chat.conversations.newest_turns(conversation_id, token_budget=10**6)
+    assert FACT not in [turn.content for turn in turns]
+    assert await rig.vectors() == 20 - len(ids)
+    system = await answer(rig, QUESTION, 1)
+    assert not any("purple elephant" in message for message in system)
+
+
+async def test_a_failed_embedding_is_tried_again_and_logs_no_text(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.api.script_embeddings(Fail(500, "server_error"))
+    with caplog.at_level(logging.WARNING, logger="bot.memory"):
+        await long_conversation(rig, 4)
+        await rig.embedded()
+    assert await rig.vectors() == 4
+    assert "Embedding turns failed" in caplog.text
+    assert "purple" not in caplog.text
+
+
+async def test_a_slow_question_embedding_answers_without_recall(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    await long_conversation(rig, 100)
+    await rig.embedded()
+    rig.api.script_embeddings(Hang(5))
+    with caplog.at_level(logging.WARNING, logger="bot.memory"):
+        system = await answer(rig, QUESTION, 1)
+    assert system == ["Be brief."]
+    assert "without recall" in caplog.text and "secret" not in caplog.text
+
+
+async def test_new_turns_of_several_conversations_share_a_request(rig: Rig) -> None:
+    store = rig.chat.conversations
+    for channel in (20, 21):
+        conversation = await store.open(channel, guild_id=1, kind=ConversationKind.CHANNEL)
+        for role, said in (("user", "person1: hello there"), ("assistant", "Hi.")):
+            await store.append_turn(conversation.id, NewTurn(role, said, 5, author_id=1))
+        rig.memory.remember(conversation.id, after=0)
+    await rig.embedded()
+    assert [len(r.json["input"]) for r in rig.api.requests_to("/embeddings")] == [4]
