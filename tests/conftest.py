@@ -20,6 +20,12 @@ if POSTGRES_URL:
     DATABASES.append(pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if POSTGRES_URL and config.getoption("numprocesses", None):
+        # Its tests empty the one database they share, so they cannot run side by side.
+        raise pytest.UsageError("With TEST_POSTGRES_URL, run the tests one at a time: add -n 0.")
+
+
 async def empty_postgres(url: str) -> None:
     """Drop every table of the database at `url` (a test's or a benchmark's own)."""
     engine = create_engine(url)
