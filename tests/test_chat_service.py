@@ -459,3 +459,34 @@ async def test_json_answers_show_as_a_code_block_and_are_remembered_as_json(
     await asyncio.wait_for(asking, WAIT)
     assert sink.latest().content == '```json\n{"colours": ["red", "blue"]}\n```'
     assert (await history(rig))[-1][1] == '{"colours": ["red", "blue"]}'
+
+
+async def three_colours(rig: ChatRig, sink: MemorySink, first: str = "Red.") -> None:
+    asking = rig.ask("Name a colour", sink, alternatives=3)
+    stream = await rig.api.stream(len(rig.api.streams) + 1)
+    stream.send(first)
+    stream.send("Blue.", choice=1)
+    stream.send("Green.", choice=2)
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+
+
+async def test_an_empty_first_choice_gives_way_to_the_next_with_text(rig: ChatRig) -> None:
+    two, one = MemorySink(), MemorySink()
+    await three_colours(rig, two, first="")
+    assert two.latest().content == "Blue.\n\n-# 1/2"
+    assert (await history(rig))[-1][1] == "Blue."
+    await rig.service.turn_page(paging_of(two).key, 0, "next", user_id=1, can_manage=False)
+    assert two.latest().content == "Green.\n\n-# 2/2"
+
+    asking = rig.ask("two", one, alternatives=2)
+    stream = await rig.api.stream(2)
+    stream.send("A fine answer.", choice=1)
+    stream.end(reasons={1: "length"})
+    await asyncio.wait_for(asking, WAIT)
+    # What is said under it is why it ended, not why the empty one did.
+    assert one.latest().content == (
+        "A fine answer.\n\n-# The answer reached its length limit and was cut short."
+    )
+    assert one.latest().controls.paging is None
+    assert (await history(rig))[-1][1] == "A fine answer."

@@ -325,12 +325,20 @@ class ChatService:
                 await stream
             raise
         result = self._result_of(stream, run)
-        text = run.text
+        # The first answer with text is the one shown and stored: an empty first choice gives
+        # way to the next (all of them were paid for).
+        answers = _answers(run)
+        first = next(iter(answers), 0)
+        text = answers.get(first, "")
+        if first != 0 and result.status is TurnStatus.COMPLETE:
+            result.notice = _FINISH_NOTICES.get(run.finish_reasons.get(first, ""))
         shown = _as_shown(text, ask.json_format)
 
         controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
         notice = result.notice
-        alternatives = self._alternatives_of(ask, run, result, reply, sink)
+        alternatives = None
+        if result.status is TurnStatus.COMPLETE and len(answers) > 1:
+            alternatives = self._alternatives_of(ask, run, answers, reply, sink)
         if alternatives is not None:
             controls = replace(controls, paging=Paging(alternatives.key, 0))
             notice = alternatives.notice(0)
@@ -363,20 +371,19 @@ class ChatService:
         return spent is not None
 
     def _alternatives_of(
-        self, ask: Ask, run: Run, result: _Result, reply: StreamingReply, sink: ReplySink
-    ) -> Alternatives | None:
-        """The answers to page through, when more than one came whole."""
-        if result.status is not TurnStatus.COMPLETE or not run.text:
-            return None
-        texts = {0: run.text} | {choice: text for choice, text in run.others.items() if text}
-        if len(texts) < 2:
-            return None
-        choices = sorted(texts)
-        reasons = [run.finish_reasons.get(choice, "") for choice in choices]
+        self,
+        ask: Ask,
+        run: Run,
+        answers: Mapping[int, str],
+        reply: StreamingReply,
+        sink: ReplySink,
+    ) -> Alternatives:
+        """The answers that came whole, to page through."""
+        reasons = [run.finish_reasons.get(choice, "") for choice in answers]
         return Alternatives(
             key=run.key,
             author_id=ask.author_id,
-            texts=[texts[choice] for choice in choices],
+            texts=list(answers.values()),
             notices=[_FINISH_NOTICES.get(reason) for reason in reasons],
             reply=reply,
             sink=sink,
@@ -776,6 +783,12 @@ def _prompt_tokens(messages: Sequence[Mapping[str, Any]], model: str) -> int:
             images = sum(part.get("type") == "image_url" for part in content)
             total += estimate_tokens(text) + images * image_tokens_at_most(model)
     return total
+
+
+def _answers(run: Run) -> dict[int, str]:
+    """The answers that came with text, by choice, in order."""
+    every = {0: run.text} | run.others
+    return {choice: every[choice] for choice in sorted(every) if every[choice]}
 
 
 def _as_shown(text: str, json_format: bool) -> str:
