@@ -94,6 +94,8 @@ class MemorySink:
 
     async def clear_controls(self, message_id: int) -> None:
         self.cleared.append(message_id)
+        async with self._changed:
+            self._changed.notify_all()
 
     async def remove(self, index: int) -> None:
         self.ids.pop(index, None)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.admission import Person, Request, RequestKind
+from bot.admission import Admitted, Person, Request, RequestKind
 from bot.ai import Usage
 from bot.conversation.context import Question
 from bot.conversation.runs import INTERRUPTED, Slots, StopResult
@@ -490,3 +490,132 @@ async def test_an_empty_first_choice_gives_way_to_the_next_with_text(rig: ChatRi
     )
     assert one.latest().controls.paging is None
     assert (await history(rig))[-1][1] == "A fine answer."
+
+
+class HeldSink(MemorySink):
+    """Holds its writes while `held` is set; tells the order of writes and button removals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        self.events: list[str] = []
+
+    async def show(self, index: int, shown: Shown) -> None:
+        if self.held:
+            self.holding.set()
+            await self.release.wait()
+        self.events.append(f"shown {shown.controls.paging is not None}")
+        await super().show(index, shown)
+
+    async def clear_controls(self, message_id: int) -> None:
+        self.events.append("cleared")
+        await super().clear_controls(message_id)
+
+
+async def test_a_press_that_waited_behind_keep_finds_the_paging_ended(rig: ChatRig) -> None:
+    sink = MemorySink()
+    await three_colours(rig, sink)
+    key = paging_of(sink).key
+    keep = asyncio.create_task(rig.service.turn_page(key, 2, "keep", user_id=1, can_manage=False))
+    after = asyncio.create_task(rig.service.turn_page(key, 2, "next", user_id=1, can_manage=False))
+    await asyncio.wait_for(keep, WAIT)
+    with pytest.raises(UserError, match="no longer works"):
+        await asyncio.wait_for(after, WAIT)
+    assert sink.latest().content == "Green." and sink.latest().controls.paging is None
+    assert (await history(rig))[-1][1] == "Green."
+
+
+async def test_regenerate_ends_the_paging_after_the_page_being_shown(
+    rig: ChatRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = HeldSink()
+    await three_colours(rig, sink)
+    turn, key = sink.latest().controls.regenerate_turn, paging_of(sink).key
+    assert turn is not None
+    admitted = asyncio.Event()
+    admit = rig.service.admit
+
+    async def admitting(request: Request, *, alternatives: int = 1) -> Admitted:
+        try:
+            return await admit(request, alternatives=alternatives)
+        finally:
+            admitted.set()
+
+    monkeypatch.setattr(rig.service, "admit", admitting)
+    sink.held = True
+    paging = asyncio.create_task(rig.service.turn_page(key, 0, "next", user_id=1, can_manage=False))
+    await asyncio.wait_for(sink.holding.wait(), WAIT)  # Blue is being shown
+    regenerating = asyncio.create_task(
+        rig.service.regeneration(turn, place=CHANNEL, person=Person(1), can_manage=False)
+    )
+    await asyncio.wait_for(admitted.wait(), WAIT)
+    assert not regenerating.done()  # it waits for the page being shown
+    sink.held = False
+    sink.release.set()
+    await asyncio.wait_for(asyncio.gather(paging, regenerating), WAIT)
+    await sink.wait_for(lambda s: bool(s.cleared))
+    # Its buttons go after the page shown with them, never before.
+    assert sink.events[-2:] == ["shown True", "cleared"]
+    with pytest.raises(UserError, match="no longer works"):
+        await rig.service.turn_page(key, 1, "next", user_id=1, can_manage=False)
+
+
+async def test_keep_waits_for_the_question_after_it_and_is_then_refused(rig: ChatRig) -> None:
+    sink, second = MemorySink(), MemorySink()
+    await three_colours(rig, sink)
+    key = paging_of(sink).key
+    asking = rig.ask("and another?", second)
+    stream = await rig.api.stream(2)
+    assert "Red." in [message["content"] for message in stream.messages]
+    keep = asyncio.create_task(rig.service.turn_page(key, 1, "keep", user_id=1, can_manage=False))
+    stream.send("Sure.")
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    with pytest.raises(UserError):
+        await asyncio.wait_for(keep, WAIT)
+    # The history the second answer was written from stays; the first answer's buttons go.
+    assert [content for _, content, _ in await history(rig)][1:] == [
+        "Red.",
+        "person1: and another?",
+        "Sure.",
+    ]
+    assert sink.latest().content == "Red.\n\n-# 1/3"
+    await sink.wait_for(lambda s: s.cleared == s.message_ids())
+
+
+async def test_keep_is_refused_once_a_newer_question_is_stored_and_ends_the_paging(
+    rig: ChatRig,
+) -> None:
+    sink = MemorySink()
+    await three_colours(rig, sink)
+    key = paging_of(sink).key
+    # Another process of the bot answered a newer question here.
+    conversation = await rig.conversations.find(10)
+    assert conversation is not None
+    await rig.conversations.append_turn(
+        conversation.id, NewTurn(role="user", content="person2: hello", token_estimate=3)
+    )
+    with pytest.raises(UserError, match="Only the newest answer here can be changed"):
+        await rig.service.turn_page(key, 1, "keep", user_id=1, can_manage=False)
+    assert (await history(rig))[1][1] == "Red."
+    await sink.wait_for(lambda s: s.cleared == s.message_ids())
+    with pytest.raises(UserError, match="no longer works"):
+        await rig.service.turn_page(key, 0, "next", user_id=1, can_manage=False)
+
+
+async def test_the_next_answer_removes_the_buttons_where_paging_left_them(rig: ChatRig) -> None:
+    sink, second = MemorySink(), MemorySink()
+    await three_colours(rig, sink, first=" ".join(["Red."] * 600))  # two messages
+    first_ids = sink.message_ids()
+    assert len(first_ids) == 2
+    asking = rig.ask("and another?", second)
+    stream = await rig.api.stream(2)  # its history is read: the answer had two messages
+    await rig.service.turn_page(paging_of(sink).key, 0, "next", user_id=1, can_manage=False)
+    assert sink.message_ids() == first_ids[:1]  # Blue needs one
+    stream.send("Sure.")
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    await sink.wait_for(lambda s: bool(s.cleared))
+    assert sink.cleared == first_ids[:1]
