@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 STOP_PREFIX = "answer:stop:"
+# Then `{turn}`, or `{turn}:json` for an answer asked for in JSON.
 REGENERATE_PREFIX = "answer:regenerate:"
+REGENERATE_JSON = ":json"
 # Then `{key}:{page}:{action}`: the page shown where it was pressed, and what to do.
 PAGING_PREFIX = "answer:alt:"
 
@@ -135,7 +137,8 @@ def controls_view(controls: Controls) -> discord.ui.View | None:
                 label="Regenerate",
                 emoji="🔁",
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"{REGENERATE_PREFIX}{controls.regenerate_turn}",
+                custom_id=f"{REGENERATE_PREFIX}{controls.regenerate_turn}"
+                + (REGENERATE_JSON if controls.regenerate_json else ""),
             )
         )
     # A finished view is not kept in discord.py's view store: clicks reach the cog's listener,

@@ -619,3 +619,29 @@ async def test_the_next_answer_removes_the_buttons_where_paging_left_them(rig: C
     await asyncio.wait_for(asking, WAIT)
     await sink.wait_for(lambda s: bool(s.cleared))
     assert sink.cleared == first_ids[:1]
+
+
+async def test_regenerating_a_json_answer_asks_for_json_again(rig: ChatRig) -> None:
+    sink, again = MemorySink(), MemorySink()
+    asking = rig.ask("a colour", sink, json_format=True)
+    stream = await rig.api.stream(1)
+    stream.send('{"colour": "red"}')
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    controls = sink.latest().controls
+    assert controls.regenerate_turn is not None and controls.regenerate_json
+    ask = await rig.service.regeneration(
+        controls.regenerate_turn,
+        place=CHANNEL,
+        person=Person(1),
+        can_manage=False,
+        json_format=controls.regenerate_json,
+    )
+    answering = asyncio.create_task(rig.service.ask(ask, again))
+    stream = await rig.api.stream(2)
+    assert stream.options["json_format"] is True
+    stream.send('{"colour": "blue"}')
+    stream.end()
+    await asyncio.wait_for(answering, WAIT)
+    assert again.latest().content == '```json\n{"colour": "blue"}\n```'
+    assert again.latest().controls.regenerate_json

@@ -334,7 +334,11 @@ class ChatService:
             result.notice = _FINISH_NOTICES.get(run.finish_reasons.get(first, ""))
         shown = _as_shown(text, ask.json_format)
 
-        controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
+        controls = (
+            Controls(regenerate_turn=answer_turn, regenerate_json=ask.json_format)
+            if answer_turn
+            else Controls()
+        )
         notice = result.notice
         alternatives = None
         if result.status is TurnStatus.COMPLETE and len(answers) > 1:
@@ -597,10 +601,16 @@ class ChatService:
         return prompt + completion
 
     async def regeneration(
-        self, turn_id: int, *, place: Place, person: Person, can_manage: bool
+        self,
+        turn_id: int,
+        *,
+        place: Place,
+        person: Person,
+        can_manage: bool,
+        json_format: bool = False,
     ) -> Ask:
         """The question to ask again, where `person` pressed Regenerate at `place`, so that
-        its new answer replaces answer `turn_id`."""
+        its new answer (in JSON, if `json_format`) replaces answer `turn_id`."""
         # The button shows with the answer's last write, a moment before the answer is stored
         # as finished: a quick press waits for that.
         await self._runs.wait_until_stored(turn_id)
@@ -643,6 +653,7 @@ class ChatService:
             images=question.images,
             replacing_turn=answer.id,
             question_turn=question.id,
+            json_format=json_format,
         )
 
     async def is_chat_thread(self, channel_id: int) -> bool:
@@ -764,7 +775,9 @@ class ChatService:
             _as_shown(found.texts[page], found.json_format),
             notice=found.notice(page) if paging else found.notices[page],
             controls=Controls(
-                regenerate_turn=turn, paging=Paging(found.key, page) if paging else None
+                regenerate_turn=turn,
+                regenerate_json=found.json_format,
+                paging=Paging(found.key, page) if paging else None,
             ),
         )
         if turn is not None:
