@@ -30,6 +30,7 @@ from cogs.places import person_of, place_of
 from cogs.sinks import (
     NO_MENTIONS,
     PAGING_PREFIX,
+    REGENERATE_JSON,
     REGENERATE_PREFIX,
     STOP_PREFIX,
     ChannelSink,
@@ -413,8 +414,11 @@ class ChatCog(commands.Cog):
         else:
             await interaction.response.send_message(_STOP_REFUSALS[result], ephemeral=True)
 
-    async def _press_regenerate(self, interaction: discord.Interaction, turn: str) -> None:
+    async def _press_regenerate(self, interaction: discord.Interaction, rest: str) -> None:
         channel = interaction.channel
+        # A text answer's button names the turn alone, as every one did before JSON answers.
+        json_format = rest.endswith(REGENERATE_JSON)
+        turn = rest.removesuffix(REGENERATE_JSON)
         if not turn.isdigit() or not isinstance(channel, discord.abc.Messageable):
             raise UserError("This button no longer works.")
         require(interaction, sending(channel), purpose="to write the new answer")
@@ -425,6 +429,7 @@ class ChatCog(commands.Cog):
             place=place_of(channel, interaction.guild_id),
             person=person_of(interaction.user, interaction.permissions),
             can_manage=_can_manage_messages(interaction),
+            json_format=json_format,
         )
         if ask.images:
             urls = await self._read_stored_images(channel, ask.images)

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 STOP_PREFIX = "answer:stop:"
+# Then `{turn}`, or `{turn}:json` for an answer asked for in JSON.
 REGENERATE_PREFIX = "answer:regenerate:"
+REGENERATE_JSON = ":json"
 # Then `{key}:{page}:{action}`: the page shown where it was pressed, and what to do.
 PAGING_PREFIX = "answer:alt:"
 
@@ -135,7 +137,8 @@ def controls_view(controls: Controls) -> discord.ui.View | None:
                 label="Regenerate",
                 emoji="🔁",
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"{REGENERATE_PREFIX}{controls.regenerate_turn}",
+                custom_id=f"{REGENERATE_PREFIX}{controls.regenerate_turn}"
+                + (REGENERATE_JSON if controls.regenerate_json else ""),
             )
         )
     # A finished view is not kept in discord.py's view store: clicks reach the cog's listener,
@@ -270,11 +273,16 @@ class InteractionSink:
             return self._after_expiry.message_ids()
         return [self._messages[index].id for index in sorted(self._messages)]
 
-    async def show(self, index: int, shown: Shown) -> None:
+    def _without_token(self) -> ChannelSink | None:
+        """Where a public answer goes on once the token has expired (None: the token serves)."""
         if self._after_expiry is None and self._expired() and not self._private:
             self._after_expiry = self._channel_sink()
-        if self._after_expiry is not None:
-            await self._after_expiry.show(index, shown)
+        return self._after_expiry
+
+    async def show(self, index: int, shown: Shown) -> None:
+        without_token = self._without_token()
+        if without_token is not None:
+            await without_token.show(index, shown)
             return
         try:
             await self._show_with_token(index, shown)
@@ -323,10 +331,9 @@ class InteractionSink:
             raise MessageGone from exc
 
     async def remove(self, index: int) -> None:
-        if self._after_expiry is None and self._expired() and not self._private:
-            self._after_expiry = self._channel_sink()
-        if self._after_expiry is not None:
-            await self._after_expiry.remove(index)
+        without_token = self._without_token()
+        if without_token is not None:
+            await without_token.remove(index)
             return
         message = self._messages.pop(index, None)
         if message is not None:

@@ -95,6 +95,8 @@ class MemorySink:
 
     async def clear_controls(self, message_id: int) -> None:
         self.cleared.append(message_id)
+        async with self._changed:
+            self._changed.notify_all()
 
     async def remove(self, index: int) -> None:
         self.ids.pop(index, None)
@@ -134,10 +136,16 @@ class ScriptedStream:
         self._choices.add(choice)
         self._deltas.put_nowait(Delta(text, choice, reasoning))
 
-    def end(self, finish_reason: str = "stop", usage: Usage | None = None) -> None:
-        """Every answer ends, for `finish_reason`."""
-        self.finish_reason, self.usage = finish_reason, usage
-        self.finish_reasons = dict.fromkeys(self._choices, finish_reason)
+    def end(
+        self,
+        finish_reason: str = "stop",
+        usage: Usage | None = None,
+        *,
+        reasons: Mapping[int, str] | None = None,
+    ) -> None:
+        """Every answer ends, for `finish_reason` unless `reasons` (by choice) says otherwise."""
+        self.finish_reasons = dict.fromkeys(self._choices, finish_reason) | dict(reasons or {})
+        self.finish_reason, self.usage = self.finish_reasons[0], usage
         self._deltas.put_nowait(None)
 
     def fail(self, error: BaseException) -> None:

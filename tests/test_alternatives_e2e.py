@@ -103,3 +103,23 @@ async def test_private_json_alternatives_page_in_the_ephemeral_message_until_a_r
     await harness.start_bot()
     pressed = await harness.discord.click_button(original, paging(original, "prev"), harness.alice)
     assert await harness.told(pressed) == "⚠️ This button no longer works."
+
+
+async def test_regenerate_of_a_json_answer_answers_in_json_again(harness: Harness) -> None:
+    harness.api.script(Reply(text='{"colour": "red"}'), Reply(text='{"colour": "blue"}'))
+    interaction = await harness.discord.invoke_command(
+        "ask", {"prompt": "A colour", "format": "json"}, channel=harness.general
+    )
+    answer = await last_message(harness, interaction, "```")
+    (regenerate,) = custom_ids(answer)
+    assert regenerate.startswith("answer:regenerate:") and regenerate.endswith(":json")
+
+    await harness.discord.click_button(answer, regenerate, harness.alice)
+    await harness.discord.wait_for(
+        lambda: any(
+            latest(m) == '```json\n{"colour": "blue"}\n```' for m in harness.bot_messages()
+        ),
+        timeout=10,
+    )
+    request = harness.api.requests_to("/chat/completions")[-1].json
+    assert request["response_format"] == {"type": "json_object"}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.admission import Person, Request, RequestKind
+from bot.admission import Admitted, Person, Request, RequestKind
 from bot.ai import Usage
 from bot.conversation.context import Question
 from bot.conversation.runs import INTERRUPTED, Slots, StopResult
@@ -502,3 +502,189 @@ async def test_alternatives_show_the_thinking_of_the_first_alone(
     stream.send("Looking at ", reasoning=True, choice=1)
     stream.send("facts.", reasoning=True)
     await sink.wait_for(lambda s: s.latest().content.startswith("-# Checking the facts.\n"))
+
+
+async def three_colours(rig: ChatRig, sink: MemorySink, first: str = "Red.") -> None:
+    asking = rig.ask("Name a colour", sink, alternatives=3)
+    stream = await rig.api.stream(len(rig.api.streams) + 1)
+    stream.send(first)
+    stream.send("Blue.", choice=1)
+    stream.send("Green.", choice=2)
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+
+
+async def test_an_empty_first_choice_gives_way_to_the_next_with_text(rig: ChatRig) -> None:
+    two, one = MemorySink(), MemorySink()
+    await three_colours(rig, two, first="")
+    assert two.latest().content == "Blue.\n\n-# 1/2"
+    assert (await history(rig))[-1][1] == "Blue."
+    await rig.service.turn_page(paging_of(two).key, 0, "next", user_id=1, can_manage=False)
+    assert two.latest().content == "Green.\n\n-# 2/2"
+
+    asking = rig.ask("two", one, alternatives=2)
+    stream = await rig.api.stream(2)
+    stream.send("A fine answer.", choice=1)
+    stream.end(reasons={1: "length"})
+    await asyncio.wait_for(asking, WAIT)
+    # What is said under it is why it ended, not why the empty one did.
+    assert one.latest().content == (
+        "A fine answer.\n\n-# The answer reached its length limit and was cut short."
+    )
+    assert one.latest().controls.paging is None
+    assert (await history(rig))[-1][1] == "A fine answer."
+
+
+class HeldSink(MemorySink):
+    """Holds its writes while `held` is set; tells the order of writes and button removals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        self.events: list[str] = []
+
+    async def show(self, index: int, shown: Shown) -> None:
+        if self.held:
+            self.holding.set()
+            await self.release.wait()
+        self.events.append(f"shown {shown.controls.paging is not None}")
+        await super().show(index, shown)
+
+    async def clear_controls(self, message_id: int) -> None:
+        self.events.append("cleared")
+        await super().clear_controls(message_id)
+
+
+async def test_a_press_that_waited_behind_keep_finds_the_paging_ended(rig: ChatRig) -> None:
+    sink = MemorySink()
+    await three_colours(rig, sink)
+    key = paging_of(sink).key
+    keep = asyncio.create_task(rig.service.turn_page(key, 2, "keep", user_id=1, can_manage=False))
+    after = asyncio.create_task(rig.service.turn_page(key, 2, "next", user_id=1, can_manage=False))
+    await asyncio.wait_for(keep, WAIT)
+    with pytest.raises(UserError, match="no longer works"):
+        await asyncio.wait_for(after, WAIT)
+    assert sink.latest().content == "Green." and sink.latest().controls.paging is None
+    assert (await history(rig))[-1][1] == "Green."
+
+
+async def test_regenerate_ends_the_paging_after_the_page_being_shown(
+    rig: ChatRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = HeldSink()
+    await three_colours(rig, sink)
+    turn, key = sink.latest().controls.regenerate_turn, paging_of(sink).key
+    assert turn is not None
+    admitted = asyncio.Event()
+    admit = rig.service.admit
+
+    async def admitting(request: Request, *, alternatives: int = 1) -> Admitted:
+        try:
+            return await admit(request, alternatives=alternatives)
+        finally:
+            admitted.set()
+
+    monkeypatch.setattr(rig.service, "admit", admitting)
+    sink.held = True
+    paging = asyncio.create_task(rig.service.turn_page(key, 0, "next", user_id=1, can_manage=False))
+    await asyncio.wait_for(sink.holding.wait(), WAIT)  # Blue is being shown
+    regenerating = asyncio.create_task(
+        rig.service.regeneration(turn, place=CHANNEL, person=Person(1), can_manage=False)
+    )
+    await asyncio.wait_for(admitted.wait(), WAIT)
+    assert not regenerating.done()  # it waits for the page being shown
+    sink.held = False
+    sink.release.set()
+    await asyncio.wait_for(asyncio.gather(paging, regenerating), WAIT)
+    await sink.wait_for(lambda s: bool(s.cleared))
+    # Its buttons go after the page shown with them, never before.
+    assert sink.events[-2:] == ["shown True", "cleared"]
+    with pytest.raises(UserError, match="no longer works"):
+        await rig.service.turn_page(key, 1, "next", user_id=1, can_manage=False)
+
+
+async def test_keep_waits_for_the_question_after_it_and_is_then_refused(rig: ChatRig) -> None:
+    sink, second = MemorySink(), MemorySink()
+    await three_colours(rig, sink)
+    key = paging_of(sink).key
+    asking = rig.ask("and another?", second)
+    stream = await rig.api.stream(2)
+    assert "Red." in [message["content"] for message in stream.messages]
+    keep = asyncio.create_task(rig.service.turn_page(key, 1, "keep", user_id=1, can_manage=False))
+    stream.send("Sure.")
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    with pytest.raises(UserError):
+        await asyncio.wait_for(keep, WAIT)
+    # The history the second answer was written from stays; the first answer's buttons go.
+    assert [content for _, content, _ in await history(rig)][1:] == [
+        "Red.",
+        "person1: and another?",
+        "Sure.",
+    ]
+    assert sink.latest().content == "Red.\n\n-# 1/3"
+    await sink.wait_for(lambda s: s.cleared == s.message_ids())
+
+
+async def test_keep_is_refused_once_a_newer_question_is_stored_and_ends_the_paging(
+    rig: ChatRig,
+) -> None:
+    sink = MemorySink()
+    await three_colours(rig, sink)
+    key = paging_of(sink).key
+    # Another process of the bot answered a newer question here.
+    conversation = await rig.conversations.find(10)
+    assert conversation is not None
+    await rig.conversations.append_turn(
+        conversation.id, NewTurn(role="user", content="person2: hello", token_estimate=3)
+    )
+    with pytest.raises(UserError, match="Only the newest answer here can be changed"):
+        await rig.service.turn_page(key, 1, "keep", user_id=1, can_manage=False)
+    assert (await history(rig))[1][1] == "Red."
+    await sink.wait_for(lambda s: s.cleared == s.message_ids())
+    with pytest.raises(UserError, match="no longer works"):
+        await rig.service.turn_page(key, 0, "next", user_id=1, can_manage=False)
+
+
+async def test_the_next_answer_removes_the_buttons_where_paging_left_them(rig: ChatRig) -> None:
+    sink, second = MemorySink(), MemorySink()
+    await three_colours(rig, sink, first=" ".join(["Red."] * 600))  # two messages
+    first_ids = sink.message_ids()
+    assert len(first_ids) == 2
+    asking = rig.ask("and another?", second)
+    stream = await rig.api.stream(2)  # its history is read: the answer had two messages
+    await rig.service.turn_page(paging_of(sink).key, 0, "next", user_id=1, can_manage=False)
+    assert sink.message_ids() == first_ids[:1]  # Blue needs one
+    stream.send("Sure.")
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    await sink.wait_for(lambda s: bool(s.cleared))
+    assert sink.cleared == first_ids[:1]
+
+
+async def test_regenerating_a_json_answer_asks_for_json_again(rig: ChatRig) -> None:
+    sink, again = MemorySink(), MemorySink()
+    asking = rig.ask("a colour", sink, json_format=True)
+    stream = await rig.api.stream(1)
+    stream.send('{"colour": "red"}')
+    stream.end()
+    await asyncio.wait_for(asking, WAIT)
+    controls = sink.latest().controls
+    assert controls.regenerate_turn is not None and controls.regenerate_json
+    ask = await rig.service.regeneration(
+        controls.regenerate_turn,
+        place=CHANNEL,
+        person=Person(1),
+        can_manage=False,
+        json_format=controls.regenerate_json,
+    )
+    answering = asyncio.create_task(rig.service.ask(ask, again))
+    stream = await rig.api.stream(2)
+    assert stream.options["json_format"] is True
+    stream.send('{"colour": "blue"}')
+    stream.end()
+    await asyncio.wait_for(answering, WAIT)
+    assert again.latest().content == '```json\n{"colour": "blue"}\n```'
+    assert again.latest().controls.regenerate_json

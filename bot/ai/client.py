@@ -202,9 +202,9 @@ def _deltas(text: str | None, *, reasoning: bool = False) -> list[Delta]:
     return [Delta(text, reasoning=reasoning)] if text else []
 
 
-def _answer_text(deltas: Sequence[Delta], choice: int = 0) -> str:
-    """One choice's text (the first: what a whole, non-streamed reply answers)."""
-    return "".join(d.text for d in deltas if d.choice == choice and not d.reasoning)
+def _answer_text(deltas: Sequence[Delta]) -> str:
+    """The first choice's text (what a whole, non-streamed reply answers)."""
+    return "".join(d.text for d in deltas if d.choice == 0 and not d.reasoning)
 
 
 def _output_text(response: Mapping[str, Any]) -> str:
@@ -406,21 +406,14 @@ class ApiClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         user: str | None = None,
-        n: int = 1,
-        json_format: bool = False,
         extra: Mapping[str, Any] | None = None,
     ) -> ChatResult:
-        """One whole answer (`n` > 1: as many, in `ChatResult.texts`); `json_format` asks for a
-        JSON object, which the API refuses unless the messages say the word "json"."""
-        payload = _chat_payload(
-            messages, model, temperature, max_tokens, user, n, json_format, extra
-        )
+        payload = _chat_payload(messages, model, temperature, max_tokens, user, extra)
 
         def parse(data: Mapping[str, Any]) -> ChatResult:
             parser = _ChatParser(self._transport.payload_error)
-            deltas = parser.feed(data)
-            texts = tuple(_answer_text(deltas, choice) for choice in range(n))
-            return ChatResult(texts[0], parser.finish_reason, parser.usage, parser.model, texts)
+            text = _answer_text(parser.feed(data))
+            return ChatResult(text, parser.finish_reason, parser.usage, parser.model)
 
         return await self._post("chat/completions", payload, self._timeouts.chat, parse)
 
@@ -438,7 +431,7 @@ class ApiClient:
     ) -> ChatStream:
         """A streamed answer; with `n` > 1 its Deltas interleave the choices by `Delta.choice`."""
         payload = _chat_payload(
-            messages, model, temperature, max_tokens, user, n, json_format, extra
+            messages, model, temperature, max_tokens, user, extra, n=n, json_format=json_format
         )
         payload["stream"] = True
         payload.setdefault("stream_options", {"include_usage": True})
@@ -671,9 +664,10 @@ def _chat_payload(
     temperature: float | None,
     max_tokens: int | None,
     user: str | None,
-    n: int,
-    json_format: bool,
     extra: Mapping[str, Any] | None,
+    *,
+    n: int = 1,
+    json_format: bool = False,
 ) -> dict[str, Any]:
     fields = {
         "model": model,

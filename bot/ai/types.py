@@ -47,7 +47,6 @@ class ChatResult:
     finish_reason: str | None
     usage: Usage | None
     model: str | None
-    texts: tuple[str, ...] = ()  # every choice's text, by index, when `n` were asked for
 
 
 @dataclass(frozen=True)

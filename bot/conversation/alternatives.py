@@ -1,4 +1,5 @@
-"""Several answers to one question (/ask `alternatives`), paged through until one is kept.
+"""Several answers to one question (/ask `alternatives`), paged through until one is kept,
+the answer is regenerated, or a newer answer comes in its conversation.
 
 They live in memory only: after a restart their buttons no longer work, and the answer first
 shown (the one stored) stays.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from bot.delivery.reply import ReplySink, StreamingReply
@@ -28,7 +29,11 @@ class Alternatives:
     sink: ReplySink
     answer_turn: int | None  # the stored answer (None: a private one, not stored)
     json_format: bool
-    # One press at a time: pages are shown in the order they were asked for.
+    # Where the stored answer is: its conversation, and the key its answers wait in turn by.
+    conversation_id: int
+    in_order: Hashable
+    # One press at a time: pages are shown in the order they were asked for, and nothing
+    # retires them while a page is being shown.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def notice(self, page: int) -> str:
@@ -52,6 +57,12 @@ class Shelf:
 
     def get(self, key: str) -> Alternatives | None:
         return self._sets.get(key)
+
+    def of_answer(self, answer_turn: int) -> Alternatives | None:
+        """The set whose answer is stored as `answer_turn`, while it can still be paged."""
+        return next(
+            (found for found in self._sets.values() if found.answer_turn == answer_turn), None
+        )
 
     def remove(self, key: str) -> None:
         self._sets.pop(key, None)

@@ -123,6 +123,13 @@ class Runs:
             run.task = None
             yield
 
+    @contextlib.asynccontextmanager
+    async def in_order(self, conversation: Hashable) -> AsyncIterator[None]:
+        """Wait until the conversation's earlier questions are answered, and keep its later
+        ones waiting meanwhile: for a change to its history made outside an answer."""
+        async with self._conversations.setdefault(conversation, asyncio.Lock()):
+            yield
+
     def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> StopResult:
         run = self._runs.get(key)
         if run is None:

@@ -44,6 +44,8 @@ UNSAVED_ANSWER = "[The answer could not be saved.]"
 # The API refuses to answer in JSON unless the messages ask for JSON.
 JSON_INSTRUCTION = "Answer with one JSON object."
 NO_LONGER_WORKS = "This button no longer works."
+PAGE_ACTIONS = ("prev", "next", "keep")
+NOT_NEWEST = "Only the newest answer here can be changed, and this one no longer is."
 
 _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
@@ -210,9 +212,7 @@ class ChatService:
             self._runs.end(run)
 
     async def _in_turn(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
-        # Keyed as the conversation is: people's own conversations in a channel do not wait
-        # for each other.
-        conversation = (ask.place.channel_id, ask.place.owner_id)
+        conversation = _in_order_key(ask.place)
         async with self._runs.turn(run, conversation, on_wait=lambda: reply.status(WAITING)):
             await self._answer(ask, sink, reply, run)
 
@@ -321,12 +321,24 @@ class ChatService:
                 await stream
             raise
         result = self._result_of(stream, run)
-        text = run.text
+        # The first answer with text is the one shown and stored: an empty first choice gives
+        # way to the next (all of them were paid for).
+        answers = _answers(run)
+        first = next(iter(answers), 0)
+        text = answers.get(first, "")
+        if first != 0 and result.status is TurnStatus.COMPLETE:
+            result.notice = _FINISH_NOTICES.get(run.finish_reasons.get(first, ""))
         shown = _as_shown(text, ask.json_format)
 
-        controls = Controls(regenerate_turn=answer_turn) if answer_turn else Controls()
+        controls = (
+            Controls(regenerate_turn=answer_turn, regenerate_json=ask.json_format)
+            if answer_turn
+            else Controls()
+        )
         notice = result.notice
-        alternatives = self._alternatives_of(ask, run, result, reply, sink)
+        alternatives = None
+        if result.status is TurnStatus.COMPLETE and len(answers) > 1:
+            alternatives = self._alternatives_of(ask, run, answers, reply, sink, conversation_id)
         if alternatives is not None:
             controls = replace(controls, paging=Paging(alternatives.key, 0))
             notice = alternatives.notice(0)
@@ -348,7 +360,7 @@ class ChatService:
                     notice = _joined(notice, NOT_SAVED)
                     await reply.finish(shown, notice=notice, controls=controls)
                 if ask.question_turn is None:  # a regenerated answer's forerunner has none
-                    self._retire_previous(history, sink)
+                    await self._retire_previous(history, sink)
         spent = await self._record_usage(ask, model, prompt_tokens, run, result.usage, hold)
         if spent is not None:
             warning = self._admission.warning(ask.admitted, hold, tokens=spent, images=0)
@@ -359,25 +371,27 @@ class ChatService:
         return spent is not None
 
     def _alternatives_of(
-        self, ask: Ask, run: Run, result: _Result, reply: StreamingReply, sink: ReplySink
-    ) -> Alternatives | None:
-        """The answers to page through, when more than one came whole."""
-        if result.status is not TurnStatus.COMPLETE or not run.text:
-            return None
-        texts = {0: run.text} | {choice: text for choice, text in run.others.items() if text}
-        if len(texts) < 2:
-            return None
-        choices = sorted(texts)
-        reasons = [run.finish_reasons.get(choice, "") for choice in choices]
+        self,
+        ask: Ask,
+        run: Run,
+        answers: Mapping[int, str],
+        reply: StreamingReply,
+        sink: ReplySink,
+        conversation_id: int,
+    ) -> Alternatives:
+        """The answers that came whole, to page through."""
+        reasons = [run.finish_reasons.get(choice, "") for choice in answers]
         return Alternatives(
             key=run.key,
             author_id=ask.author_id,
-            texts=[texts[choice] for choice in choices],
+            texts=list(answers.values()),
             notices=[_FINISH_NOTICES.get(reason) for reason in reasons],
             reply=reply,
             sink=sink,
             answer_turn=run.answer_turn,
             json_format=ask.json_format,
+            conversation_id=conversation_id,
+            in_order=_in_order_key(ask.place),
         )
 
     async def _save_answer(
@@ -403,15 +417,28 @@ class ChatService:
                 log.exception("Storing answer %d (%s) failed", turn_id, status)
         return False
 
-    def _retire_previous(self, history: Sequence[StoredTurn], sink: ReplySink) -> None:
-        """Only the newest answer can be regenerated, so only it keeps the button: the one
-        before loses it."""
+    async def _retire_previous(self, history: Sequence[StoredTurn], sink: ReplySink) -> None:
+        """Only the newest answer can be regenerated, or have another alternative kept, so
+        only it keeps its buttons: the one before loses them."""
         previous = history[-1] if history else None
-        if previous is None or previous.role != "assistant" or not previous.message_ids:
+        if previous is None or previous.role != "assistant":
             return
-        if previous.images:  # images have a Regenerate of their own
+        found = self._alternatives.of_answer(previous.id)
+        if found is not None:
+            # Where its buttons are now: paging may have changed its messages since the
+            # history was read.
+            async with found.lock:
+                self._retire(found)
             return
-        self._replies.retire_controls(sink, previous.message_ids[-1])
+        if previous.message_ids and not previous.images:  # images have a Regenerate of their own
+            self._replies.retire_controls(sink, previous.message_ids[-1])
+
+    async def _is_newest(self, conversation_id: int, turn_id: int) -> bool:
+        """Whether `turn_id` is the newest finished turn of its conversation."""
+        newest = await self._conversations.newest_turns(
+            conversation_id, token_budget=2**62, max_turns=1
+        )
+        return [turn.id for turn in newest] == [turn_id]
 
     async def _store_question(self, conversation_id: int, ask: Ask, model: str) -> list[int]:
         """Store the question (unless it is stored already) and an answer in progress."""
@@ -419,10 +446,7 @@ class ChatService:
         if ask.replacing_turn is not None:
             # Checked again here, in the conversation's turn: two presses of Regenerate, or a
             # question asked meanwhile, must not both replace it.
-            newest = await self._conversations.newest_turns(
-                conversation_id, token_budget=2**62, max_turns=1
-            )
-            if [turn.id for turn in newest] != [ask.replacing_turn]:
+            if not await self._is_newest(conversation_id, ask.replacing_turn):
                 raise UserError("That answer was replaced meanwhile; only the newest can be.")
             await self._conversations.delete_turns([ask.replacing_turn])
         if ask.question_turn is None:
@@ -577,10 +601,16 @@ class ChatService:
         return prompt + completion
 
     async def regeneration(
-        self, turn_id: int, *, place: Place, person: Person, can_manage: bool
+        self,
+        turn_id: int,
+        *,
+        place: Place,
+        person: Person,
+        can_manage: bool,
+        json_format: bool = False,
     ) -> Ask:
         """The question to ask again, where `person` pressed Regenerate at `place`, so that
-        its new answer replaces answer `turn_id`."""
+        its new answer (in JSON, if `json_format`) replaces answer `turn_id`."""
         # The button shows with the answer's last write, a moment before the answer is stored
         # as finished: a quick press waits for that.
         await self._runs.wait_until_stored(turn_id)
@@ -610,6 +640,10 @@ class ChatService:
         admitted = await self.admit(
             Request(RequestKind.REGENERATE, place, person, model=answer.model, again=True)
         )
+        found = self._alternatives.of_answer(turn_id)
+        if found is not None:  # the new answer replaces them all
+            async with found.lock:
+                self._retire(found)
         return Ask(
             admitted=admitted,
             place=admitted.place,
@@ -619,6 +653,7 @@ class ChatService:
             images=question.images,
             replacing_turn=answer.id,
             question_turn=question.id,
+            json_format=json_format,
         )
 
     async def is_chat_thread(self, channel_id: int) -> bool:
@@ -676,7 +711,7 @@ class ChatService:
         # The buttons show a moment before the paging is ready: a quick press waits for it.
         await self._runs.wait_until_done(key)
         found = self._alternatives.get(key)
-        if found is None or not 0 <= page < len(found.texts):
+        if found is None or not 0 <= page < len(found.texts) or action not in PAGE_ACTIONS:
             raise UserError(NO_LONGER_WORKS)
         if found.author_id != user_id and not can_manage:
             raise UserError(
@@ -685,27 +720,52 @@ class ChatService:
         deadline = found.sink.deadline()
         if deadline is not None and datetime.now(UTC) >= deadline:
             raise UserError(PRIVATE_TIME_LIMIT_PAGING)
+        if action == "keep":
+            await self._keep(found, page)
+            return
+        step = 1 if action == "next" else -1
         async with found.lock:
-            if action == "keep":
-                await self._keep(found, page)
-            elif action in ("prev", "next"):
-                step = 1 if action == "next" else -1
-                await self._show_page(found, (page + step) % len(found.texts))
-            else:
-                raise UserError(NO_LONGER_WORKS)
+            self._check_live(found)
+            await self._show_page(found, (page + step) % len(found.texts))
+
+    def _check_live(self, found: Alternatives) -> None:
+        """Called holding `found.lock`: a press that waited there may come after a Keep, a
+        Regenerate or a newer answer ended the paging."""
+        if self._alternatives.get(found.key) is not found:
+            raise UserError(NO_LONGER_WORKS)
 
     async def _keep(self, found: Alternatives, page: int) -> None:
-        if self._alternatives.get(found.key) is not found:  # kept by an earlier press
-            raise UserError(NO_LONGER_WORKS)
-        text = found.texts[page]
-        if found.answer_turn is not None and page != 0:
-            kept = await self._conversations.replace_answer(
-                found.answer_turn, content=text, token_estimate=estimate_tokens(text)
-            )
-            if not kept:
-                raise UserError("That answer is no longer in this conversation's history.")
+        """Store answer `page` in place of the first, and end the paging. A stored one is
+        kept in the conversation's turn, as answers are written, and only while it is the
+        newest: the history never changes under an answer being written, nor under one
+        written after it."""
+        turn = found.answer_turn
+        in_order = (
+            self._runs.in_order(found.in_order) if turn is not None else contextlib.nullcontext()
+        )
+        async with in_order, found.lock:
+            self._check_live(found)
+            if turn is not None:
+                if not await self._is_newest(found.conversation_id, turn):
+                    self._retire(found)
+                    raise UserError(NOT_NEWEST)
+                text = found.texts[page]
+                if page != 0 and not await self._conversations.replace_answer(
+                    turn, content=text, token_estimate=estimate_tokens(text)
+                ):
+                    self._retire(found)
+                    raise UserError("That answer is no longer in this conversation's history.")
+            self._alternatives.remove(found.key)
+            await self._show_page(found, page, paging=False)
+
+    def _retire(self, found: Alternatives) -> None:
+        """End the paging of `found` and remove its buttons, Regenerate too: a newer answer
+        came, or a new one replaces it. Called holding `found.lock`, so that no page being
+        shown puts them back."""
         self._alternatives.remove(found.key)
-        await self._show_page(found, page, paging=False)
+        message_ids = found.sink.message_ids()
+        if message_ids:
+            self._replies.retire_controls(found.sink, message_ids[-1])
 
     async def _show_page(self, found: Alternatives, page: int, *, paging: bool = True) -> None:
         """Show answer `page` in the reply's messages (with the paging buttons, or without
@@ -715,7 +775,9 @@ class ChatService:
             _as_shown(found.texts[page], found.json_format),
             notice=found.notice(page) if paging else found.notices[page],
             controls=Controls(
-                regenerate_turn=turn, paging=Paging(found.key, page) if paging else None
+                regenerate_turn=turn,
+                regenerate_json=found.json_format,
+                paging=Paging(found.key, page) if paging else None,
             ),
         )
         if turn is not None:
@@ -779,6 +841,18 @@ def _prompt_tokens(messages: Sequence[Mapping[str, Any]], model: str) -> int:
             images = sum(part.get("type") == "image_url" for part in content)
             total += estimate_tokens(text) + images * image_tokens_at_most(model)
     return total
+
+
+def _in_order_key(place: Place) -> tuple[int, int]:
+    """What a conversation's answers wait in turn by: people's own conversations in a
+    channel do not wait for each other."""
+    return (place.channel_id, place.owner_id)
+
+
+def _answers(run: Run) -> dict[int, str]:
+    """The answers that came with text, by choice, in order."""
+    every = {0: run.text} | run.others
+    return {choice: every[choice] for choice in sorted(every) if every[choice]}
 
 
 def _as_shown(text: str, json_format: bool) -> str:

@@ -36,6 +36,7 @@ class Controls:
 
     stop_key: str | None = None
     regenerate_turn: int | None = None
+    regenerate_json: bool = False  # the answer was asked for in JSON: so is its new one
     paging: Paging | None = None
 
 
