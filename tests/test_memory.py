@@ -71,6 +71,9 @@ async def rig(
         )
         memory = Memory(client, admission, vectors, conversations, usage, options)
         worker = asyncio.create_task(memory.run())
+        # Its first sweep finds nothing: a test's turns are embedded as it queues them, not
+        # as a sweep running meanwhile happens to find them.
+        await asyncio.wait_for(memory.idle.wait(), WAIT)
         try:
             async with chat_rig(
                 conversations, usage, admission, memory=memory, history_token_budget=400
@@ -212,10 +215,14 @@ async def test_a_slow_question_embedding_answers_without_recall(
 
 async def test_new_turns_of_several_conversations_share_a_request(rig: Rig) -> None:
     store = rig.chat.conversations
+    conversations = []
     for channel in (20, 21):
         conversation = await store.open(channel, guild_id=1, kind=ConversationKind.CHANNEL)
         for role, said in (("user", "person1: hello there"), ("assistant", "Hi.")):
             await store.append_turn(conversation.id, NewTurn(role, said, 5, author_id=1))
-        rig.memory.remember(conversation.id, after=0)
+        conversations.append(conversation.id)
+    # Both queued before the worker wakes: answers finishing within its batch delay.
+    for conversation_id in conversations:
+        rig.memory.remember(conversation_id, after=0)
     await rig.embedded()
     assert [len(r.json["input"]) for r in rig.api.requests_to("/embeddings")] == [4]
