@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -15,13 +15,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.admission import Person, Request, RequestKind
-from bot.ai import NO_RETRY, ApiClient
+from bot.ai import NO_RETRY, ApiClient, BadRequest, EmbeddingResult
 from bot.db.models import ConversationKind, UsageKind
 from bot.db.repository import ConversationStore, NewTurn
 from bot.db.usage_store import UsageStore
 from bot.db.vector_store import VectorStore
 from bot.errors import UserError
 from bot.memory import MEMORY_OFF, Memory, MemoryOptions
+from bot.memory._memory import EmbeddingApi
 from bot.places import Place
 from bot.server_config import Scope, Setting
 from tests.fakes.api import Fail, FakeApi, Hang
@@ -226,3 +227,61 @@ async def test_new_turns_of_several_conversations_share_a_request(rig: Rig) -> N
         rig.memory.remember(conversation_id, after=0)
     await rig.embedded()
     assert [len(r.json["input"]) for r in rig.api.requests_to("/embeddings")] == [4]
+
+
+async def conversation_of(rig: Rig, *said: tuple[str, str]) -> int:
+    """A conversation of turns (role, text), queued for embedding; returns its id."""
+    store = rig.chat.conversations
+    conversation = await store.open(10, guild_id=1, kind=ConversationKind.CHANNEL)
+    for role, text_ in said:
+        author = 1 if role == "user" else None
+        name = "person1" if role == "user" else None
+        turn = NewTurn(role, text_, 5, author_id=author, author_name=name)
+        await store.append_turn(conversation.id, turn)
+    rig.memory.remember(conversation.id, after=0)
+    return conversation.id
+
+
+async def test_an_answer_too_long_for_one_input_is_cut_and_blocks_nothing(rig: Rig) -> None:
+    # One token a character to the API: under the bot's own estimate, over the API's limit.
+    long_answer = "a," * 10_000
+    hellos = [("user", f"person1: hello {n}") for n in range(10)]
+    await conversation_of(rig, ("user", "person1: list them"), ("assistant", long_answer), *hellos)
+    await rig.embedded()
+    assert await rig.vectors() == 12
+    sent = [text_ for r in rig.api.requests_to("/embeddings") for text_ in r.json["input"]]
+    assert max(len(text_.encode()) for text_ in sent) == 8000
+
+
+class Refusing:
+    """The API client, refusing as the API does any request with an input it cannot embed."""
+
+    def __init__(self, client: EmbeddingApi, refused: str) -> None:
+        self.client, self.refused, self.requests = client, refused, 0
+
+    async def embed(
+        self, inputs: str | Sequence[str], *, model: str, dimensions: int | None = None
+    ) -> EmbeddingResult:
+        self.requests += 1
+        if any(self.refused in text_ for text_ in inputs):
+            raise BadRequest("'$.input' is invalid.", status=400)
+        return await self.client.embed(inputs, model=model, dimensions=dimensions)
+
+
+async def test_a_turn_the_api_refuses_is_left_out_and_the_rest_embedded(rig: Rig) -> None:
+    refusing = Refusing(rig.memory._api, refused="unembeddable")
+    rig.memory._api = refusing
+    said = [("user", f"person1: hello {n}") for n in range(10)]
+    said[3] = ("user", "person1: unembeddable")
+    conversation_id = await conversation_of(rig, *said)
+    await rig.embedded()
+    assert await rig.vectors() == 9
+    assert refusing.requests == 9  # halved until the one refused is alone, and no more
+    # Later turns are embedded without it.
+    await rig.chat.conversations.append_turn(
+        conversation_id, NewTurn("assistant", "Hello to you.", 5)
+    )
+    rig.memory.remember(conversation_id, after=0)
+    await rig.embedded()
+    assert await rig.vectors() == 10
+    assert refusing.requests == 9 + 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.admission import Admission, Admitted, Request
-from bot.ai import EmbeddingResult
+from bot.ai import BadRequest, EmbeddingResult
 from bot.conversation.context import recall_note, spoken_text
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import UsageKind
@@ -36,10 +36,10 @@ RECALLED_TURNS = 4
 RECALL_FLOOR = 200  # tokens the recall budget has at least
 FOUND_TURNS = 5  # by /recall
 FORGET_MATCHES = 3  # by /forget, each with the other half of its exchange
-# What one input may hold (OpenAI's limit is 8192 tokens; estimates err high).
-_MAX_INPUT_TOKENS = 8000
-# What one request of a batch may hold in all (OpenAI refuses over 300,000 tokens).
-_MAX_BATCH_TOKENS = 100_000
+# What one input may hold: OpenAI's limit is 8192 tokens, and a token is at least one byte.
+_MAX_INPUT_BYTES = 8000
+# What one request may hold in all (OpenAI refuses over 300,000 tokens), counted the same way.
+_MAX_BATCH_BYTES = 250_000
 
 
 class EmbeddingApi(Protocol):
@@ -90,6 +90,10 @@ class Memory:
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()  # set whenever nothing is left to embed (tests wait on it)
         self.embedded = 0  # turns this process embedded
+        # Turns the API refused to embed, left out until a restart; and whether it embedded
+        # anything yet (until then a refusal may be of the model, not of a turn).
+        self._refused: set[int] = set()
+        self._api_works = False
 
     @property
     def _config(self) -> ServerConfig:
@@ -144,19 +148,47 @@ class Memory:
         return turns
 
     async def _embed(self, turns: Sequence[Unembedded]) -> None:
-        kept = [turn for turn in turns if await self._memory_on(turn)]
-        for batch in _batches(kept, self.options.batch_size):
-            texts = [_input_text(spoken_text(t.content, t.author_name)) for t in batch]
+        kept = [t for t in turns if t.turn_id not in self._refused and await self._memory_on(t)]
+        inputs = [(t, _input_text(spoken_text(t.content, t.author_name))) for t in kept]
+        for batch in _batches(inputs, self.options.batch_size):
+            await self._embed_batch(batch)
+
+    async def _embed_batch(self, batch: Sequence[tuple[Unembedded, str]]) -> None:
+        turns = [turn for turn, _ in batch]
+        texts = [text for _, text in batch]
+        try:
             result = await self._embeddings(texts)
-            vectors = [
-                NewVector(t.turn_id, t.conversation_id, vector)
-                for t, vector in zip(batch, result.vectors, strict=True)
-            ]
-            await self._vectors.add(vectors)
-            self.embedded += len(vectors)
-            for vector in vectors:
-                self._cache.extend(vector.conversation_id, [(vector.turn_id, vector.vector)])
-            await self._record_batch(batch, texts, result.tokens)
+        except BadRequest as exc:
+            if len(batch) > 1:
+                # One turn may be refused: the halves find it, and the rest go on.
+                await self._embed_halves(batch)
+            elif self._api_works:
+                self._refused.add(turns[0].turn_id)
+                log.warning("Turn %d cannot be embedded (%s)", turns[0].turn_id, _named(exc))
+            else:
+                raise  # maybe the model or its settings: tried again later, as failures are
+            return
+        self._api_works = True
+        vectors = [
+            NewVector(t.turn_id, t.conversation_id, vector)
+            for t, vector in zip(turns, result.vectors, strict=True)
+        ]
+        await self._vectors.add(vectors)
+        self.embedded += len(vectors)
+        for vector in vectors:
+            self._cache.extend(vector.conversation_id, [(vector.turn_id, vector.vector)])
+        await self._record_batch(turns, texts, result.tokens)
+
+    async def _embed_halves(self, batch: Sequence[tuple[Unembedded, str]]) -> None:
+        half = len(batch) // 2
+        refused: BadRequest | None = None
+        for part in (batch[:half], batch[half:]):
+            try:
+                await self._embed_batch(part)
+            except BadRequest as exc:
+                refused = exc
+        if refused is not None:
+            raise refused
 
     async def _memory_on(self, turn: Unembedded) -> bool:
         if not self._owns(turn.guild_id):
@@ -382,22 +414,25 @@ def _newest_within(history: Sequence[StoredTurn], budget: int) -> list[StoredTur
 
 def _input_text(text: str) -> str:
     """`text` cut to what one embeddings input may hold."""
-    while estimate_tokens(text) > _MAX_INPUT_TOKENS:
-        text = text[: len(text) * 3 // 4]
-    return text
+    encoded = text.encode()
+    if len(encoded) <= _MAX_INPUT_BYTES:
+        return text
+    return encoded[:_MAX_INPUT_BYTES].decode(errors="ignore")  # whole characters
 
 
-def _batches(turns: Sequence[Unembedded], size: int) -> list[list[Unembedded]]:
-    """Turns in requests of at most `size` inputs and _MAX_BATCH_TOKENS tokens."""
-    batches: list[list[Unembedded]] = []
-    tokens = 0
-    for turn in turns:
-        cost = min(estimate_tokens(turn.content), _MAX_INPUT_TOKENS)
-        if not batches or len(batches[-1]) >= size or tokens + cost > _MAX_BATCH_TOKENS:
+def _batches(
+    inputs: Sequence[tuple[Unembedded, str]], size: int
+) -> list[list[tuple[Unembedded, str]]]:
+    """Turns with their texts, in requests of at most `size` inputs and _MAX_BATCH_BYTES."""
+    batches: list[list[tuple[Unembedded, str]]] = []
+    spent = 0
+    for turn, text in inputs:
+        cost = len(text.encode())
+        if not batches or len(batches[-1]) >= size or spent + cost > _MAX_BATCH_BYTES:
             batches.append([])
-            tokens = 0
-        batches[-1].append(turn)
-        tokens += cost
+            spent = 0
+        batches[-1].append((turn, text))
+        spent += cost
     return batches
 
 
