@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -285,3 +285,46 @@ async def test_a_turn_the_api_refuses_is_left_out_and_the_rest_embedded(rig: Rig
     await rig.embedded()
     assert await rig.vectors() == 10
     assert refusing.requests == 9 + 1
+
+
+class Deleting:
+    """The API client, while whose first request a turn is deleted (Regenerate pressed)."""
+
+    def __init__(self, client: EmbeddingApi, delete: Callable[[], Awaitable[None]]) -> None:
+        self.client, self.delete = client, delete
+        self.tokens = 0  # billed
+
+    async def embed(
+        self, inputs: str | Sequence[str], *, model: str, dimensions: int | None = None
+    ) -> EmbeddingResult:
+        delete, self.delete = self.delete, _nothing
+        await delete()
+        result = await self.client.embed(inputs, model=model, dimensions=dimensions)
+        self.tokens += result.usage.prompt_tokens if result.usage else 0
+        return result
+
+
+async def _nothing() -> None:
+    pass
+
+
+async def test_a_turn_deleted_while_its_batch_is_embedded_leaves_the_rest_paid_once(
+    rig: Rig,
+) -> None:
+    store = rig.chat.conversations
+    conversation = await store.open(10, guild_id=1, kind=ConversationKind.CHANNEL)
+    ids = [
+        await store.append_turn(
+            conversation.id, NewTurn("user", f"person1: hi {n}", 5, author_id=1)
+        )
+        for n in range(10)
+    ]
+    deleting = Deleting(rig.memory._api, lambda: store.delete_turns(ids[-1:]))
+    rig.memory._api = deleting
+    rig.memory.remember(conversation.id, after=0)
+    await rig.embedded()
+    assert await rig.vectors() == 9
+    assert [len(r.json["input"]) for r in rig.api.requests_to("/embeddings")] == [10]
+    async with rig.sessions() as session:
+        recorded = await session.scalar(text("SELECT sum(prompt_tokens) FROM usage_records"))
+    assert recorded == deleting.tokens > 0

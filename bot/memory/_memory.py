@@ -169,15 +169,17 @@ class Memory:
                 raise  # maybe the model or its settings: tried again later, as failures are
             return
         self._api_works = True
+        # Paid for: recorded before anything else can fail, or a shutdown come.
+        await self._record_batch(turns, texts, result.tokens)
         vectors = [
             NewVector(t.turn_id, t.conversation_id, vector)
             for t, vector in zip(turns, result.vectors, strict=True)
         ]
-        await self._vectors.add(vectors)
-        self.embedded += len(vectors)
+        stored = set(await self._vectors.add(vectors))  # not those of turns deleted meanwhile
+        self.embedded += len(stored)
         for vector in vectors:
-            self._cache.extend(vector.conversation_id, [(vector.turn_id, vector.vector)])
-        await self._record_batch(turns, texts, result.tokens)
+            if vector.turn_id in stored:
+                self._cache.extend(vector.conversation_id, [(vector.turn_id, vector.vector)])
 
     async def _embed_halves(self, batch: Sequence[tuple[Unembedded, str]]) -> None:
         half = len(batch) // 2
