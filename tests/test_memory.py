@@ -328,3 +328,26 @@ async def test_a_turn_deleted_while_its_batch_is_embedded_leaves_the_rest_paid_o
     async with rig.sessions() as session:
         recorded = await session.scalar(text("SELECT sum(prompt_tokens) FROM usage_records"))
     assert recorded == deleting.tokens > 0
+
+
+async def test_an_alternative_kept_is_found_by_its_own_text_not_the_one_it_replaced(
+    rig: Rig,
+) -> None:
+    conversation_id = await conversation_of(
+        rig, ("user", "person1: name a city"), ("assistant", "Paris is the capital of France.")
+    )
+    await rig.embedded()
+    recall = Request(RequestKind.RECALL, CHANNEL, Person(1))
+    _, found = await rig.memory.search(recall, "Paris capital of France")  # now held
+    answer = found[0].turn.id
+
+    store = rig.chat.conversations
+    assert await store.replace_answer(
+        answer, content="Lagos hosts a huge market.", token_estimate=9
+    )
+    await rig.embedded()
+    assert await rig.vectors() == 2
+    _, found = await rig.memory.search(recall, "Lagos huge market")
+    assert [(f.turn.id, f.turn.conversation_id) for f in found] == [(answer, conversation_id)]
+    with pytest.raises(UserError, match="Nothing"):
+        await rig.memory.search(recall, "Paris capital of France")

@@ -94,6 +94,7 @@ class Memory:
         # anything yet (until then a refusal may be of the model, not of a turn).
         self._refused: set[int] = set()
         self._api_works = False
+        conversations.watchers.append(self)
 
     @property
     def _config(self) -> ServerConfig:
@@ -106,6 +107,12 @@ class Memory:
         self._queued[conversation_id] = min(after, self._queued.get(conversation_id, after))
         self.idle.clear()
         self._wake.set()
+
+    def answer_replaced(self, conversation_id: int, turn_id: int) -> None:
+        """An answer's text was replaced (another alternative kept): its vector went with the
+        old text, and the new one is embedded."""
+        self._cache.remove(conversation_id, [turn_id])
+        self.remember(conversation_id, after=turn_id - 1)
 
     async def run(self) -> None:
         """The one worker of this process: embeds what `remember` queued, in batches, and first
