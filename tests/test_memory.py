@@ -351,3 +351,44 @@ async def test_an_alternative_kept_is_found_by_its_own_text_not_the_one_it_repla
     assert [(f.turn.id, f.turn.conversation_id) for f in found] == [(answer, conversation_id)]
     with pytest.raises(UserError, match="Nothing"):
         await rig.memory.search(recall, "Paris capital of France")
+
+
+async def test_answers_regenerated_here_leave_their_places_among_the_found(rig: Rig) -> None:
+    said = [("assistant", f"Vault codes are secret {n}.") for n in range(5)]
+    await conversation_of(rig, ("user", "person1: tell me about vault codes"), *said)
+    await rig.embedded()
+    recall = Request(RequestKind.RECALL, CHANNEL, Person(1))
+    _, found = await rig.memory.search(recall, "vault codes secret")  # now held
+    answers = sorted(f.turn.id for f in found if f.turn.role == "assistant")
+    assert len(found) == 5 == len(answers)
+
+    await rig.chat.conversations.delete_turns(answers[:4])  # four Regenerates
+    _, found = await rig.memory.search(recall, "vault codes secret")
+    assert sorted(f.turn.role for f in found) == ["assistant", "user"]
+
+
+async def test_turns_another_process_forgot_leave_their_places_among_the_found(rig: Rig) -> None:
+    said = [("user", "person1: the vault code is purple elephant")] * 5
+    other = ("user", "person1: my vault code is purple elephant too, colour wise")
+    await conversation_of(rig, *said, other)
+    await rig.embedded()
+    memory = rig.memory
+    elsewhere = Memory(  # another process's, its cache its own
+        memory._api,
+        admission_on(rig.sessions),
+        memory._vectors,
+        ConversationStore(rig.sessions),
+        UsageStore(rig.sessions),
+        memory.options,
+    )
+    recall = Request(RequestKind.RECALL, CHANNEL, Person(1))
+    _, found = await rig.memory.search(recall, "vault code purple elephant")  # now held
+    assert len(found) == 5
+
+    forget = Request(RequestKind.FORGET, CHANNEL, Person(1))
+    offered = await elsewhere.to_forget(forget, "the vault code is purple elephant", moderator=True)
+    ids = [turn.id for turn in offered]
+    assert await elsewhere.forget(forget, ids, moderator=True) == len(ids) == 3
+    _, found = await rig.memory.search(recall, "vault code purple elephant")
+    assert len(found) == 3
+    assert any("colour wise" in f.turn.content for f in found)

@@ -139,6 +139,8 @@ class TurnWatcher(Protocol):
 
     def answer_replaced(self, conversation_id: int, turn_id: int) -> None: ...
 
+    def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None: ...
+
 
 class ConversationStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -300,7 +302,15 @@ class ConversationStore:
 
     async def delete_turns(self, turn_ids: Sequence[int]) -> None:
         async with self._sessions.begin() as session:
-            await session.execute(delete(Turn).where(Turn.id.in_(turn_ids)))
+            deleted = await session.execute(
+                delete(Turn).where(Turn.id.in_(turn_ids)).returning(Turn.conversation_id, Turn.id)
+            )
+            by_conversation: dict[int, list[int]] = {}
+            for conversation_id, turn_id in deleted:
+                by_conversation.setdefault(conversation_id, []).append(turn_id)
+        for watcher in self.watchers:
+            for conversation_id, ids in by_conversation.items():
+                watcher.turns_deleted(conversation_id, ids)
 
     async def newest_turns(
         self,

@@ -114,6 +114,10 @@ class Memory:
         self._cache.remove(conversation_id, [turn_id])
         self.remember(conversation_id, after=turn_id - 1)
 
+    def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None:
+        """Turns were deleted (Regenerate, /forget): their vectors went with them."""
+        self._cache.remove(conversation_id, turn_ids)
+
     async def run(self) -> None:
         """The one worker of this process: embeds what `remember` queued, in batches, and first
         sweeps every turn left without a vector (by a restart, or a failure)."""
@@ -305,9 +309,11 @@ class Memory:
         self, conversation_id: int, vector: bytes, *, before: int | None, limit: int
     ) -> list[Found]:
         """The turns most like `vector`, above MIN_SIMILARITY, most alike first."""
+        # More than asked for: some may be of turns deleted meanwhile (by another process).
+        wanted = limit * 2 + 8
         if self._vectors.pgvector:
             matches = await self._vectors.nearest(
-                conversation_id, vector, before=before, limit=limit
+                conversation_id, vector, before=before, limit=wanted
             )
         else:
             matrix = self._cache.get(conversation_id)
@@ -319,13 +325,20 @@ class Memory:
                 # What other processes embedded meanwhile.
                 newer = await self._vectors.of_conversation(conversation_id, after=matrix.newest)
                 self._cache.extend(conversation_id, newer)
-            matches = matrix.nearest(vector, before=before, limit=limit)
+            matches = matrix.nearest(vector, before=before, limit=wanted)
         similar = {turn_id: s for turn_id, s in matches if s >= MIN_SIMILARITY}
-        # Turns deleted meanwhile (by another process) are not found, and drop out.
-        turns = await self._conversations.get_turns(list(similar))
-        return sorted(
+        turns = [
+            turn
+            for turn in await self._conversations.get_turns(list(similar))
+            if turn.conversation_id == conversation_id
+        ]
+        gone = set(similar) - {turn.id for turn in turns}
+        if gone:  # deleted by another process: held no longer
+            self._cache.remove(conversation_id, list(gone))
+        found = sorted(
             (Found(turn, similar[turn.id]) for turn in turns), key=lambda f: -f.similarity
         )
+        return found[:limit]
 
     # /recall and /forget.
 
@@ -375,7 +388,6 @@ class Memory:
                 if _asked_by(exchange, request.author_id)
             ]
         await self._conversations.delete_turns([turn.id for turn in turns])
-        self._cache.drop(conversation_id)
         log.info(
             "Forgot %d turns of conversation %d at the request of %d",
             len(turns),
