@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.admission import Person, Request, RequestKind
 from bot.ai import NO_RETRY, ApiClient, BadRequest, EmbeddingResult
-from bot.db.models import ConversationKind, UsageKind
+from bot.db.config_store import BudgetRule
+from bot.db.models import BudgetScope, ConversationKind, Period, UsageKind
 from bot.db.repository import ConversationStore, NewTurn
 from bot.db.usage_store import UsageStore
 from bot.db.vector_store import VectorStore
@@ -153,6 +154,24 @@ async def test_memory_off_neither_recalls_nor_embeds(rig: Rig) -> None:
     person = Person(1)
     with pytest.raises(UserError, match=MEMORY_OFF):
         await rig.memory.search(Request(RequestKind.RECALL, CHANNEL, person), "secret code")
+    # What was shared while it was on can still be taken back.
+    forget = Request(RequestKind.FORGET, CHANNEL, person)
+    offered = await rig.memory.to_forget(forget, "secret code vault", moderator=False)
+    assert FACT in [turn.content for turn in offered]
+
+
+async def test_a_spent_budget_stops_recall_but_not_forget(rig: Rig) -> None:
+    await long_conversation(rig, 20)
+    await rig.embedded()  # paid for by person 1, beyond this cap
+    cap = BudgetRule(BudgetScope.PERSON, Period.DAY, tokens=10, images=None)
+    await rig.chat.config.set_budget(1, cap, by=9)
+    with pytest.raises(UserError, match="tokens"):  # /recall embeds a question, paid
+        await rig.memory.search(Request(RequestKind.RECALL, CHANNEL, Person(1)), QUESTION)
+
+    forget = Request(RequestKind.FORGET, CHANNEL, Person(1))
+    offered = await rig.memory.to_forget(forget, "secret code vault", moderator=False)
+    ids = [turn.id for turn in offered]
+    assert await rig.memory.forget(forget, ids, moderator=False) == len(ids) > 0
 
 
 async def test_reset_removes_the_vectors(rig: Rig) -> None:

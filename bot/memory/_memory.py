@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.admission import Admission, Admitted, Request
+from bot.admission import Admission, Admitted, Request, RequestKind
 from bot.ai import BadRequest, EmbeddingResult
 from bot.conversation.context import recall_note, spoken_text
 from bot.conversation.tokens import estimate_tokens
@@ -402,7 +402,8 @@ class Memory:
 
     async def _searchable(self, request: Request) -> tuple[Admitted, int]:
         admitted = await self._admission.admit(request)
-        if admitted.settings.memory is MemorySetting.OFF:
+        # /forget still finds what was embedded while memory was on: it deletes what was shared.
+        if admitted.settings.memory is MemorySetting.OFF and request.kind is RequestKind.RECALL:
             raise UserError(MEMORY_OFF)
         place = admitted.place
         conversation = await self._conversations.find(place.channel_id, place.owner_id)
