@@ -8,6 +8,7 @@ the bytes itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ class VectorStore:
         self.model = model
         self.dimensions = dimensions
         self.pgvector = False  # known after `prepare`
+        self.iterative_scan = False  # pgvector 0.8 on: a search walks its index past others'
 
     async def prepare(self) -> None:
         """Find out whether the database searches vectors itself (pgvector's column is there)."""
@@ -69,6 +71,11 @@ class VectorStore:
                 )
             )
             self.pgvector = found is not None
+            if self.pgvector:
+                version = await session.scalar(
+                    text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                )
+                self.iterative_scan = _version(str(version)) >= (0, 8)
 
     async def add(self, vectors: Sequence[NewVector]) -> list[int]:
         """Store vectors, in place of any of another model (a turn another process embedded
@@ -244,8 +251,10 @@ class VectorStore:
             f"ORDER BY {distance} LIMIT :limit"
         ).bindparams(bindparam("limit"))
         async with self._sessions.begin() as session:
-            # Keep walking the index past other conversations' vectors (pgvector 0.8 on).
-            await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            if self.iterative_scan:
+                # Keep walking the index past other conversations' vectors (older pgvector
+                # knows no such setting, and stops after ef_search of them).
+                await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
             rows = await session.execute(
                 query,
                 {
@@ -266,6 +275,11 @@ _OF_CONVERSATION = (
     "AND model = {} AND dimensions = {}"
 )
 _turn = aliased(Turn)  # the turn embedded, beside the questions before it
+
+
+def _version(text_: str) -> tuple[int, ...]:
+    """'0.8.6' as (0, 8, 6)."""
+    return tuple(int(part) for part in re.findall(r"\d+", text_))
 
 
 def vector_literal(vector: bytes) -> str:
