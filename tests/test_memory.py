@@ -102,14 +102,18 @@ async def long_conversation(rig: Rig, turns: int = 300) -> int:
     return conversation.id
 
 
-async def answer(rig: Rig, question: str, number: int) -> list[str]:
-    """Ask `question`, answer it, and return the system messages the model was sent."""
+async def answer(rig: Rig, question: str, number: int) -> list[tuple[str, str]]:
+    """Ask `question`, answer it, and return the messages the model was sent (role, text)."""
     asking = rig.chat.ask(question, MemorySink())
     stream = await rig.chat.api.stream(number)
     stream.send("Answered.")
     stream.end()
     await asyncio.wait_for(asking, WAIT)
-    return [str(m["content"]) for m in stream.messages if m["role"] == "system"]
+    return [(str(m["role"]), str(m["content"])) for m in stream.messages]
+
+
+def recalled(sent: list[tuple[str, str]]) -> bool:
+    return any(text_.startswith("Earlier in this conversation") for _, text_ in sent)
 
 
 async def test_a_fact_from_turn_3_of_300_comes_back_into_the_request(rig: Rig) -> None:
@@ -119,14 +123,14 @@ async def test_a_fact_from_turn_3_of_300_comes_back_into_the_request(rig: Rig) -
     embedding_requests = rig.api.requests_to("/embeddings")
     assert [len(r.json["input"]) for r in embedding_requests] == [64, 64, 64, 64, 44]
 
-    system = await answer(rig, QUESTION, 1)
-    assert len(system) == 2
-    note = system[1]
-    assert note.startswith("Earlier in this conversation")
+    sent = await answer(rig, QUESTION, 1)
+    assert [role for role, _ in sent].count("system") == 1
+    # People's old words come on their side of the conversation, never with the system's weight.
+    role, note = sent[1]
+    assert role == "user" and note.startswith("Earlier in this conversation")
     assert "person1: the secret code for the vault is purple elephant" in note
-    sent = rig.chat.api.streams[0].messages
-    assert not any(FACT in str(m["content"]) for m in sent if m["role"] != "system")
-    assert "message 299" in str(sent[-2]["content"]) or "message 299" in str(sent[-3]["content"])
+    assert not any(FACT in text_ for _, text_ in sent[2:])
+    assert "message 299" in sent[-2][1] or "message 299" in sent[-3][1]
 
     # The question and its answer are embedded in turn; the question's vector is paid for.
     await rig.embedded()
@@ -145,8 +149,7 @@ async def test_memory_off_neither_recalls_nor_embeds(rig: Rig) -> None:
     await rig.chat.config.change(CHANNEL, Setting.MEMORY, "off", Scope.CHANNEL, by=1)
     requests = len(rig.api.requests)
 
-    system = await answer(rig, QUESTION, 1)
-    assert system == ["Be brief."]
+    assert not recalled(await answer(rig, QUESTION, 1))
     await rig.embedded()
     assert len(rig.api.requests) == requests  # not even the question was embedded
     assert await rig.vectors() == 100
@@ -205,8 +208,8 @@ async def test_forget_removes_a_persons_own_exchange(rig: Rig) -> None:
     turns = await rig.chat.conversations.newest_turns(conversation_id, token_budget=10**6)
     assert FACT not in [turn.content for turn in turns]
     assert await rig.vectors() == 20 - len(ids)
-    system = await answer(rig, QUESTION, 1)
-    assert not any("purple elephant" in message for message in system)
+    sent = await answer(rig, QUESTION, 1)
+    assert not any("purple elephant" in text_ for _, text_ in sent)
 
 
 async def test_a_failed_embedding_is_tried_again_and_logs_no_text(
@@ -228,8 +231,8 @@ async def test_a_slow_question_embedding_answers_without_recall(
     await rig.embedded()
     rig.api.script_embeddings(Hang(5))
     with caplog.at_level(logging.WARNING, logger="bot.memory"):
-        system = await answer(rig, QUESTION, 1)
-    assert system == ["Be brief."]
+        sent = await answer(rig, QUESTION, 1)
+    assert not recalled(sent)
     assert "without recall" in caplog.text and "secret" not in caplog.text
 
 
