@@ -162,7 +162,9 @@ class Admission:
         """The caps binding the request; refused at once when one has nothing left (the hold
         right before the paid call checks exactly)."""
         guild_id = request.place.guild_id
-        if guild_id is None or request.kind is RequestKind.RESET:
+        # /reset and /forget delete: a spent budget never keeps anyone from that (/forget's
+        # one small embedding is not worth refusing it for).
+        if guild_id is None or request.kind in (RequestKind.RESET, RequestKind.FORGET):
             return ()
         person = request.person
         caps = caps_for(settings.budgets, person.id, person.roles)

@@ -861,6 +861,7 @@ async def test_fake_embeddings_are_near_for_similar_texts_and_refuse_what_openai
     for inputs, dimensions in (
         (["word"] * 2049, None),
         (["word " * 9000], None),
+        (["word " * 6000] * 41, None),  # each within its limit, 307,500 tokens in all
         ([""], None),
         (["hi"], 4000),
     ):

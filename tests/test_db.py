@@ -23,12 +23,13 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db import migrate
-from bot.db.engine import DatabaseUnavailable, async_url, create_engine
+from bot.db.engine import DatabaseUnavailable, async_url, create_engine, create_sessionmaker
 from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.models import Base, ConversationKind, TurnStatus, UsageKind, mapped_here
 from bot.db.repository import ConversationStore, ImageRef, NewTurn, StateStore
 from bot.db.usage_store import EVERYONE, DaySpent, Spent, UsageStore
-from tests.conftest import POSTGRES_URL
+from bot.db.vector_store import VectorStore
+from tests.conftest import POSTGRES_URL, empty_postgres
 from tests.fakes.postgres import refusing_postgres, self_signed_certificate
 
 
@@ -657,3 +658,30 @@ async def test_a_read_only_file_is_called_read_only(shared_folder: Path) -> None
         1,
         f"Cannot start: The file {database} is read-only: make it writable (chmod u+w).\n",
     )
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(POSTGRES_URL is None, reason="needs TEST_POSTGRES_URL")
+async def test_pgvector_the_migration_cannot_use_leaves_the_bot_searching() -> None:
+    """pgvector installed in a schema off the search path: its type is not found, and the
+    migration goes on without it rather than failing."""
+    assert POSTGRES_URL is not None
+    await empty_postgres(POSTGRES_URL)
+    engine = create_engine(POSTGRES_URL)
+    try:
+        async with engine.begin() as connection:
+            offered = await connection.scalar(
+                text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+            )
+            if offered is None:
+                pytest.skip("this PostgreSQL has no pgvector")
+            await connection.execute(text("CREATE SCHEMA elsewhere"))
+            await connection.execute(text("CREATE EXTENSION vector SCHEMA elsewhere"))
+        await migrate.upgrade(engine)
+        vectors = VectorStore(create_sessionmaker(engine), model="m", dimensions=256)
+        await vectors.prepare()
+        assert not vectors.pgvector
+    finally:
+        async with engine.begin() as connection:  # later tests' pgvector is where they look
+            await connection.execute(text("DROP SCHEMA IF EXISTS elsewhere CASCADE"))
+        await engine.dispose()

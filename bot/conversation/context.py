@@ -67,7 +67,8 @@ def build_messages(
 ) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
     if recalled:
-        messages.append({"role": "system", "content": recall_note(recalled)})
+        # People's words, on their side: quoted, they must not weigh as instructions do.
+        messages.append({"role": "user", "content": recall_note(recalled)})
     turns = [turn for turn in history if turn.content]
     # History starts with a question: an answer whose question fell out of the budget would
     # be half an exchange.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +19,7 @@ from bot.db.models import (
     Turn,
     TurnImage,
     TurnStatus,
+    TurnVector,
 )
 
 # Turns are read newest first in pages this size until the token budget is spent.
@@ -132,9 +133,19 @@ def _stored_turn(row: Turn) -> StoredTurn:
     )
 
 
+class TurnWatcher(Protocol):
+    """Told of turns changed in this process, after the change is committed (long-term
+    memory keeps their vectors)."""
+
+    def answer_replaced(self, conversation_id: int, turn_id: int) -> None: ...
+
+    def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None: ...
+
+
 class ConversationStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self.watchers: list[TurnWatcher] = []
 
     async def find(self, channel_id: int, owner_id: int = 0) -> ConversationRef | None:
         """The channel's shared conversation, or with `owner_id` a person's own one there."""
@@ -246,14 +257,21 @@ class ConversationStore:
             )
 
     async def replace_answer(self, turn_id: int, *, content: str, token_estimate: int) -> bool:
-        """Another text for a finished answer (the alternative kept); False: it is gone."""
+        """Another text for a finished answer (the alternative kept); False: it is gone. Its
+        vector, of the text it had, goes: the new text is embedded in its place."""
         async with self._sessions.begin() as session:
-            result = await session.execute(
+            conversation_id = await session.scalar(
                 update(Turn)
                 .where(Turn.id == turn_id, Turn.role == "assistant")
                 .values(content=_storable(content), token_estimate=token_estimate)
+                .returning(Turn.conversation_id)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            if conversation_id is None:
+                return False
+            await session.execute(delete(TurnVector).where(TurnVector.turn_id == turn_id))
+        for watcher in self.watchers:
+            watcher.answer_replaced(conversation_id, turn_id)
+        return True
 
     async def get_turn(self, turn_id: int) -> StoredTurn | None:
         async with self._sessions() as session:
@@ -284,7 +302,15 @@ class ConversationStore:
 
     async def delete_turns(self, turn_ids: Sequence[int]) -> None:
         async with self._sessions.begin() as session:
-            await session.execute(delete(Turn).where(Turn.id.in_(turn_ids)))
+            deleted = await session.execute(
+                delete(Turn).where(Turn.id.in_(turn_ids)).returning(Turn.conversation_id, Turn.id)
+            )
+            by_conversation: dict[int, list[int]] = {}
+            for conversation_id, turn_id in deleted:
+                by_conversation.setdefault(conversation_id, []).append(turn_id)
+        for watcher in self.watchers:
+            for conversation_id, ids in by_conversation.items():
+                watcher.turns_deleted(conversation_id, ids)
 
     async def newest_turns(
         self,

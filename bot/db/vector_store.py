@@ -8,11 +8,12 @@ the bytes itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select, text
+from sqlalchemy import Integer, LargeBinary, String, and_, bindparam, exists, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -55,6 +56,7 @@ class VectorStore:
         self.model = model
         self.dimensions = dimensions
         self.pgvector = False  # known after `prepare`
+        self.iterative_scan = False  # pgvector 0.8 on: a search walks its index past others'
 
     async def prepare(self) -> None:
         """Find out whether the database searches vectors itself (pgvector's column is there)."""
@@ -69,29 +71,37 @@ class VectorStore:
                 )
             )
             self.pgvector = found is not None
+            if self.pgvector:
+                version = await session.scalar(
+                    text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                )
+                self.iterative_scan = _version(str(version)) >= (0, 8)
 
-    async def add(self, vectors: Sequence[NewVector]) -> None:
+    async def add(self, vectors: Sequence[NewVector]) -> list[int]:
         """Store vectors, in place of any of another model (a turn another process embedded
-        meanwhile keeps either: they are the same)."""
+        meanwhile keeps either: they are the same); returns the turns stored. A turn deleted
+        since it was read (Regenerate, /forget, /reset) is left out, not the whole batch."""
         if not vectors:
-            return
+            return []
+        turn_ids = [v.turn_id for v in vectors]
         async with self._sessions.begin() as session:
             postgres = session.get_bind().dialect.name == "postgresql"
             insert = postgresql.insert if postgres else sqlite.insert
-            statement = insert(TurnVector).values(
-                [
-                    {
-                        "turn_id": v.turn_id,
-                        "conversation_id": v.conversation_id,
-                        "model": self.model,
-                        "dimensions": self.dimensions,
-                        "vector": v.vector,
-                    }
-                    for v in vectors
-                ]
+            # Row by row from the turn itself: a turn gone inserts nothing.
+            from_turn = select(
+                Turn.id,
+                Turn.conversation_id,
+                bindparam("model", self.model, type_=String),
+                bindparam("dimensions", self.dimensions, type_=Integer),
+                bindparam("vector", type_=LargeBinary),
+            ).where(Turn.id == bindparam("turn_id"))
+            statement = insert(TurnVector).from_select(
+                ["turn_id", "conversation_id", "model", "dimensions", "vector"], from_turn
             )
             excluded = statement.excluded
-            await session.execute(
+            # On the connection: the session's bulk insert takes values, not a select.
+            connection = await session.connection()
+            await connection.execute(
                 statement.on_conflict_do_update(
                     index_elements=["turn_id"],
                     set_={
@@ -99,9 +109,15 @@ class VectorStore:
                         "dimensions": excluded.dimensions,
                         "vector": excluded.vector,
                     },
+                ),
+                [{"turn_id": v.turn_id, "vector": v.vector} for v in vectors],
+            )
+            stored = set(
+                await session.scalars(
+                    select(TurnVector.turn_id).where(TurnVector.turn_id.in_(turn_ids))
                 )
             )
-            if self.pgvector:
+            if self.pgvector and stored:
                 # pgvector reads its text form, '[0.1,0.2,...]'.
                 await session.execute(
                     text(
@@ -109,8 +125,13 @@ class VectorStore:
                         "SET embedding = CAST(CAST(:literal AS text) AS vector) "
                         "WHERE turn_id = :turn_id"
                     ),
-                    [{"turn_id": v.turn_id, "literal": vector_literal(v.vector)} for v in vectors],
+                    [
+                        {"turn_id": v.turn_id, "literal": vector_literal(v.vector)}
+                        for v in vectors
+                        if v.turn_id in stored
+                    ],
                 )
+        return [turn_id for turn_id in turn_ids if turn_id in stored]
 
     async def unembedded(
         self, *, after: int = 0, conversation_id: int | None = None
@@ -230,8 +251,10 @@ class VectorStore:
             f"ORDER BY {distance} LIMIT :limit"
         ).bindparams(bindparam("limit"))
         async with self._sessions.begin() as session:
-            # Keep walking the index past other conversations' vectors (pgvector 0.8 on).
-            await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            if self.iterative_scan:
+                # Keep walking the index past other conversations' vectors (older pgvector
+                # knows no such setting, and stops after ef_search of them).
+                await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
             rows = await session.execute(
                 query,
                 {
@@ -252,6 +275,11 @@ _OF_CONVERSATION = (
     "AND model = {} AND dimensions = {}"
 )
 _turn = aliased(Turn)  # the turn embedded, beside the questions before it
+
+
+def _version(text_: str) -> tuple[int, ...]:
+    """'0.8.6' as (0, 8, 6)."""
+    return tuple(int(part) for part in re.findall(r"\d+", text_))
 
 
 def vector_literal(vector: bytes) -> str:

@@ -34,6 +34,7 @@ class _Matrix:
 
         if not rows:
             return
+        self.remove([row[0] for row in rows])  # a turn embedded again (its text replaced)
         needed = self.count + len(rows)
         joined = b"".join([row[1] for row in rows])
         if self.count == 0:  # read at once: the bytes are the matrix (growing copies it)
@@ -54,6 +55,20 @@ class _Matrix:
         self.vectors[new] = np.frombuffer(joined, dtype="<f4").reshape(len(rows), -1)
         self.count = needed
         self.newest = max(self.newest, int(self.ids[new].max()))
+
+    def remove(self, turn_ids: Sequence[int]) -> None:
+        import numpy as np
+
+        if self.count == 0 or not turn_ids:
+            return
+        kept = ~np.isin(self.ids[: self.count], turn_ids)
+        if kept.all():
+            return
+        count = int(kept.sum())
+        # Copies: the matrix read at once is the database's bytes, not writable.
+        self.ids = self.ids[: self.count][kept]
+        self.vectors = self.vectors[: self.count][kept]
+        self.count = count
 
     def nearest(self, query: bytes, *, before: int | None, limit: int) -> list[tuple[int, float]]:
         import numpy as np
@@ -99,6 +114,15 @@ class VectorCache:
         matrix.extend(rows)
         self._bytes += matrix.nbytes
         self._keep_within_budget()
+
+    def remove(self, conversation_id: int, turn_ids: Sequence[int]) -> None:
+        """Turns' vectors gone from the database, if the conversation is held."""
+        matrix = self._matrices.get(conversation_id)
+        if matrix is None:
+            return
+        self._bytes -= matrix.nbytes
+        matrix.remove(turn_ids)
+        self._bytes += matrix.nbytes
 
     def drop(self, conversation_id: int) -> None:
         matrix = self._matrices.pop(conversation_id, None)

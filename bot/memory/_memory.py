@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.admission import Admission, Admitted, Request
-from bot.ai import EmbeddingResult
+from bot.admission import Admission, Admitted, Request, RequestKind
+from bot.ai import BadRequest, EmbeddingResult
 from bot.conversation.context import recall_note, spoken_text
 from bot.conversation.tokens import estimate_tokens
 from bot.db.models import UsageKind
@@ -36,10 +36,10 @@ RECALLED_TURNS = 4
 RECALL_FLOOR = 200  # tokens the recall budget has at least
 FOUND_TURNS = 5  # by /recall
 FORGET_MATCHES = 3  # by /forget, each with the other half of its exchange
-# What one input may hold (OpenAI's limit is 8192 tokens; estimates err high).
-_MAX_INPUT_TOKENS = 8000
-# What one request of a batch may hold in all (OpenAI refuses over 300,000 tokens).
-_MAX_BATCH_TOKENS = 100_000
+# What one input may hold: OpenAI's limit is 8192 tokens, and a token is at least one byte.
+_MAX_INPUT_BYTES = 8000
+# What one request may hold in all (OpenAI refuses over 300,000 tokens), counted the same way.
+_MAX_BATCH_BYTES = 250_000
 
 
 class EmbeddingApi(Protocol):
@@ -90,6 +90,11 @@ class Memory:
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()  # set whenever nothing is left to embed (tests wait on it)
         self.embedded = 0  # turns this process embedded
+        # Turns the API refused to embed, left out until a restart; and whether it embedded
+        # anything yet (until then a refusal may be of the model, not of a turn).
+        self._refused: set[int] = set()
+        self._api_works = False
+        conversations.watchers.append(self)
 
     @property
     def _config(self) -> ServerConfig:
@@ -102,6 +107,16 @@ class Memory:
         self._queued[conversation_id] = min(after, self._queued.get(conversation_id, after))
         self.idle.clear()
         self._wake.set()
+
+    def answer_replaced(self, conversation_id: int, turn_id: int) -> None:
+        """An answer's text was replaced (another alternative kept): its vector went with the
+        old text, and the new one is embedded."""
+        self._cache.remove(conversation_id, [turn_id])
+        self.remember(conversation_id, after=turn_id - 1)
+
+    def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None:
+        """Turns were deleted (Regenerate, /forget): their vectors went with them."""
+        self._cache.remove(conversation_id, turn_ids)
 
     async def run(self) -> None:
         """The one worker of this process: embeds what `remember` queued, in batches, and first
@@ -144,19 +159,49 @@ class Memory:
         return turns
 
     async def _embed(self, turns: Sequence[Unembedded]) -> None:
-        kept = [turn for turn in turns if await self._memory_on(turn)]
-        for batch in _batches(kept, self.options.batch_size):
-            texts = [_input_text(spoken_text(t.content, t.author_name)) for t in batch]
+        kept = [t for t in turns if t.turn_id not in self._refused and await self._memory_on(t)]
+        inputs = [(t, _input_text(spoken_text(t.content, t.author_name))) for t in kept]
+        for batch in _batches(inputs, self.options.batch_size):
+            await self._embed_batch(batch)
+
+    async def _embed_batch(self, batch: Sequence[tuple[Unembedded, str]]) -> None:
+        turns = [turn for turn, _ in batch]
+        texts = [text for _, text in batch]
+        try:
             result = await self._embeddings(texts)
-            vectors = [
-                NewVector(t.turn_id, t.conversation_id, vector)
-                for t, vector in zip(batch, result.vectors, strict=True)
-            ]
-            await self._vectors.add(vectors)
-            self.embedded += len(vectors)
-            for vector in vectors:
+        except BadRequest as exc:
+            if len(batch) > 1:
+                # One turn may be refused: the halves find it, and the rest go on.
+                await self._embed_halves(batch)
+            elif self._api_works:
+                self._refused.add(turns[0].turn_id)
+                log.warning("Turn %d cannot be embedded (%s)", turns[0].turn_id, _named(exc))
+            else:
+                raise  # maybe the model or its settings: tried again later, as failures are
+            return
+        self._api_works = True
+        # Paid for: recorded before anything else can fail, or a shutdown come.
+        await self._record_batch(turns, texts, result.tokens)
+        vectors = [
+            NewVector(t.turn_id, t.conversation_id, vector)
+            for t, vector in zip(turns, result.vectors, strict=True)
+        ]
+        stored = set(await self._vectors.add(vectors))  # not those of turns deleted meanwhile
+        self.embedded += len(stored)
+        for vector in vectors:
+            if vector.turn_id in stored:
                 self._cache.extend(vector.conversation_id, [(vector.turn_id, vector.vector)])
-            await self._record_batch(batch, texts, result.tokens)
+
+    async def _embed_halves(self, batch: Sequence[tuple[Unembedded, str]]) -> None:
+        half = len(batch) // 2
+        refused: BadRequest | None = None
+        for part in (batch[:half], batch[half:]):
+            try:
+                await self._embed_batch(part)
+            except BadRequest as exc:
+                refused = exc
+        if refused is not None:
+            raise refused
 
     async def _memory_on(self, turn: Unembedded) -> bool:
         if not self._owns(turn.guild_id):
@@ -264,9 +309,11 @@ class Memory:
         self, conversation_id: int, vector: bytes, *, before: int | None, limit: int
     ) -> list[Found]:
         """The turns most like `vector`, above MIN_SIMILARITY, most alike first."""
+        # More than asked for: some may be of turns deleted meanwhile (by another process).
+        wanted = limit * 2 + 8
         if self._vectors.pgvector:
             matches = await self._vectors.nearest(
-                conversation_id, vector, before=before, limit=limit
+                conversation_id, vector, before=before, limit=wanted
             )
         else:
             matrix = self._cache.get(conversation_id)
@@ -278,13 +325,20 @@ class Memory:
                 # What other processes embedded meanwhile.
                 newer = await self._vectors.of_conversation(conversation_id, after=matrix.newest)
                 self._cache.extend(conversation_id, newer)
-            matches = matrix.nearest(vector, before=before, limit=limit)
+            matches = matrix.nearest(vector, before=before, limit=wanted)
         similar = {turn_id: s for turn_id, s in matches if s >= MIN_SIMILARITY}
-        # Turns deleted meanwhile (by another process) are not found, and drop out.
-        turns = await self._conversations.get_turns(list(similar))
-        return sorted(
+        turns = [
+            turn
+            for turn in await self._conversations.get_turns(list(similar))
+            if turn.conversation_id == conversation_id
+        ]
+        gone = set(similar) - {turn.id for turn in turns}
+        if gone:  # deleted by another process: held no longer
+            self._cache.remove(conversation_id, list(gone))
+        found = sorted(
             (Found(turn, similar[turn.id]) for turn in turns), key=lambda f: -f.similarity
         )
+        return found[:limit]
 
     # /recall and /forget.
 
@@ -334,7 +388,6 @@ class Memory:
                 if _asked_by(exchange, request.author_id)
             ]
         await self._conversations.delete_turns([turn.id for turn in turns])
-        self._cache.drop(conversation_id)
         log.info(
             "Forgot %d turns of conversation %d at the request of %d",
             len(turns),
@@ -349,7 +402,8 @@ class Memory:
 
     async def _searchable(self, request: Request) -> tuple[Admitted, int]:
         admitted = await self._admission.admit(request)
-        if admitted.settings.memory is MemorySetting.OFF:
+        # /forget still finds what was embedded while memory was on: it deletes what was shared.
+        if admitted.settings.memory is MemorySetting.OFF and request.kind is RequestKind.RECALL:
             raise UserError(MEMORY_OFF)
         place = admitted.place
         conversation = await self._conversations.find(place.channel_id, place.owner_id)
@@ -382,22 +436,25 @@ def _newest_within(history: Sequence[StoredTurn], budget: int) -> list[StoredTur
 
 def _input_text(text: str) -> str:
     """`text` cut to what one embeddings input may hold."""
-    while estimate_tokens(text) > _MAX_INPUT_TOKENS:
-        text = text[: len(text) * 3 // 4]
-    return text
+    encoded = text.encode()
+    if len(encoded) <= _MAX_INPUT_BYTES:
+        return text
+    return encoded[:_MAX_INPUT_BYTES].decode(errors="ignore")  # whole characters
 
 
-def _batches(turns: Sequence[Unembedded], size: int) -> list[list[Unembedded]]:
-    """Turns in requests of at most `size` inputs and _MAX_BATCH_TOKENS tokens."""
-    batches: list[list[Unembedded]] = []
-    tokens = 0
-    for turn in turns:
-        cost = min(estimate_tokens(turn.content), _MAX_INPUT_TOKENS)
-        if not batches or len(batches[-1]) >= size or tokens + cost > _MAX_BATCH_TOKENS:
+def _batches(
+    inputs: Sequence[tuple[Unembedded, str]], size: int
+) -> list[list[tuple[Unembedded, str]]]:
+    """Turns with their texts, in requests of at most `size` inputs and _MAX_BATCH_BYTES."""
+    batches: list[list[tuple[Unembedded, str]]] = []
+    spent = 0
+    for turn, text in inputs:
+        cost = len(text.encode())
+        if not batches or len(batches[-1]) >= size or spent + cost > _MAX_BATCH_BYTES:
             batches.append([])
-            tokens = 0
-        batches[-1].append(turn)
-        tokens += cost
+            spent = 0
+        batches[-1].append((turn, text))
+        spent += cost
     return batches
 
 

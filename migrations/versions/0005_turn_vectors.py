@@ -22,6 +22,11 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # The HNSW index covers vectors of the default size (EMBEDDING_DIMENSIONS): an index needs a
 # fixed size, so vectors of another size are searched without it.
 INDEXED_DIMENSIONS = 256
+EMBEDDING_INDEX = (
+    f"CREATE INDEX ix_turn_vectors_embedding_{INDEXED_DIMENSIONS} ON turn_vectors "
+    f"USING hnsw ((embedding::vector({INDEXED_DIMENSIONS})) vector_cosine_ops) "
+    f"WHERE dimensions = {INDEXED_DIMENSIONS}"
+)
 
 
 def upgrade() -> None:
@@ -50,38 +55,33 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_turn_vectors_conversation_id_turn_id", ["conversation_id", "turn_id"], unique=False
         )
-    if _pgvector():
-        op.execute("ALTER TABLE turn_vectors ADD COLUMN embedding vector")
-        op.execute(
-            f"CREATE INDEX ix_turn_vectors_embedding_{INDEXED_DIMENSIONS} ON turn_vectors "
-            f"USING hnsw ((embedding::vector({INDEXED_DIMENSIONS})) vector_cosine_ops) "
-            f"WHERE dimensions = {INDEXED_DIMENSIONS}"
-        )
+    _add_pgvector()
     for table in ("guild_settings", "channel_settings"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column("memory", sa.String(length=16), nullable=True))
 
 
-def _pgvector() -> bool:
-    """Whether PostgreSQL has the pgvector extension, or could create it here. Without it,
-    vectors are searched in the bot's memory instead."""
+def _add_pgvector() -> None:
+    """pgvector's column and index, where PostgreSQL has the extension or may create it.
+    Without them, vectors are searched in the bot's memory instead."""
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
-        return False
+        return
     offered = bind.execute(
         sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
     ).first()
     if offered is None:
         log.info("PostgreSQL has no pgvector extension: memory is searched by the bot itself")
-        return False
+        return
     try:
-        # In a savepoint: a refusal (a user who may not create extensions) leaves the rest.
+        # All in a savepoint: any refusal (a user who may not create extensions, the extension
+        # in a schema off the search path, a pgvector without HNSW) leaves the rest.
         with bind.begin_nested():
             bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+            bind.execute(sa.text("ALTER TABLE turn_vectors ADD COLUMN embedding vector"))
+            bind.execute(sa.text(EMBEDDING_INDEX))
     except sa.exc.DBAPIError as exc:
-        log.warning("Could not create pgvector (%s): memory is searched by the bot", exc.orig)
-        return False
-    return True
+        log.warning("Could not use pgvector (%s): memory is searched by the bot", exc.orig)
 
 
 def downgrade() -> None:

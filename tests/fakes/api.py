@@ -721,7 +721,7 @@ class FakeApi:
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else inputs
         model = str(body.get("model") or "")
-        # As OpenAI refuses them: no text, too many inputs, an input over the model's limit.
+        # As OpenAI refuses them: no text, too many inputs, an input or all of them over the limit.
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             return self._error(400, None, "'$.input' is invalid.", shape="openai")
         if len(texts) > _EMBEDDING_INPUTS:
@@ -735,6 +735,10 @@ class FakeApi:
                 f"This model's maximum context length is {_EMBEDDING_INPUT_TOKENS} tokens, "
                 f"however you requested {max(counts)} tokens in the input"
             )
+            return self._error(400, None, message, shape="openai")
+        if sum(counts) > _EMBEDDING_REQUEST_TOKENS:
+            most = _EMBEDDING_REQUEST_TOKENS
+            message = f"Requested {sum(counts)} tokens, max {most} tokens per request"
             return self._error(400, None, message, shape="openai")
         largest = _EMBEDDING_SIZES.get(model, 1536)
         dims = body.get("dimensions")
@@ -1197,6 +1201,7 @@ def _usage(body: Mapping[str, Any], text: str) -> dict[str, int]:
 
 _EMBEDDING_INPUTS = 2048
 _EMBEDDING_INPUT_TOKENS = 8192
+_EMBEDDING_REQUEST_TOKENS = 300_000  # all of a request's inputs together
 _EMBEDDING_SIZES = {
     "text-embedding-3-small": 1536,
     "text-embedding-3-large": 3072,
