@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Literal
+from weakref import WeakValueDictionary
 
 import discord
 from discord import app_commands
@@ -65,6 +67,8 @@ class ChatCog(commands.Cog):
         self.image_work = image_work
         # Threads known to be opened by /chat (or not), to spare a lookup per message.
         self._chat_threads: dict[int, bool] = {}
+        # Per channel: the message being read until it is in line (see on_message).
+        self._arrivals: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
         self._warned_channels: set[int] = set()
         # Answers the last run left half written, marked as such once connected.
         self._interrupted = list(interrupted)
@@ -245,11 +249,23 @@ class ChatCog(commands.Cog):
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return  # joins, pins, thread announcements
+        # Messages of one channel are read one by one until each is in line for its answer:
+        # two questions a moment apart are answered in the order they were asked.
+        arrivals = self._arrivals.setdefault(message.channel.id, asyncio.Lock())
+        in_line = asyncio.Event()
+        async with arrivals:
+            answering = asyncio.create_task(self._answer(message, in_line))
+            lined_up = asyncio.create_task(in_line.wait())
+            await asyncio.wait({answering, lined_up}, return_when=asyncio.FIRST_COMPLETED)
+            lined_up.cancel()
+        await answering
+
+    async def _answer(self, message: discord.Message, in_line: asyncio.Event) -> None:
         via = await self._via(message)
         if via is None:
             return
         try:
-            await self._answer_message(message, via)
+            await self._answer_message(message, via, in_line)
         except Ignored:
             pass
         except Exception as exc:
@@ -307,7 +323,9 @@ class ChatCog(commands.Cog):
             known = self._chat_threads[thread_id] = await self.chat.is_chat_thread(thread_id)
         return known
 
-    async def _answer_message(self, message: discord.Message, via: Via) -> None:
+    async def _answer_message(
+        self, message: discord.Message, via: Via, in_line: asyncio.Event
+    ) -> None:
         me = self.bot.user
         assert me is not None
         author = message.author
@@ -363,6 +381,7 @@ class ChatCog(commands.Cog):
         said = question_text(author.display_name, text, quoted) + _image_note(images)
         question = Question(said, image_urls)
         if in_thread:
+            in_line.set()  # a thread of its own: nothing to keep in order with
             await self._answer_in_thread(
                 admitted,
                 message,
@@ -381,6 +400,7 @@ class ChatCog(commands.Cog):
                 question,
                 message_id=message.id,
                 images=image_refs,
+                in_line=in_line,
             ),
             ChannelSink(message.channel, message.channel.id, self.budget, reference=message),
         )

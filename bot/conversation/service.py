@@ -105,6 +105,9 @@ class Ask:
     # they are JSON.
     alternatives: int = 1
     json_format: bool = False
+    # Set once the question is in line in its conversation: questions asked in a burst are
+    # answered in the order they came only if each gets in line before the next is read.
+    in_line: asyncio.Event | None = None
 
     @property
     def author_id(self) -> int:
@@ -213,6 +216,10 @@ class ChatService:
 
     async def _in_turn(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
         conversation = _in_order_key(ask.place)
+        if ask.in_line is not None:
+            # Nothing waits between here and getting in line (the person's own earlier
+            # question aside).
+            ask.in_line.set()
         async with self._runs.turn(run, conversation, on_wait=lambda: reply.status(WAITING)):
             await self._answer(ask, sink, reply, run)
 
