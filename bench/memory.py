@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import statistics
 import tempfile
 import time
@@ -41,10 +42,8 @@ MODEL, DIMENSIONS = "text-embedding-3-small", 256
 CHUNK = 5_000
 RUNS = 50
 WARM_TARGET_S, FIRST_TARGET_S = 0.050, 0.500
-INDEX = (  # as revision 0005 makes it
-    "CREATE INDEX ix_turn_vectors_embedding_256 ON turn_vectors USING hnsw "
-    "((embedding::vector(256)) vector_cosine_ops) WHERE dimensions = 256"
-)
+# The index as revision 0005 makes it (a module name that starts with a digit).
+INDEX = importlib.import_module("bot.migrations.versions.0005_turn_vectors").EMBEDDING_INDEX
 
 
 def _unit_vectors(count: int, seed: int) -> list[bytes]:
