@@ -269,6 +269,7 @@ class ChatCog(commands.Cog):
         except Ignored:
             pass
         except Exception as exc:
+            in_line.set()  # the next message need not wait for this one's reply
             doing = f"Answering message {message.id} in channel {message.channel.id}"
             await tell_failure(message, exc, doing=doing)
 
@@ -357,6 +358,8 @@ class ChatCog(commands.Cog):
             admitted.settings.reply_mode is ReplyMode.THREAD
             and place.kind is ConversationKind.CHANNEL
         )
+        if in_thread:
+            in_line.set()  # a thread of its own: nothing to keep in order with
         if not self._may_answer_in(message.channel, threads=in_thread):
             return
         # Every attachment is shown to the model, so each must be a picture: one not even
@@ -381,7 +384,6 @@ class ChatCog(commands.Cog):
         said = question_text(author.display_name, text, quoted) + _image_note(images)
         question = Question(said, image_urls)
         if in_thread:
-            in_line.set()  # a thread of its own: nothing to keep in order with
             await self._answer_in_thread(
                 admitted,
                 message,

@@ -414,3 +414,57 @@ async def test_turns_another_process_forgot_leave_their_places_among_the_found(r
     _, found = await rig.memory.search(recall, "vault code purple elephant")
     assert len(found) == 3
     assert any("colour wise" in f.turn.content for f in found)
+
+
+async def test_an_answer_kept_while_its_old_text_is_embedded_is_found_by_its_new_text(
+    rig: Rig,
+) -> None:
+    store = rig.chat.conversations
+    conversation = await store.open(10, guild_id=1, kind=ConversationKind.CHANNEL)
+    await store.append_turn(
+        conversation.id, NewTurn("user", "person1: name a city", 5, author_id=1)
+    )
+    answer = await store.append_turn(
+        conversation.id, NewTurn("assistant", "Paris is the capital of France.", 5)
+    )
+
+    async def keep() -> None:  # another alternative kept while the worker embeds the first
+        assert await store.replace_answer(
+            answer, content="Lagos hosts a huge market.", token_estimate=9
+        )
+
+    rig.memory._api = Deleting(rig.memory._api, keep)
+    rig.memory.remember(conversation.id, after=0)
+    await rig.embedded()
+    recall = Request(RequestKind.RECALL, CHANNEL, Person(1))
+    _, found = await rig.memory.search(recall, "Lagos huge market")
+    assert [f.turn.content for f in found][:1] == ["Lagos hosts a huge market."]
+    with pytest.raises(UserError):  # nothing is like the text no longer there
+        await rig.memory.search(recall, "Paris capital of France")
+
+
+class RefusingAll:
+    """Works once, refuses the next `refusals` requests (a model taken away), then works."""
+
+    def __init__(self, client: EmbeddingApi, refusals: int) -> None:
+        self.client, self.refusals, self.requests = client, refusals, 0
+
+    async def embed(
+        self, inputs: str | Sequence[str], *, model: str, dimensions: int | None = None
+    ) -> EmbeddingResult:
+        self.requests += 1
+        if 1 < self.requests <= 1 + self.refusals:
+            raise BadRequest("The model does not exist", status=404)
+        return await self.client.embed(inputs, model=model, dimensions=dimensions)
+
+
+async def test_a_refusal_of_every_turn_is_no_turns_fault(rig: Rig) -> None:
+    # Eight turns refused: the batch, its halves, quarters and each turn alone, 15 requests.
+    refusing = RefusingAll(rig.memory._api, refusals=15)
+    rig.memory._api = refusing
+    await conversation_of(rig, ("user", "person1: first"))
+    await rig.embedded()
+    await conversation_of(rig, *[("user", f"person1: hello {n}") for n in range(8)])
+    await rig.embedded()  # tried again after a pause, as any failure, and embedded
+    assert await rig.vectors() == 9
+    assert refusing.requests == 1 + 15 + 1

@@ -46,6 +46,7 @@ class NewVector:
     turn_id: int
     conversation_id: int
     vector: bytes
+    content: str  # the turn's text the vector was made of
 
 
 class VectorStore:
@@ -80,7 +81,8 @@ class VectorStore:
     async def add(self, vectors: Sequence[NewVector]) -> list[int]:
         """Store vectors, in place of any of another model (a turn another process embedded
         meanwhile keeps either: they are the same); returns the turns stored. A turn deleted
-        since it was read (Regenerate, /forget, /reset) is left out, not the whole batch."""
+        since it was read (Regenerate, /forget, /reset), or whose text changed (another
+        alternative kept), is left out, not the whole batch."""
         if not vectors:
             return []
         turn_ids = [v.turn_id for v in vectors]
@@ -94,7 +96,7 @@ class VectorStore:
                 bindparam("model", self.model, type_=String),
                 bindparam("dimensions", self.dimensions, type_=Integer),
                 bindparam("vector", type_=LargeBinary),
-            ).where(Turn.id == bindparam("turn_id"))
+            ).where(Turn.id == bindparam("turn_id"), Turn.content == bindparam("content"))
             statement = insert(TurnVector).from_select(
                 ["turn_id", "conversation_id", "model", "dimensions", "vector"], from_turn
             )
@@ -110,7 +112,7 @@ class VectorStore:
                         "vector": excluded.vector,
                     },
                 ),
-                [{"turn_id": v.turn_id, "vector": v.vector} for v in vectors],
+                [{"turn_id": v.turn_id, "vector": v.vector, "content": v.content} for v in vectors],
             )
             stored = set(
                 await session.scalars(

@@ -4,6 +4,7 @@ turns most like the question are recalled into the request; /recall and /forget 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -162,28 +163,36 @@ class Memory:
         kept = [t for t in turns if t.turn_id not in self._refused and await self._memory_on(t)]
         inputs = [(t, _input_text(spoken_text(t.content, t.author_name))) for t in kept]
         for batch in _batches(inputs, self.options.batch_size):
-            await self._embed_batch(batch)
+            await self._embed_batch(batch, whole=True)
 
-    async def _embed_batch(self, batch: Sequence[tuple[Unembedded, str]]) -> None:
+    async def _embed_batch(
+        self, batch: Sequence[tuple[Unembedded, str]], *, whole: bool = False
+    ) -> int:
+        """Embed a batch (`whole`: as made, not a half of one refused); returns how many of
+        its turns were embedded."""
         turns = [turn for turn, _ in batch]
         texts = [text for _, text in batch]
         try:
             result = await self._embeddings(texts)
         except BadRequest as exc:
             if len(batch) > 1:
-                # One turn may be refused: the halves find it, and the rest go on.
-                await self._embed_halves(batch)
+                # One turn may be refused: the halves find it, and the rest go on. If none
+                # of them can be embedded, the fault is not the turns' (the model, say): it
+                # is tried again later, as failures are.
+                if await self._embed_halves(batch) == 0 and whole:
+                    self._refused.difference_update(turn.turn_id for turn in turns)
+                    raise
             elif self._api_works:
                 self._refused.add(turns[0].turn_id)
                 log.warning("Turn %d cannot be embedded (%s)", turns[0].turn_id, _named(exc))
             else:
                 raise  # maybe the model or its settings: tried again later, as failures are
-            return
+            return 0
         self._api_works = True
         # Paid for: recorded before anything else can fail, or a shutdown come.
         await self._record_batch(turns, texts, result.tokens)
         vectors = [
-            NewVector(t.turn_id, t.conversation_id, vector)
+            NewVector(t.turn_id, t.conversation_id, vector, t.content)
             for t, vector in zip(turns, result.vectors, strict=True)
         ]
         stored = set(await self._vectors.add(vectors))  # not those of turns deleted meanwhile
@@ -191,17 +200,16 @@ class Memory:
         for vector in vectors:
             if vector.turn_id in stored:
                 self._cache.extend(vector.conversation_id, [(vector.turn_id, vector.vector)])
+        return len(batch)
 
-    async def _embed_halves(self, batch: Sequence[tuple[Unembedded, str]]) -> None:
+    async def _embed_halves(self, batch: Sequence[tuple[Unembedded, str]]) -> int:
+        """Embed each half of a refused batch; returns how many turns were embedded."""
         half = len(batch) // 2
-        refused: BadRequest | None = None
+        embedded = 0
         for part in (batch[:half], batch[half:]):
-            try:
-                await self._embed_batch(part)
-            except BadRequest as exc:
-                refused = exc
-        if refused is not None:
-            raise refused
+            with contextlib.suppress(BadRequest):  # a half wholly refused: nothing of it
+                embedded += await self._embed_batch(part)
+        return embedded
 
     async def _memory_on(self, turn: Unembedded) -> bool:
         if not self._owns(turn.guild_id):
