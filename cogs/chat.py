@@ -38,6 +38,7 @@ from cogs.sinks import (
     ChannelSink,
     DiscordBudget,
     InteractionSink,
+    pressed_button,
 )
 
 log = logging.getLogger(__name__)
@@ -411,9 +412,7 @@ class ChatCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if interaction.type is not discord.InteractionType.component or interaction.data is None:
-            return
-        custom_id = str(interaction.data.get("custom_id", ""))
+        custom_id = pressed_button(interaction)
         try:
             if custom_id.startswith(STOP_PREFIX):
                 await self._press_stop(interaction, custom_id.removeprefix(STOP_PREFIX))

@@ -24,7 +24,7 @@ from bot.images.work import Attachment
 from cogs.failures import tell_failure
 from cogs.permissions import require
 from cogs.places import person_of, place_of
-from cogs.sinks import NO_MENTIONS, DiscordLimits, token_expiry, token_refused
+from cogs.sinks import NO_MENTIONS, DiscordLimits, pressed_button, token_expiry, token_refused
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,7 @@ class ImagesCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if interaction.type is not discord.InteractionType.component or interaction.data is None:
-            return
-        custom_id = str(interaction.data.get("custom_id", ""))
+        custom_id = pressed_button(interaction)
         if not custom_id.startswith(AGAIN_PREFIX):
             return
         try:

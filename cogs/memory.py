@@ -16,7 +16,7 @@ from bot.errors import UserError
 from bot.memory import Memory
 from cogs.failures import tell_failure
 from cogs.places import person_of, place_of
-from cogs.sinks import NO_MENTIONS
+from cogs.sinks import NO_MENTIONS, pressed_button
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,7 @@ class MemoryCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if interaction.type is not discord.InteractionType.component or interaction.data is None:
-            return
-        custom_id = str(interaction.data.get("custom_id", ""))
+        custom_id = pressed_button(interaction)
         try:
             if custom_id == CANCEL_ID:
                 await interaction.response.edit_message(content="Nothing was forgotten.", view=None)

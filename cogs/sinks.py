@@ -79,6 +79,13 @@ class DiscordBudget:
         return Window(self.limits.token_writes, self.limits.token_period + self.limits.margin)
 
 
+def pressed_button(interaction: discord.Interaction[Any]) -> str:
+    """The custom id of the button pressed; empty for any other interaction."""
+    if interaction.type is not discord.InteractionType.component or interaction.data is None:
+        return ""
+    return str(interaction.data.get("custom_id", ""))
+
+
 def token_refused(exc: discord.HTTPException) -> bool:
     """Discord no longer takes the interaction's token (401, Invalid Webhook Token)."""
     return exc.status == 401 or exc.code == 50027
