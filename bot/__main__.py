@@ -46,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.disable()  # the report is the whole output: no log lines among it
     else:
         secrets = (settings.discord_token, settings.acedatacloud_api_token)
-        setup_logging(settings.log_level, secrets=[s.get_secret_value() for s in secrets])
+        setup_logging(
+            settings.log_level,
+            secrets=[s.get_secret_value() for s in secrets],
+            as_json=settings.log_format == "json",
+        )
     command = {"run": _run, "migrate": _migrate, "check": _check, "health": _health}[args.command]
     try:
         return asyncio.run(command(settings))

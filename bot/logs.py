@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 # Libraries that log whole payloads at DEBUG: message text, SQL parameters, tokens in URLs.
@@ -33,16 +35,42 @@ class RedactingFormatter(logging.Formatter):
         self._secrets = sorted(known, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = _TOKEN_IN_URL.sub(rf"\1{REDACTED}", super().format(record))
+        return self.redact(super().format(record))
+
+    def redact(self, text: str) -> str:
+        text = _TOKEN_IN_URL.sub(rf"\1{REDACTED}", text)
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
 
 
-def setup_logging(level: str, *, secrets: Iterable[str] = ()) -> None:
+class JsonFormatter(RedactingFormatter):
+    """One JSON object a line, for log shippers: time (UTC), level, logger, message, and the
+    traceback as `exception`; redacted as the plain lines are."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__("%(message)s", "", secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": self.redact(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exception"] = self.redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, *, secrets: Iterable[str] = (), as_json: bool = False) -> None:
+    """Log lines to stderr at `level`, plain or (`as_json`) one JSON object each, with
+    `secrets` removed."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        RedactingFormatter(
+        JsonFormatter(secrets)
+        if as_json
+        else RedactingFormatter(
             "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S", secrets
         )
     )

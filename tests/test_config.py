@@ -67,13 +67,14 @@ def test_env_file_lists_and_urls(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
         "DISCORD_TOKEN=a\nACEDATACLOUD_API_TOKEN=b\nCHAT_MODEL=gpt-5\nCHAT_MODELS=gpt-4o, gpt-5\n"
         "DATABASE_URL=postgresql://bot:pw@db/bot\nACEDATACLOUD_API_BASE_URL=http://x/\n"
-        "log_level=debug\n"
+        "log_level=debug\nLOG_FORMAT=JSON\n"
     )
     settings = load_settings()
     assert settings.chat_models == ["gpt-4o", "gpt-5"]
     assert settings.database_url == "postgresql+asyncpg://bot:pw@db/bot"
     assert settings.acedatacloud_api_base_url == "http://x"
     assert settings.log_level == "DEBUG"
+    assert settings.log_format == "json"
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from bot.logs import RedactingFormatter
+from bot.logs import JsonFormatter, RedactingFormatter
 from tests.fakes.api import FakeApi, Reply
 from tests.fakes.discord import FakeDiscord
 from tests.test_main import environment, python_m_bot
@@ -84,5 +86,38 @@ def test_the_formatter_removes_secrets_and_url_tokens_from_whole_records() -> No
     assert formatter.format(_record("see s3cr%3Aet")) == "INFO see [redacted]"
 
 
+def test_json_lines_are_one_object_each_and_redacted() -> None:
+    formatter = JsonFormatter(["s3cr:et"])
+    try:
+        raise ValueError("the token s3cr:et was refused")
+    except ValueError as exc:
+        record = logging.LogRecord(
+            "bot.x",
+            logging.ERROR,
+            __file__,
+            1,
+            "GET %s failed\nfor s3cr%%3Aet",
+            ("/webhooks/1/abc/messages",),
+            (type(exc), exc, exc.__traceback__),
+        )
+    line = formatter.format(record)
+    assert "\n" not in line  # one line, whatever the message and traceback hold
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR" and entry["logger"] == "bot.x"
+    assert entry["message"] == "GET /webhooks/1/[redacted]/messages failed\nfor [redacted]"
+    assert entry["exception"].endswith("ValueError: the token [redacted] was refused")
+    assert datetime.fromisoformat(entry["time"]).tzinfo is not None
+
+
 def _record(message: str) -> logging.LogRecord:
     return logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None)
+
+
+async def test_log_format_json_makes_every_line_an_object(tmp_path: Path) -> None:
+    async with FakeApi.running() as api, FakeDiscord() as discord:
+        env = environment(discord, api, tmp_path / "bot.db", LOG_FORMAT="json")
+        migrate = await python_m_bot("migrate", env=env, cwd=tmp_path)
+        _, stderr = await asyncio.wait_for(migrate.communicate(), 60)
+    assert migrate.returncode == 0
+    entries = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert any(entry["message"].startswith("Database migrated") for entry in entries), entries
