@@ -39,6 +39,7 @@ from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
 from bot.memory import Memory, MemoryOptions
+from bot.retention import Retention
 from bot.server_config import Catalog, PlaceSettings, ServerConfig
 from cogs.budgets import BudgetsCog
 from cogs.chat import ChatCog
@@ -183,6 +184,7 @@ class Bot(commands.AutoShardedBot):
         await self.add_cog(MemoryCog(memory))
         await self._sync_commands(StateStore(sessions))
         self._start_heartbeat()
+        self._start_retention(conversations)
 
     async def _start_memory(
         self,
@@ -212,6 +214,16 @@ class Bot(commands.AutoShardedBot):
         beating = asyncio.create_task(health.keep_beating(self.gateway_connected), name="heartbeat")
         beating.add_done_callback(_report_crash)
         self._closing.append(functools.partial(_cancel, beating))
+
+    def _start_retention(self, conversations: ConversationStore) -> None:
+        """With HISTORY_RETENTION_DAYS, this process deletes old turns once a day."""
+        days = self.settings.history_retention_days
+        if days is None:
+            return
+        retention = Retention(conversations, days, self.clock or (lambda: datetime.now(UTC)))
+        task = asyncio.create_task(retention.run(), name="retention")
+        task.add_done_callback(_report_crash)
+        self._closing.append(functools.partial(_cancel, task))
 
     def gateway_connected(self) -> bool:
         """Ready, with every shard's gateway connection open."""

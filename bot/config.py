@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # Limits that keep cost and load under control.
     history_token_budget: int = Field(default=6000, ge=256)
     max_answer_tokens: int | None = Field(default=None, ge=16)
+    # Turns older than this many days are deleted, once a day; None: kept for good.
+    history_retention_days: int | None = Field(default=None, ge=1)
     max_prompt_chars: int = Field(default=4000, ge=1, le=6000)
     max_concurrent_requests: int = Field(default=16, ge=1)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)

@@ -26,6 +26,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "LOG_LEVEL",
         "CHAT_API",
         "RESPONSES_MODELS",
+        "HISTORY_RETENTION_DAYS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -42,6 +43,18 @@ def test_chat_api_and_responses_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHAT_API", "completions")
     with pytest.raises(SettingsError, match=r"^CHAT_API is not valid"):
         load_settings()
+
+
+def test_history_retention_is_whole_days_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().history_retention_days is None  # unset: everything is kept
+    monkeypatch.setenv("HISTORY_RETENTION_DAYS", "90")
+    assert load_settings().history_retention_days == 90
+    for refused in ("0", "-3", "1.5", "a month"):
+        monkeypatch.setenv("HISTORY_RETENTION_DAYS", refused)
+        with pytest.raises(SettingsError, match=r"^HISTORY_RETENTION_DAYS is not valid"):
+            load_settings()
 
 
 def test_missing_token_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:

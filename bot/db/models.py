@@ -123,7 +123,10 @@ class Turn(Base):
     model: Mapped[str | None] = mapped_column(String(100))
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Indexed for HISTORY_RETENTION_DAYS, which deletes the oldest turns a batch at a time.
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
 
     conversation: Mapped[Conversation] = relationship(back_populates="turns")
     images: Mapped[list[TurnImage]] = relationship(

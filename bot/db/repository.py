@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import ColumnElement, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -301,9 +301,25 @@ class ConversationStore:
             return sorted([turn, _stored_turn(other)], key=lambda t: t.id)
 
     async def delete_turns(self, turn_ids: Sequence[int]) -> None:
+        await self._delete(Turn.id.in_(turn_ids))
+
+    async def delete_older(self, before: datetime, *, limit: int) -> int:
+        """Delete up to `limit` of the oldest turns made before `before`, with their images'
+        references and vectors, in one short transaction; never one being answered. Returns
+        how many went (another process deleting the same ones meanwhile: fewer)."""
+        oldest = (
+            select(Turn.id)
+            .where(Turn.created_at < before, Turn.status != TurnStatus.IN_PROGRESS)
+            .order_by(Turn.created_at)
+            .limit(limit)
+        )
+        return await self._delete(Turn.id.in_(oldest.scalar_subquery()))
+
+    async def _delete(self, which: ColumnElement[bool]) -> int:
+        """Delete turns (their images and vectors go by cascade), then tell the watchers."""
         async with self._sessions.begin() as session:
             deleted = await session.execute(
-                delete(Turn).where(Turn.id.in_(turn_ids)).returning(Turn.conversation_id, Turn.id)
+                delete(Turn).where(which).returning(Turn.conversation_id, Turn.id)
             )
             by_conversation: dict[int, list[int]] = {}
             for conversation_id, turn_id in deleted:
@@ -311,6 +327,7 @@ class ConversationStore:
         for watcher in self.watchers:
             for conversation_id, ids in by_conversation.items():
                 watcher.turns_deleted(conversation_id, ids)
+        return sum(map(len, by_conversation.values()))
 
     async def newest_turns(
         self,

@@ -116,7 +116,8 @@ class Memory:
         self.remember(conversation_id, after=turn_id - 1)
 
     def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None:
-        """Turns were deleted (Regenerate, /forget): their vectors went with them."""
+        """Turns were deleted (Regenerate, /forget, HISTORY_RETENTION_DAYS): their vectors
+        went with them."""
         self._cache.remove(conversation_id, turn_ids)
 
     async def run(self) -> None:
