@@ -468,3 +468,36 @@ async def test_a_refusal_of_every_turn_is_no_turns_fault(rig: Rig) -> None:
     await rig.embedded()  # tried again after a pause, as any failure, and embedded
     assert await rig.vectors() == 9
     assert refusing.requests == 1 + 15 + 1
+
+
+async def test_a_vector_another_process_stores_for_an_older_turn_is_found(rig: Rig) -> None:
+    store = rig.chat.conversations
+    conversation = await conversation_of(rig, ("user", "person1: good morning everyone"))
+    await rig.embedded()
+    recall = Request(RequestKind.RECALL, CHANNEL, Person(1))
+    await rig.memory.search(recall, "good morning everyone")  # its vectors now held here
+    zebra = NewTurn("user", "person1: the zebra has black stripes", 5, author_id=1)
+    older = await store.append_turn(conversation, zebra)
+    await store.append_turn(conversation, NewTurn("user", "person1: lunch time", 5))
+    rig.memory.remember(conversation, after=older)  # this process embeds the newer turn only
+    await rig.embedded()
+    memory = rig.memory
+    elsewhere = Memory(  # another process's, which embeds the older one after
+        memory._api,
+        admission_on(rig.sessions),
+        memory._vectors,
+        ConversationStore(rig.sessions),
+        UsageStore(rig.sessions),
+        memory.options,
+    )
+    worker = asyncio.create_task(elsewhere.run())
+    try:
+        elsewhere.remember(conversation, after=0)
+        await asyncio.sleep(0)
+        async with asyncio.timeout(WAIT):
+            await elsewhere.idle.wait()
+    finally:
+        worker.cancel()
+    assert await rig.vectors() == 3
+    _, found = await rig.memory.search(recall, "zebra black stripes")
+    assert [f.turn.id for f in found][:1] == [older]

@@ -22,18 +22,23 @@ class _Matrix:
         self.count = 0
         self.ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self.vectors: npt.NDArray[np.float32] = np.zeros((0, dimensions), dtype=np.float32)
-        self.newest = 0  # the newest turn read from the database
-        self.extend(rows)
+        # The newest turn read from the database (not those this process added): what other
+        # processes stored after it is read at the next search.
+        self.newest = 0
+        self.extend(rows, read=True)
 
     @property
     def nbytes(self) -> int:
         return int(self.ids.nbytes + self.vectors.nbytes)
 
-    def extend(self, rows: Sequence[tuple[int, bytes]]) -> None:
+    def extend(self, rows: Sequence[tuple[int, bytes]], *, read: bool) -> None:
+        """Add rows (`read`: from the database, rather than made by this process)."""
         import numpy as np
 
         if not rows:
             return
+        if read:
+            self.newest = max(self.newest, max(row[0] for row in rows))
         self.remove([row[0] for row in rows])  # a turn embedded again (its text replaced)
         needed = self.count + len(rows)
         joined = b"".join([row[1] for row in rows])
@@ -41,7 +46,6 @@ class _Matrix:
             self.ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
             self.vectors = np.frombuffer(joined, dtype="<f4").reshape(len(rows), -1)
             self.count = needed
-            self.newest = int(self.ids.max())
             return
         if needed > len(self.ids):  # doubled, so that appending a few rows costs little
             capacity = max(needed, 2 * len(self.ids))
@@ -54,7 +58,6 @@ class _Matrix:
         self.ids[new] = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         self.vectors[new] = np.frombuffer(joined, dtype="<f4").reshape(len(rows), -1)
         self.count = needed
-        self.newest = max(self.newest, int(self.ids[new].max()))
 
     def remove(self, turn_ids: Sequence[int]) -> None:
         import numpy as np
@@ -105,13 +108,15 @@ class VectorCache:
         self._keep_within_budget()
         return matrix
 
-    def extend(self, conversation_id: int, rows: Sequence[tuple[int, bytes]]) -> None:
-        """New vectors of a conversation, if it is held."""
+    def extend(
+        self, conversation_id: int, rows: Sequence[tuple[int, bytes]], *, read: bool = False
+    ) -> None:
+        """New vectors of a conversation, if it is held (`read`: from the database)."""
         matrix = self._matrices.get(conversation_id)
         if matrix is None:
             return
         self._bytes -= matrix.nbytes
-        matrix.extend(rows)
+        matrix.extend(rows, read=read)
         self._bytes += matrix.nbytes
         self._keep_within_budget()
 

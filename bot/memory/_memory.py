@@ -180,10 +180,12 @@ class Memory:
                 # One turn may be refused: the halves find it, and the rest go on. If none
                 # of them can be embedded, the fault is not the turns' (the model, say): it
                 # is tried again later, as failures are.
-                if await self._embed_halves(batch) == 0 and whole:
+                embedded = await self._embed_halves(batch)
+                if embedded == 0 and whole:
                     self._refused.difference_update(turn.turn_id for turn in turns)
                     raise
-            elif self._api_works:
+                return embedded
+            if self._api_works:
                 self._refused.add(turns[0].turn_id)
                 log.warning("Turn %d cannot be embedded (%s)", turns[0].turn_id, _named(exc))
             else:
@@ -333,7 +335,7 @@ class Memory:
             elif await self._vectors.newest(conversation_id) > matrix.newest:
                 # What other processes embedded meanwhile.
                 newer = await self._vectors.of_conversation(conversation_id, after=matrix.newest)
-                self._cache.extend(conversation_id, newer)
+                self._cache.extend(conversation_id, newer, read=True)
             matches = matrix.nearest(vector, before=before, limit=wanted)
         similar = {turn_id: s for turn_id, s in matches if s >= MIN_SIMILARITY}
         turns = [
