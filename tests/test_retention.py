@@ -46,6 +46,8 @@ class Batches:
     def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None:
         self.deleted.append(list(turn_ids))
 
+    def conversation_reset(self, conversation_id: int) -> None: ...
+
 
 async def _turn(
     store: ConversationStore,

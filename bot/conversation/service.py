@@ -828,10 +828,7 @@ class ChatService:
                     "Only the person who opened this thread with /chat, or someone who can "
                     "manage messages or threads, can make me forget it."
                 )
-        conversation = await self._conversations.find(place.channel_id, place.owner_id)
         forgotten = await self._conversations.reset(place.channel_id, place.owner_id)
-        if self._memory is not None and conversation is not None:
-            self._memory.forget_cached(conversation.id)  # its vectors went with its turns
         return forgotten, place.owner_id != 0
 
 

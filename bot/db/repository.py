@@ -141,6 +141,8 @@ class TurnWatcher(Protocol):
 
     def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None: ...
 
+    def conversation_reset(self, conversation_id: int) -> None: ...
+
 
 class ConversationStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -404,7 +406,9 @@ class ConversationStore:
             result = await session.execute(
                 delete(Turn).where(Turn.conversation_id == conversation_id)
             )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        for watcher in self.watchers:
+            watcher.conversation_reset(conversation_id)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def interrupt_unfinished(
         self, owns: Callable[[int | None], bool] = lambda _guild_id: True

@@ -115,6 +115,10 @@ class Memory:
         self._cache.remove(conversation_id, [turn_id])
         self.remember(conversation_id, after=turn_id - 1)
 
+    def conversation_reset(self, conversation_id: int) -> None:
+        """The conversation was reset: its vectors went with its turns."""
+        self._cache.drop(conversation_id)
+
     def turns_deleted(self, conversation_id: int, turn_ids: Sequence[int]) -> None:
         """Turns were deleted (Regenerate, /forget, HISTORY_RETENTION_DAYS): their vectors
         went with them."""
@@ -406,10 +410,6 @@ class Memory:
             request.author_id,
         )
         return len(turns)
-
-    def forget_cached(self, conversation_id: int) -> None:
-        """The conversation was reset: its vectors went with its turns."""
-        self._cache.drop(conversation_id)
 
     async def _searchable(self, request: Request) -> tuple[Admitted, int]:
         admitted = await self._admission.admit(request)
