@@ -67,18 +67,7 @@ async def test_a_conversation_at_debug_logs_no_token_and_no_private_text(
 
 def test_the_formatter_removes_secrets_and_url_tokens_from_whole_records() -> None:
     formatter = RedactingFormatter("%(levelname)s %(message)s", "%H", ["s3cr:et"])
-    try:
-        raise ValueError("the token s3cr:et was refused")
-    except ValueError as exc:
-        record = logging.LogRecord(
-            "x",
-            logging.ERROR,
-            __file__,
-            1,
-            "GET %s failed",
-            ("/webhooks/1/abc%3Adef/messages",),
-            (type(exc), exc, exc.__traceback__),
-        )
+    record = _failure("x", "GET %s failed", "/webhooks/1/abc%3Adef/messages")
     text = formatter.format(record)
     assert text.startswith("ERROR GET /webhooks/1/[redacted]/messages failed")
     assert "s3cr" not in text and "abc" not in text
@@ -88,18 +77,7 @@ def test_the_formatter_removes_secrets_and_url_tokens_from_whole_records() -> No
 
 def test_json_lines_are_one_object_each_and_redacted() -> None:
     formatter = JsonFormatter(["s3cr:et"])
-    try:
-        raise ValueError("the token s3cr:et was refused")
-    except ValueError as exc:
-        record = logging.LogRecord(
-            "bot.x",
-            logging.ERROR,
-            __file__,
-            1,
-            "GET %s failed\nfor s3cr%%3Aet",
-            ("/webhooks/1/abc/messages",),
-            (type(exc), exc, exc.__traceback__),
-        )
+    record = _failure("bot.x", "GET %s failed\nfor s3cr%%3Aet", "/webhooks/1/abc/messages")
     line = formatter.format(record)
     assert "\n" not in line  # one line, whatever the message and traceback hold
     entry = json.loads(line)
@@ -107,6 +85,16 @@ def test_json_lines_are_one_object_each_and_redacted() -> None:
     assert entry["message"] == "GET /webhooks/1/[redacted]/messages failed\nfor [redacted]"
     assert entry["exception"].endswith("ValueError: the token [redacted] was refused")
     assert datetime.fromisoformat(entry["time"]).tzinfo is not None
+
+
+def _failure(logger: str, message: str, url: str) -> logging.LogRecord:
+    """An error record about `url`, with the traceback of a failure naming the secret."""
+    try:
+        raise ValueError("the token s3cr:et was refused")
+    except ValueError as exc:
+        return logging.LogRecord(
+            logger, logging.ERROR, __file__, 1, message, (url,), (type(exc), exc, exc.__traceback__)
+        )
 
 
 def _record(message: str) -> logging.LogRecord:
