@@ -49,6 +49,17 @@ class Rig:
         async with asyncio.timeout(10):
             await self.memory.idle.wait()
 
+    def another_process(self) -> Memory:
+        """Memory as another process on the same database has it: its cache its own."""
+        return Memory(
+            self.memory._api,
+            admission_on(self.sessions),
+            self.memory._vectors,
+            ConversationStore(self.sessions),
+            UsageStore(self.sessions),
+            self.memory.options,
+        )
+
     async def vectors(self) -> int:
         async with self.sessions() as session:
             return int(await session.scalar(text("SELECT count(*) FROM turn_vectors")) or 0)
@@ -394,15 +405,7 @@ async def test_turns_another_process_forgot_leave_their_places_among_the_found(r
     other = ("user", "person1: my vault code is purple elephant too, colour wise")
     await conversation_of(rig, *said, other)
     await rig.embedded()
-    memory = rig.memory
-    elsewhere = Memory(  # another process's, its cache its own
-        memory._api,
-        admission_on(rig.sessions),
-        memory._vectors,
-        ConversationStore(rig.sessions),
-        UsageStore(rig.sessions),
-        memory.options,
-    )
+    elsewhere = rig.another_process()
     recall = Request(RequestKind.RECALL, CHANNEL, Person(1))
     _, found = await rig.memory.search(recall, "vault code purple elephant")  # now held
     assert len(found) == 5
@@ -481,15 +484,7 @@ async def test_a_vector_another_process_stores_for_an_older_turn_is_found(rig: R
     await store.append_turn(conversation, NewTurn("user", "person1: lunch time", 5))
     rig.memory.remember(conversation, after=older)  # this process embeds the newer turn only
     await rig.embedded()
-    memory = rig.memory
-    elsewhere = Memory(  # another process's, which embeds the older one after
-        memory._api,
-        admission_on(rig.sessions),
-        memory._vectors,
-        ConversationStore(rig.sessions),
-        UsageStore(rig.sessions),
-        memory.options,
-    )
+    elsewhere = rig.another_process()  # which embeds the older one after
     worker = asyncio.create_task(elsewhere.run())
     try:
         elsewhere.remember(conversation, after=0)
