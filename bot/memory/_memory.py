@@ -165,7 +165,17 @@ class Memory:
         return turns
 
     async def _embed(self, turns: Sequence[Unembedded]) -> None:
-        kept = [t for t in turns if t.turn_id not in self._refused and await self._memory_on(t)]
+        # A batch's turns are mostly of a few places: each place's settings are read once.
+        memory_on: dict[tuple[int, int | None], bool] = {}
+        kept: list[Unembedded] = []
+        for turn in turns:
+            if turn.turn_id in self._refused:
+                continue
+            where = (turn.channel_id, turn.guild_id)
+            if where not in memory_on:
+                memory_on[where] = await self._memory_on(turn)
+            if memory_on[where]:
+                kept.append(turn)
         inputs = [(t, _input_text(spoken_text(t.content, t.author_name))) for t in kept]
         for batch in _batches(inputs, self.options.batch_size):
             await self._embed_batch(batch, whole=True)
