@@ -100,7 +100,7 @@ class BotProcess:
         self._world, self._api, self._database_url, self._folder = world, api, database_url, folder
         self._process: asyncio.subprocess.Process | None = None
 
-    async def start(self, shard_ids: str, **settings: str) -> None:
+    async def start(self, shard_ids: str) -> None:
         discord = self._world.discord
         env = environment(
             discord,
@@ -110,7 +110,6 @@ class BotProcess:
             SHARD_COUNT="2",
             SHARD_IDS=shard_ids,
             MAX_ANSWER_TOKENS="100",
-            **settings,
         )
         self._process = await python_m_bot(env=env, cwd=self._folder)
         shards = [int(n) for n in shard_ids.split(",")]
