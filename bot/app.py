@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import aiohttp
@@ -100,7 +101,7 @@ class Bot(commands.AutoShardedBot):
             **options,
         )
         self.settings = settings
-        self.limits = limits or DiscordLimits()
+        self.limits = (limits or DiscordLimits()).share(shard_share(settings))
         self.clock = clock
         self.started = asyncio.Event()
         self.chat: ChatService | None = None
@@ -298,6 +299,13 @@ def _sharding(settings: Settings) -> dict[str, Any]:
     if settings.shard_ids is None:
         return {"shard_count": settings.shard_count}
     return {"shard_count": settings.shard_count, "shard_ids": settings.shard_ids}
+
+
+def shard_share(settings: Settings) -> Fraction:
+    """The part of the bot's shards this process runs: all of them unless SHARD_IDS."""
+    if settings.shard_ids is None or settings.shard_count is None:
+        return Fraction(1)
+    return Fraction(len(set(settings.shard_ids)), settings.shard_count)
 
 
 def build_admission(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import io
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import discord
@@ -46,6 +49,14 @@ class DiscordLimits:
     # An interaction token lives 15 minutes; stop using one this long before it dies.
     token_lifetime: float = 15 * 60.0
     token_margin: float = 30.0
+
+    def share(self, part: Fraction) -> DiscordLimits:
+        """The limits of a process that writes for `part` of the bot's shards: Discord counts
+        the bot-wide limit over every process together, so each keeps to its part of it."""
+        writes = max(1, math.floor(self.bot_writes * part))
+        return dataclasses.replace(
+            self, bot_writes=writes, bot_reserve=min(self.bot_reserve, writes - 1)
+        )
 
 
 class DiscordBudget:

@@ -1067,6 +1067,130 @@ async def test_bot_removed_from_guild(make_env: EnvFactory) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Shards
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_a_guild_goes_on_the_shard_asked_for(seed: int | None) -> None:
+    fake = FakeDiscord(FakeDiscordConfig(shards=3, snowflake_seed=seed))
+    wanted = [2, 0, 1, 1, 0]
+    guilds = [fake.add_guild(f"g{n}", shard=shard) for n, shard in enumerate(wanted)]
+    assert [(g.id >> 22) % 3 for g in guilds] == wanted
+    if seed is not None:  # a twin makes the same ids
+        twin = FakeDiscord(FakeDiscordConfig(shards=3, snowflake_seed=seed))
+        assert [twin.add_guild(f"g{n}", shard=s).id for n, s in enumerate(wanted)] == [
+            g.id for g in guilds
+        ]
+    with pytest.raises(ValueError, match="shard 3"):
+        fake.add_guild("nowhere", shard=3)
+
+
+async def _sharded_bot(shard_id: int, answered: list[str]) -> commands.AutoShardedBot:
+    """A bot that runs shard ``shard_id`` of two and says which shard a command came by."""
+    bot = commands.AutoShardedBot(
+        command_prefix="!",
+        intents=discord.Intents.default(),
+        shard_count=2,
+        shard_ids=[shard_id],
+        guild_ready_timeout=0.05,
+    )
+
+    @app_commands.command(name="where", description="Which shard")
+    async def where(interaction: BotInteraction) -> None:
+        answered.append(f"bot {shard_id}")
+        assert interaction.guild is not None
+        await interaction.response.send_message(f"shard {interaction.guild.shard_id}")
+
+    bot.tree.add_command(where)
+    return bot
+
+
+async def test_each_shard_hears_only_of_its_guilds() -> None:
+    fake = FakeDiscord(FakeDiscordConfig(shards=2))
+    await fake.start()
+    zero = fake.add_guild("zero", shard=0)
+    one = fake.add_guild("one", shard=1)
+    alice = fake.add_user("alice")
+    for guild in (zero, one):
+        fake.add_member(guild, alice)
+    fake.point_client_here()
+    answered: list[str] = []
+    bots = [await _sharded_bot(0, answered), await _sharded_bot(1, answered)]
+    heard: list[list[int]] = [[], []]
+    for n, bot in enumerate(bots):
+
+        async def record(message: discord.Message, n: int = n) -> None:
+            heard[n].append(message.id)
+
+        bot.add_listener(record, "on_message")
+    tasks = [asyncio.create_task(bot.start(fake.token)) for bot in bots]
+    try:
+        for bot in bots:
+            await asyncio.wait_for(bot.wait_until_ready(), 10)
+        # IDENTIFY carries the shard pair; READY and GUILD_CREATE bring only the shard's guilds.
+        assert sorted(p["shard"] for p in fake.identify_payloads) == [[0, 2], [1, 2]]
+        assert [g.id for g in bots[0].guilds] == [zero.id]
+        assert [g.id for g in bots[1].guilds] == [one.id]
+        data = await bots[0].http.request(discord.http.Route("GET", "/gateway/bot"))
+        assert data["shards"] == 2
+
+        # Messages, direct messages (shard 0) and interactions reach only their guild's shard.
+        in_one = await fake.post_message(one.channel_ids[0], alice, "one")
+        in_zero = await fake.post_message(zero.channel_ids[0], alice, "zero")
+        direct = await fake.post_message(fake.dm_channel(alice), alice, "dm")
+        await fake.wait_for(lambda: len(heard[0]) == 2 and len(heard[1]) == 1)
+        assert heard == [[in_zero.id, direct.id], [in_one.id]]
+        assert fake.shards_told("MESSAGE_CREATE", in_one.id) == [(1, 2)]
+        assert fake.shards_told("MESSAGE_CREATE", direct.id) == [(0, 2)]
+        command = await fake.invoke_command("where", channel=one.channel_ids[0], user=alice)
+        await fake.wait_for(lambda: command.original)
+        assert command.original is not None and command.original.latest.content == "shard 1"
+        assert answered == ["bot 1"]
+        assert fake.shards_told("INTERACTION_CREATE", command.id) == [(1, 2)]
+
+        # A guild that joins later comes to its shard only.
+        later = fake.add_guild("later", shard=0)
+        await fake.wait_for(lambda: bots[0].get_guild(later.id))
+        assert fake.shards_told("GUILD_CREATE", later.id) == [(0, 2)]
+        assert bots[1].get_guild(later.id) is None
+    finally:
+        for bot, task in zip(bots, tasks, strict=True):
+            await bot.close()
+            await asyncio.wait_for(task, 10)
+        await fake.stop()
+
+
+async def _identify(fake: FakeDiscord, shard: Any) -> tuple[int | None, dict[str, Any] | None]:
+    """IDENTIFY with ``shard`` over a raw websocket: the close code, or READY's data."""
+    identify = {"token": fake.token, "intents": 0, "properties": {}, "shard": shard}
+    async with aiohttp.ClientSession() as session, session.ws_connect(fake.gateway_url) as ws:
+        assert (await ws.receive_json(timeout=5))["op"] == 10
+        await ws.send_json({"op": 2, "d": identify})
+        reply = await ws.receive(timeout=5)
+        if reply.type is aiohttp.WSMsgType.CLOSE:
+            return reply.data, None
+        frame = json.loads(reply.data)
+        assert frame["t"] == "READY"
+        return None, frame["d"]
+
+
+async def test_identify_checks_the_shard() -> None:
+    config = FakeDiscordConfig(shards=2, max_guilds_per_shard=1)
+    async with FakeDiscord(config) as fake:
+        fake.add_guild("zero", shard=0)
+        one = fake.add_guild("one", shard=1)
+        for invalid in ([2, 2], [0, 0], [-1, 2], [0], "0,2", [0.0, 2]):
+            assert await _identify(fake, invalid) == (4010, None)
+        # One shard for both guilds would hold more than a shard may: sharding is required.
+        assert await _identify(fake, [0, 1]) == (4011, None)
+        code, ready = await _identify(fake, [1, 2])
+        assert code is None and ready is not None
+        assert ready["shard"] == [1, 2]
+        assert ready["guilds"] == [{"id": str(one.id), "unavailable": True}]
+
+
+# ---------------------------------------------------------------------------------------------
 # Twin worlds
 # ---------------------------------------------------------------------------------------------
 

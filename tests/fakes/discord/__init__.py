@@ -15,7 +15,10 @@ Test actions (each dispatches over the gateway): ``post_message``, ``edit_messag
 ``invoke_autocomplete``, ``click_button``, ``submit_modal``, ``delete_channel``,
 ``remove_bot``, ``drop_gateway``. Queries: ``messages_in``, ``message``, ``interaction``,
 ``requests``/``requests_for``, ``request_counts``, ``rate_limited_count``,
-``registered_commands``, ``identify_count``/``resume_count``, ``typing``.
+``registered_commands``, ``identify_count``/``resume_count``, ``typing``, ``shards_told``.
+Shards: with ``FakeDiscordConfig(shards=N)`` a session hears only of its shard's guilds
+(``(guild_id >> 22) % num_shards``; direct messages on shard 0); ``add_guild(shard=k)``
+puts a guild on shard k.
 Wait without sleeping: ``await fake.wait_for(lambda: ..., timeout=5)``.
 Twin worlds: fakes made with one ``FakeDiscordConfig(snowflake_seed=N)`` give the world they
 build (in the same order) the same ids.

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ._guilds import _Guilds
-from ._util import ApplicationFlag, Intents, dumps, json_reply
+from ._util import ApplicationFlag, Intents, dumps, json_reply, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,7 @@ class GatewaySession:
 
     def covers_guild(self, guild_id: int | None) -> bool:
         shard_id, count = self.shard
-        if guild_id is None:
-            return shard_id == 0
-        return (guild_id >> 22) % count == shard_id
+        return shard_of(guild_id, count) == shard_id
 
     def dispatch(self, t: str, d: Any) -> int:
         self.seq += 1
@@ -188,14 +186,18 @@ class _Gateway(_Guilds):
         if intents & Intents.PRIVILEGED & ~self.config.allowed_privileged_intents:
             await conn.close(4014, b"Disallowed intent(s).")
             return
-        shard_id, shard_count = data.get("shard") or [0, 1]
-        if not 0 <= shard_id < shard_count:
+        shard = _shard_pair(data.get("shard", [0, 1]))
+        if shard is None:
             await conn.close(4010, b"Invalid shard.")
+            return
+        guilds = [g for g in self.guilds.values() if shard_of(g.id, shard[1]) == shard[0]]
+        if len(guilds) > self.config.max_guilds_per_shard:
+            await conn.close(4011, b"Sharding required.")
             return
         session = GatewaySession(
             uuid.uuid4().hex,
             intents=intents,
-            shard=(int(shard_id), int(shard_count)),
+            shard=shard,
             identify=data,
             max_events=self.config.max_recorded_events,
         )
@@ -206,7 +208,6 @@ class _Gateway(_Guilds):
         self.sessions[session.id] = session
         self.identify_count += 1
         self.identify_payloads.append(data)
-        guilds = [g for g in self.guilds.values() if session.covers_guild(g.id)]
         session.dispatch(
             "READY",
             {
@@ -296,6 +297,17 @@ class _Gateway(_Guilds):
                 await conn.close(code)
         self._changed()
 
+    def shards_told(self, event: str, object_id: int) -> list[tuple[int, int]]:
+        """The shards (``(shard_id, num_shards)``) of the sessions that were sent ``event``
+        about the message, interaction or guild ``object_id``."""
+        told = []
+        for session in self.sessions.values():
+            for _, t, frame in session.events:
+                if t == event and json.loads(frame)["d"].get("id") == str(object_id):
+                    told.append(session.shard)
+                    break
+        return told
+
     @property
     def gateway_connected(self) -> bool:
         return any(c.session is not None and c.open for c in self.connections)
@@ -360,3 +372,13 @@ class _Gateway(_Guilds):
                 },
             }
         )
+
+
+def _shard_pair(value: Any) -> tuple[int, int] | None:
+    """IDENTIFY's ``shard``: ``[shard_id, num_shards]``, the id below the count."""
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
+        return None
+    shard_id, count = value
+    return (shard_id, count) if 0 <= shard_id < count else None

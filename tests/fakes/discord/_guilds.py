@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ._state import ChannelRef, GuildRef, UserRef, _State
-from ._util import ChannelType, DiscordError, Intents, _int, field_error, invalid_form, json_reply
+from ._util import (
+    ChannelType,
+    DiscordError,
+    Intents,
+    _int,
+    field_error,
+    invalid_form,
+    json_reply,
+    shard_of,
+)
 from .model import FakeChannel, FakeGuild, FakeMember, FakeRole, FakeUser
 
 if TYPE_CHECKING:
@@ -36,9 +45,12 @@ class _Guilds(_State):
         owner: FakeUser | None = None,
         channels: Sequence[str] = ("general",),
         bot_permissions: int | None = None,
+        shard: int | None = None,
     ) -> FakeGuild:
+        """A guild the bot is in. ``shard``: its id is chosen so that Discord's formula,
+        ``(guild_id >> 22) % shards``, puts it on that shard (of ``config.shards``)."""
         owner = owner or self.owner
-        guild = FakeGuild(self.world_snowflake(), name, owner.id)
+        guild = FakeGuild(self._guild_snowflake(shard), name, owner.id)
         guild.roles[guild.id] = FakeRole(
             guild.id, guild.id, "@everyone", self.config.everyone_permissions
         )
@@ -64,6 +76,17 @@ class _Guilds(_State):
         self._dispatch_guild("GUILD_CREATE", guild.id, lambda s: self._guild_payload(guild, s), 0)
         self._changed()
         return guild
+
+    def _guild_snowflake(self, shard: int | None) -> int:
+        if shard is None:
+            return self.world_snowflake()
+        if not 0 <= shard < self.config.shards:
+            raise ValueError(f"shard {shard} is not one of the fake's {self.config.shards}")
+        # A few draws: seeded ids are a millisecond apart, and clock ids reach the next
+        # millisecond within one.
+        while shard_of(snowflake := self.world_snowflake(), self.config.shards) != shard:
+            pass
+        return snowflake
 
     def add_role(
         self, guild: GuildRef, name: str, permissions: int = 0, *, mentionable: bool = False

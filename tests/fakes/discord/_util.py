@@ -63,6 +63,11 @@ def snowflake_time(snowflake: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to; direct messages go to shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
+
+
 def iso(moment: dt.datetime | None = None) -> str:
     return (moment or dt.datetime.now(dt.UTC)).isoformat()
 

@@ -64,7 +64,10 @@ class FakeDiscordConfig:
     # the bot still waits for its reply (interaction routes answer at once).
     bot_reply_delay: float = 0.0
     heartbeat_interval_ms: int = 41250
+    # What GET /gateway/bot recommends; a client may identify with another count.
     shards: int = 1
+    # A session that would hold more guilds is closed with 4011 (sharding required).
+    max_guilds_per_shard: int = 2500
     max_recorded_events: int = 10000
     # Twin worlds: with a seed, the ids of the world a test builds (bot user and application,
     # owner, users, guilds, roles, channels, threads and DMs the test adds) come from the
