@@ -268,7 +268,7 @@ class ImageService:
     async def shutdown(self, grace: float = 5.0) -> None:
         """Jobs still running end with their sentence while the person can still be told,
         waiting at most `grace` seconds."""
-        jobs = list(self._running)
+        jobs = [job for job in self._running if not job.cancelling()]  # not ended already
         for job in jobs:
             job.cancel()
         if jobs:
