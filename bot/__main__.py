@@ -90,12 +90,23 @@ def _safe_url(settings: Settings) -> str:
 
 async def _run(settings: Settings) -> int:
     bot = Bot(settings)
+    hurry = asyncio.Event()
+    stopping: list[asyncio.Task[None]] = []  # kept, so the task is not collected mid-way
+
+    def on_signal() -> None:
+        if stopping:  # a second signal: stop waiting for the work still running
+            hurry.set()
+            return
+        grace = settings.shutdown_grace_seconds
+        stopping.append(asyncio.create_task(bot.shut_down(grace, hurry)))
+
     loop = asyncio.get_running_loop()
-    closing: set[asyncio.Task[None]] = set()  # kept, so the task is not collected mid-way
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: closing.add(asyncio.create_task(bot.close())))
+        loop.add_signal_handler(signum, on_signal)
     async with bot:
         await bot.start(settings.discord_token.get_secret_value())
+    if stopping:  # Discord is closed: let the rest close too
+        await stopping[0]
     return 0
 
 

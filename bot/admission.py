@@ -25,6 +25,7 @@ from bot.server_config import History, PlaceSettings, ReplyMode, ServerConfig
 
 NOT_HERE = "This command isn't available here."
 BOT_OFF = "The bot is off in this channel."
+RESTARTING = "The bot is restarting; ask again in a minute."
 # A hold a crashed process left behind stops counting after this, unless settings say more.
 HOLD_LIFETIME = timedelta(minutes=30)
 
@@ -42,6 +43,11 @@ class RequestKind(enum.StrEnum):
     @property
     def makes_images(self) -> bool:
         return self in (RequestKind.IMAGE, RequestKind.EDIT)
+
+    @property
+    def paid(self) -> bool:
+        """Whether it may make a paid call (/forget embeds what to look for)."""
+        return self is not RequestKind.RESET
 
 
 class Via(enum.StrEnum):
@@ -130,6 +136,8 @@ class Admission:
         self.now = clock
         # Longer than any request may run, waiting for its turn included.
         self.hold_lifetime = hold_lifetime
+        # Set once the bot begins to shut down: from then on nothing new is paid for.
+        self.restarting = False
 
     async def admit(self, request: Request) -> Admitted:
         """What `request` runs with; raises UserError with the sentence for the person, or
@@ -140,7 +148,10 @@ class Admission:
                 raise Ignored
             raise UserError(NOT_HERE)
         settings = await self.config.for_place(place)
+        # First the reply mode: a plain message is a request only where it says so.
         _check_reply_mode(request, settings.reply_mode)
+        if self.restarting and request.kind.paid:
+            raise UserError(RESTARTING)
         _check_roles(request, settings.roles)
         caps = await self._caps_left(request, settings)
         if request.kind.makes_images:

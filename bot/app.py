@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -53,6 +54,8 @@ from cogs.sinks import NO_MENTIONS, DiscordBudget, DiscordLimits
 log = logging.getLogger(__name__)
 
 _COMMANDS_HASH_KEY = "app_commands_hash"
+# How long the answers and image jobs cut at shutdown get to show their notice.
+_CUT_WAIT = 3.0
 # Streamed replies can carry long lines (a whole image in base64): read them in larger pieces.
 _READ_BUFSIZE = 2**20
 
@@ -104,7 +107,9 @@ class Bot(commands.AutoShardedBot):
         self.limits = (limits or DiscordLimits()).share(shard_share(settings))
         self.clock = clock
         self.started = asyncio.Event()
+        self.admission: Admission | None = None
         self.chat: ChatService | None = None
+        self.images: ImageService | None = None
         self.memory: Memory | None = None
         # What setup_hook opened, closed in reverse order by close().
         self._closing: list[Callable[[], Awaitable[Any]]] = []
@@ -129,7 +134,7 @@ class Bot(commands.AutoShardedBot):
 
         conversations = ConversationStore(sessions)
         usage = UsageStore(sessions)
-        admission = build_admission(settings, sessions, self.clock)
+        admission = self.admission = build_admission(settings, sessions, self.clock)
         memory = await self._start_memory(api, admission, sessions, conversations, usage)
         router = ChatRouter(
             api,
@@ -166,7 +171,7 @@ class Bot(commands.AutoShardedBot):
                 interrupted=interrupted,
             )
         )
-        images = ImageService(
+        images = self.images = ImageService(
             api,
             admission,
             conversations,
@@ -267,10 +272,52 @@ class Bot(commands.AutoShardedBot):
             )
         self.started.set()
 
+    async def shut_down(self, grace: float, hurry: asyncio.Event) -> None:
+        """Refuse new questions at once, let the answers and image jobs running finish for
+        up to `grace` seconds (until `hurry` is set, if sooner), then close."""
+        started = time.monotonic()
+        chat, images = self.chat, self.images
+        if self.admission is not None:
+            self.admission.restarting = True
+        waits = []
+        if chat is not None:
+            chat.begin_shutdown()
+            waits.append(chat.answers_ended())
+        if images is not None:
+            images.begin_shutdown()
+            waits.append(images.jobs_ended())
+        log.info(
+            "Shutting down: waiting up to %g s for %d answers and %d image jobs",
+            grace,
+            chat.answers_running if chat else 0,
+            images.jobs_running if images else 0,
+        )
+        watched: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(asyncio.gather(*waits)),
+            asyncio.ensure_future(hurry.wait()),
+        }
+        await asyncio.wait(watched, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in watched:
+            waiter.cancel()
+        answers_cut = chat.answers_running if chat else 0
+        jobs_cut = images.jobs_running if images else 0
+        await self.close()
+        log.info(
+            "Shut down in %.1f s; %d answers and %d image jobs were cut short",
+            time.monotonic() - started,
+            answers_cut,
+            jobs_cut,
+        )
+
     async def close(self) -> None:
-        # Answers in progress end with a notice while Discord is still reachable.
-        if self.chat is not None:
-            await self.chat.shutdown()
+        # What still runs ends with a notice while Discord is still reachable.
+        await asyncio.gather(
+            *(
+                service.shutdown(_CUT_WAIT)
+                for service in (self.chat, self.images)
+                if service is not None
+            )
+        )
         await super().close()
         closing, self._closing = self._closing, []
         for step in reversed(closing):

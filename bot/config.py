@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     stream_idle_timeout: float = Field(default=60, gt=0)
     answer_timeout: float = Field(default=600, gt=0)
     image_timeout: float = Field(default=300, gt=0)
+    # On SIGTERM or SIGINT, answers and image jobs already running may finish for this long.
+    shutdown_grace_seconds: float = Field(default=20, ge=0)
     # Ask for images as tasks and poll for them, rather than holding a request open.
     image_async_tasks: bool = False
     image_task_poll_seconds: float = Field(default=3.0, gt=0)

@@ -215,6 +215,7 @@ class ChatRig:
     usage: UsageStore
     scheduler: WriteScheduler
     config: ServerConfig
+    admission: Admission
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def ask(
@@ -276,7 +277,7 @@ async def chat_rig(
         memory=memory,
         monotonic=monotonic,
     )
-    rig = ChatRig(service, api, conversations, usage, scheduler, admission.config)
+    rig = ChatRig(service, api, conversations, usage, scheduler, admission.config, admission)
     try:
         yield rig
     finally:
@@ -388,6 +389,7 @@ class ImageRig:
     conversations: ConversationStore
     usage: UsageStore
     config: ServerConfig
+    admission: Admission
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def make(
@@ -422,7 +424,7 @@ async def image_rig(
     api = ScriptedImageApi()
     work = ImageWork(max_bytes=1024 * 1024, max_pixels=4096 * 4096, budget_pixels=4096 * 4096)
     service = ImageService(api, admission, conversations, usage, ImageOptions(), work)
-    rig = ImageRig(service, api, conversations, usage, admission.config)
+    rig = ImageRig(service, api, conversations, usage, admission.config, admission)
     try:
         yield rig
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.admission import Admitted, Person, Request, RequestKind
+from bot.admission import RESTARTING, Admitted, Person, Request, RequestKind
 from bot.ai import Usage
 from bot.conversation.context import Question
 from bot.conversation.runs import INTERRUPTED, Slots, StopResult
@@ -209,6 +209,77 @@ async def test_shutdown_ends_answers_with_a_notice_and_marks_them(rig: ChatRig) 
     assert stream.closed.is_set()
     assert sink.latest().content == f"It began\n\n-# {INTERRUPTED}"
     assert (await history(rig))[-1] == ("assistant", "It began", TurnStatus.INTERRUPTED)
+
+
+def begin_shutdown(rig: ChatRig) -> None:
+    """As the bot begins to shut down."""
+    rig.admission.restarting = True
+    rig.service.begin_shutdown()
+
+
+async def test_shutting_down_refuses_what_was_not_asked_upstream_and_lets_answers_finish(
+    store: GatedStore, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    admission = admission_on(sessions)
+    async with chat_rig(store, UsageStore(sessions), admission, max_concurrent_requests=1) as rig:
+        running, in_queue, in_turn = MemorySink(), MemorySink(), MemorySink()
+        answering = rig.ask("long story", running, author_id=1, channel_id=10)
+        stream = await rig.api.stream(1)
+        stream.send("It began")
+        queued = rig.ask("wait for a slot", in_queue, author_id=2, channel_id=20)
+        await in_queue.wait_for(lambda s: s.latest().content == QUEUED)
+        waiting = rig.ask("wait for the first", in_turn, author_id=3, channel_id=10)
+        await in_turn.wait_for(lambda s: s.latest().content == WAITING)
+        admitted_before = await rig.service.admit(
+            Request(RequestKind.QUESTION, Place(30, 1, ConversationKind.CHANNEL), Person(4))
+        )
+
+        begin_shutdown(rig)
+        # Those not asked upstream yet are told at once, and leave no trace.
+        await asyncio.wait_for(asyncio.shield(asyncio.gather(queued, waiting)), WAIT)
+        for sink in (in_queue, in_turn):
+            assert sink.latest().content == f"⚠️ {RESTARTING}"
+            assert sink.latest().controls.stop_key is None
+        assert await history(rig, channel_id=20) == []
+        # New questions are refused at admission, and one admitted a moment before is too.
+        with pytest.raises(UserError, match=RESTARTING):
+            await rig.service.admit(Request(RequestKind.QUESTION, CHANNEL, Person(5)))
+        ask = Ask(admitted_before, admitted_before.place, "person4", Question("person4: hi"))
+        with pytest.raises(UserError, match=RESTARTING):
+            await rig.service.ask(ask, MemorySink())
+        assert rig.service.answers_running == 1
+
+        # The answer being written goes on to its end.
+        stream.send(", and it ended.")
+        stream.end()
+        await asyncio.wait_for(rig.service.answers_ended(), WAIT)
+        await asyncio.wait_for(asyncio.shield(answering), WAIT)
+        assert running.latest().content == "It began, and it ended."
+        assert await history(rig) == [
+            ("user", "person1: long story", TurnStatus.COMPLETE),
+            ("assistant", "It began, and it ended.", TurnStatus.COMPLETE),
+        ]
+        assert len(rig.api.streams) == 1  # nothing else was paid for
+
+
+async def test_an_answer_still_running_at_the_end_of_the_grace_is_cut_and_marked(
+    rig: ChatRig,
+) -> None:
+    sink = MemorySink()
+    asking = rig.ask("long story", sink)
+    stream = await rig.api.stream(1)
+    stream.send("It began")
+    await sink.wait_for(lambda s: "It began" in s.latest().content)
+    begin_shutdown(rig)
+    assert rig.service.answers_running == 1 and not asking.done()
+
+    await asyncio.wait_for(rig.service.shutdown(grace=WAIT), WAIT)  # the grace is over
+    assert asking.done() and stream.closed.is_set()
+    assert sink.latest().content == f"It began\n\n-# {INTERRUPTED}"
+    assert await history(rig) == [
+        ("user", "person1: long story", TurnStatus.COMPLETE),
+        ("assistant", "It began", TurnStatus.INTERRUPTED),
+    ]
 
 
 async def test_a_person_may_have_three_questions_waiting_and_no_more(rig: ChatRig) -> None:

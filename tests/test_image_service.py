@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.admission import Person, RequestKind
+from bot.admission import RESTARTING, Person, RequestKind
 from bot.ai import ContentRefused
 from bot.db.models import ConversationKind
 from bot.db.repository import ConversationStore
@@ -132,6 +132,32 @@ async def test_shutdown_ends_a_running_job_with_its_sentence(rig: ImageRig) -> N
     assert sink.failure == RESTARTED
     assert await history(rig) == []
     assert await images_recorded(rig) == 0
+
+
+async def test_shutting_down_refuses_waiting_and_new_jobs_and_lets_a_running_one_finish(
+    rig: ImageRig,
+) -> None:
+    running, waiting = MemoryImageSink(), MemoryImageSink()
+    making = rig.make("one", running)
+    call = await rig.api.call(1)
+    queued = rig.make("two", waiting)
+    await asyncio.wait_for(waiting.started.wait(), WAIT)  # and now waits for the first
+
+    rig.admission.restarting = True
+    rig.service.begin_shutdown()
+    await asyncio.wait_for(asyncio.shield(queued), WAIT)  # told at once
+    assert waiting.failure == RESTARTING
+    with pytest.raises(UserError, match=RESTARTING):
+        await asyncio.wait_for(rig.make("three", MemoryImageSink(), author_id=2), WAIT)
+    assert rig.service.jobs_running == 1
+
+    call.answer(tiny_png(1))
+    await asyncio.wait_for(rig.service.jobs_ended(), WAIT)
+    await asyncio.wait_for(making, WAIT)
+    assert running.failure is None and len(running.files) == 1
+    assert len(rig.api.calls) == 1  # nothing else was paid for
+    assert await images_recorded(rig) == 1
+    assert [role for role, _ in await history(rig)] == ["user", "assistant"]
 
 
 async def test_an_edit_without_an_image_in_the_conversation_asks_for_one(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakValueDictionary
 
+from bot.admission import RESTARTING
 from bot.ai import TextStream
 from bot.errors import UserError
 
@@ -24,6 +25,7 @@ _MAX_QUESTIONS_PER_PERSON = 3
 class StopKind(enum.Enum):
     PRESSED = "pressed"  # someone pressed Stop
     SHUTDOWN = "shutdown"  # the bot is stopping
+    RESTARTING = "restarting"  # the bot is stopping, and it was not asked upstream yet
     DELETED = "deleted"  # the answer's message was deleted
 
 
@@ -37,12 +39,15 @@ class StopReason:
         """What the answer ends with (nothing for a deleted one: nobody would read it)."""
         if self.kind is StopKind.SHUTDOWN:
             return INTERRUPTED
+        if self.kind is StopKind.RESTARTING:
+            return RESTARTING
         if self.kind is StopKind.DELETED:
             return None
         return f"Stopped by {self.by}." if self.by else "Stopped."
 
 
 SHUTDOWN = StopReason(StopKind.SHUTDOWN)
+RESTART = StopReason(StopKind.RESTARTING)
 DELETED = StopReason(StopKind.DELETED)
 
 
@@ -89,6 +94,7 @@ class Runs:
         # person to one answer at a time. Unused locks disappear with their last waiter.
         self._conversations: WeakValueDictionary[Hashable, asyncio.Lock] = WeakValueDictionary()
         self._people: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
+        self._closing = False
 
     def refuse_if_busy(self, author_id: int) -> None:
         """Refuse a question from someone who has too many waiting already."""
@@ -99,6 +105,8 @@ class Runs:
             )
 
     def start(self, author_id: int) -> Run:
+        if self._closing:  # admitted a moment before the bot began to shut down
+            raise UserError(RESTARTING)
         run = Run(author_id)
         self._runs[run.key] = run
         return run
@@ -151,6 +159,24 @@ class Runs:
         for run in list(self._runs.values()):
             if run.answer_turn == answer_turn:
                 await run.done.wait()
+
+    @property
+    def upstream(self) -> int:
+        """The runs whose answers were asked for upstream and are still being written."""
+        return sum(run.upstream is not None for run in self._runs.values())
+
+    def close(self) -> None:
+        """Start no more runs, and end those not asked upstream yet with the restart
+        sentence; the others go on."""
+        self._closing = True
+        for run in self._runs.values():
+            if run.upstream is None:
+                run.cancel(RESTART)
+
+    async def ended(self) -> None:
+        """Wait until every run has ended."""
+        for run in list(self._runs.values()):
+            await run.done.wait()
 
     async def shutdown(self, grace: float) -> None:
         """End every run with the shutdown notice, waiting at most `grace` seconds."""

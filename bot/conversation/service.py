@@ -15,7 +15,16 @@ from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKin
 from bot.ai import Message, TextStream, Usage
 from bot.conversation.alternatives import Alternatives, Shelf
 from bot.conversation.context import Question, build_messages, history_budget, spoken_text
-from bot.conversation.runs import DELETED, SHUTDOWN, Run, Runs, Slots, StopKind, StopResult
+from bot.conversation.runs import (
+    DELETED,
+    SHUTDOWN,
+    Run,
+    Runs,
+    Slots,
+    StopKind,
+    StopReason,
+    StopResult,
+)
 from bot.conversation.thinking import thinking_status
 from bot.conversation.tokens import estimate_tokens, image_tokens_at_most, output_limit
 from bot.db.models import ConversationKind, TurnStatus, UsageKind
@@ -202,8 +211,8 @@ class ChatService:
                 queued.cancel()
                 raise
             if queued.cancelled():  # stopped while it waited for its turn
-                notice = run.stop_reason.notice if run.stop_reason else None
-                await reply.finish("", notice=notice or "Stopped.")
+                reason = run.stop_reason
+                await _finish_unanswered(reply, reason, reason.notice if reason else "Stopped.")
             else:
                 queued.result()  # raises what went wrong
         except Exception as exc:
@@ -353,11 +362,7 @@ class ChatService:
             # Nothing was answered: the question leaves no trace in the history.
             if result.status is TurnStatus.COMPLETE:
                 result.notice = "The model returned an empty answer; please try again."
-            if run.stop_reason is not None and run.stop_reason.kind is StopKind.PRESSED:
-                # Someone pressed Stop: no warning.
-                await reply.finish("", notice=result.notice)
-            else:
-                await reply.finish(f"⚠️ {result.notice}" if result.notice else "")
+            await _finish_unanswered(reply, run.stop_reason, result.notice)
             new_turns = stored if ask.question_turn is None else stored[-1:]
             await self._conversations.delete_turns(new_turns)
         else:
@@ -796,11 +801,27 @@ class ChatService:
     def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> StopResult:
         return self._runs.stop(key, user_id=user_id, can_manage=can_manage, by=by)
 
+    def begin_shutdown(self) -> None:
+        """Start no more answers: questions not asked upstream yet end at once with the
+        restart sentence; the answers being written go on (until `shutdown`)."""
+        self._runs.close()
+
+    @property
+    def answers_running(self) -> int:
+        """Answers asked upstream and still being written."""
+        return self._runs.upstream
+
+    async def answers_ended(self) -> None:
+        """Wait until every answer has ended."""
+        await self._runs.ended()
+
     async def shutdown(self, grace: float = 5.0) -> None:
         """End every answer in progress with a notice, waiting at most `grace` seconds."""
+        deadline = asyncio.get_running_loop().time() + grace
         await self._runs.shutdown(grace)
         if self._background:
-            await asyncio.wait(self._background, timeout=grace)
+            left = deadline - asyncio.get_running_loop().time()
+            await asyncio.wait(self._background, timeout=max(left, 0))
         self._replies.close()
 
     # Forgetting.
@@ -845,6 +866,16 @@ def _prompt_tokens(messages: Sequence[Mapping[str, Any]], model: str) -> int:
             images = sum(part.get("type") == "image_url" for part in content)
             total += estimate_tokens(text) + images * image_tokens_at_most(model)
     return total
+
+
+async def _finish_unanswered(
+    reply: StreamingReply, reason: StopReason | None, notice: str | None
+) -> None:
+    """End a reply that got no answer: quietly when someone pressed Stop, else as a warning."""
+    if reason is not None and reason.kind is StopKind.PRESSED:
+        await reply.finish("", notice=notice)
+    else:
+        await reply.finish(f"⚠️ {notice}" if notice else "")
 
 
 def _in_order_key(place: Place) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 from weakref import WeakValueDictionary
 
-from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
+from bot.admission import RESTARTING, Admission, Admitted, Hold, Person, Request, RequestKind
 from bot.ai import GeneratedImage, ImageFile, ImageResult
 from bot.conversation.context import question_text
 from bot.conversation.tokens import estimate_tokens
@@ -121,6 +121,11 @@ class ImageService:
         self._queued: Counter[int] = Counter()
         # The jobs running now, ended with a sentence when the bot stops.
         self._running: set[asyncio.Task[Any]] = set()
+        # Of those, the ones waiting for the person's earlier job, and those of them told
+        # that the bot is restarting.
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._refused: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     @property
     def models(self) -> Sequence[str]:
@@ -243,13 +248,31 @@ class ImageService:
             if job is not None:
                 self._running.discard(job)
 
-    async def shutdown(self) -> None:
-        """Jobs still running end with their sentence while the person can still be told."""
-        jobs = list(self._running)
+    def begin_shutdown(self) -> None:
+        """Start no more jobs: those waiting for the person's earlier one end at once with
+        the restart sentence; the jobs running go on (until `shutdown`)."""
+        self._closing = True
+        for job in self._waiting:
+            self._refused.add(job)
+            job.cancel()
+
+    @property
+    def jobs_running(self) -> int:
+        return len(self._running - self._waiting)
+
+    async def jobs_ended(self) -> None:
+        """Wait until every job has ended."""
+        if self._running:
+            await asyncio.wait(self._running)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Jobs still running end with their sentence while the person can still be told,
+        waiting at most `grace` seconds."""
+        jobs = [job for job in self._running if not job.cancelling()]  # not ended already
         for job in jobs:
             job.cancel()
         if jobs:
-            await asyncio.wait(jobs, timeout=5)
+            await asyncio.wait(jobs, timeout=grace)
 
     @contextlib.asynccontextmanager
     async def job_of(self, user_id: int) -> AsyncIterator[None]:
@@ -260,12 +283,36 @@ class ImageService:
             raise UserError("You already have images being made; wait for them to finish.")
         self._queued[user_id] += 1
         try:
-            async with lock:
+            await self._wait_for(lock)
+            try:
+                if self._closing:
+                    raise UserError(RESTARTING)
                 yield
+            finally:
+                lock.release()
         finally:
             self._queued[user_id] -= 1
             if not self._queued[user_id]:
                 del self._queued[user_id]
+
+    async def _wait_for(self, lock: asyncio.Lock) -> None:
+        """Take the person's lock; a job that waits for it is told so if the bot begins to
+        shut down meanwhile."""
+        job = asyncio.current_task()
+        if job is None or not lock.locked():
+            await lock.acquire()
+            return
+        self._waiting.add(job)
+        try:
+            await lock.acquire()
+        except asyncio.CancelledError:
+            if job not in self._refused:
+                raise
+            job.uncancel()
+            raise UserError(RESTARTING) from None
+        finally:
+            self._waiting.discard(job)
+            self._refused.discard(job)
 
     async def _held(
         self,
