@@ -194,7 +194,7 @@ async def test_shutdown_ends_answers_with_a_notice(
     await streaming_answer(harness, question)
     await harness.stop_bot()
     answer = await harness.answer_to(question)
-    assert answer.versions[-1].content.endswith("-# The bot restarted before this answer finished.")
+    assert answer.versions[-1].content.endswith("-# The bot is restarting; ask again in a minute.")
 
 
 async def test_direct_messages_are_answered_only_when_allowed(

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.admission import RESTARTING, Admitted, Person, Request, RequestKind
 from bot.ai import Usage
 from bot.conversation.context import Question
-from bot.conversation.runs import INTERRUPTED, Slots, StopResult
+from bot.conversation.runs import Slots, StopResult
 from bot.conversation.service import QUEUED, WAITING, Ask
 from bot.db.models import ConversationKind, TurnStatus
 from bot.db.repository import ConversationStore, NewTurn, StoredTurn
@@ -207,7 +207,7 @@ async def test_shutdown_ends_answers_with_a_notice_and_marks_them(rig: ChatRig) 
     await asyncio.wait_for(rig.service.shutdown(grace=WAIT), WAIT)
     assert asking.done()
     assert stream.closed.is_set()
-    assert sink.latest().content == f"It began\n\n-# {INTERRUPTED}"
+    assert sink.latest().content == f"It began\n\n-# {RESTARTING}"
     assert (await history(rig))[-1] == ("assistant", "It began", TurnStatus.INTERRUPTED)
 
 
@@ -275,7 +275,7 @@ async def test_an_answer_still_running_at_the_end_of_the_grace_is_cut_and_marked
 
     await asyncio.wait_for(rig.service.shutdown(grace=WAIT), WAIT)  # the grace is over
     assert asking.done() and stream.closed.is_set()
-    assert sink.latest().content == f"It began\n\n-# {INTERRUPTED}"
+    assert sink.latest().content == f"It began\n\n-# {RESTARTING}"
     assert await history(rig) == [
         ("user", "person1: long story", TurnStatus.COMPLETE),
         ("assistant", "It began", TurnStatus.INTERRUPTED),

@@ -19,7 +19,6 @@ from bot.db.repository import ConversationStore
 from bot.db.usage_store import UsageStore
 from bot.errors import UserError
 from bot.images.delivery import Repeat
-from bot.images.service import RESTARTED
 from bot.places import Place
 from bot.server_config import History, Scope, Setting
 from tests.fakes.api import tiny_png
@@ -129,7 +128,7 @@ async def test_shutdown_ends_a_running_job_with_its_sentence(rig: ImageRig) -> N
     await asyncio.wait_for(rig.service.shutdown(), WAIT)
 
     assert making.cancelled()
-    assert sink.failure == RESTARTED
+    assert sink.failure == RESTARTING
     assert await history(rig) == []
     assert await images_recorded(rig) == 0
 

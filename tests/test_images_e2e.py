@@ -422,5 +422,5 @@ async def test_a_job_running_at_shutdown_ends_with_a_sentence(harness: Harness) 
     await harness.stop_bot()
     assert interaction.original is not None
     assert interaction.original.versions[-1].content == (
-        "⚠️ The bot restarted before this was done; please ask again."
+        "⚠️ The bot is restarting; ask again in a minute."
     )

@@ -17,9 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.admission import RESTARTING
-from bot.conversation.runs import INTERRUPTED
 from bot.db.engine import create_engine
-from bot.images.service import RESTARTED
 from tests.fakes.api import FakeApi, Hang, Reply
 from tests.fakes.discord import FakeChannel, FakeDiscord, FakeUser, InteractionRecord, MessageRecord
 from tests.harness import shown_to
@@ -251,7 +249,7 @@ async def test_what_runs_past_a_short_grace_ends_with_its_text_and_a_notice(
             assert since_signal() < grace + CLOSING
             assert "2 answers and 1 image jobs were cut short" in await bot.logged("Shut down in")
 
-        ending = f"\n\n-# {INTERRUPTED}"
+        ending = f"\n\n-# {RESTARTING}"
         shown = []
         for answer in answers:
             content = answer.versions[-1].content
@@ -260,7 +258,7 @@ async def test_what_runs_past_a_short_grace_ends_with_its_text_and_a_notice(
             assert shown[-1].startswith("w00") and ANSWER.startswith(shown[-1])
             assert shown[-1] != ANSWER
         assert image.original is not None
-        assert image.original.versions[-1].content == f"⚠️ {RESTARTED}"
+        assert image.original.versions[-1].content == f"⚠️ {RESTARTING}"
         stored = [
             (content, status)
             for role, content, status in await stored_turns(database_url)
@@ -279,4 +277,4 @@ async def test_a_second_signal_cuts_the_wait_short(database_url: str, tmp_path: 
             bot.process.send_signal(signal.SIGINT)
             assert await bot.exited(within=CLOSING + 5) == 0, bot.log
             assert since_signal() < CLOSING
-        assert answer.versions[-1].content.endswith(f"\n\n-# {INTERRUPTED}")
+        assert answer.versions[-1].content.endswith(f"\n\n-# {RESTARTING}")

@@ -37,10 +37,8 @@ class StopReason:
     @property
     def notice(self) -> str | None:
         """What the answer ends with (nothing for a deleted one: nobody would read it)."""
-        if self.kind is StopKind.SHUTDOWN:
-            return INTERRUPTED
-        if self.kind is StopKind.RESTARTING:
-            return RESTARTING
+        if self.kind in (StopKind.SHUTDOWN, StopKind.RESTARTING):
+            return RESTARTING  # asking again after the restart gets a whole answer
         if self.kind is StopKind.DELETED:
             return None
         return f"Stopped by {self.by}." if self.by else "Stopped."

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 # Image jobs one person may have running or waiting.
 _JOBS_PER_PERSON = 2
-RESTARTED = "The bot restarted before this was done; please ask again."
 T = TypeVar("T")
 
 
@@ -234,7 +233,7 @@ class ImageService:
         except (Exception, asyncio.CancelledError) as exc:
             stopping = isinstance(exc, asyncio.CancelledError)
             if stopping:
-                sentence = RESTARTED
+                sentence = RESTARTING
             else:
                 sentence = sentence_for(exc, doing=f"Making images ({spec.name})", log=log)
             if delivered:
