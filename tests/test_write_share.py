@@ -13,18 +13,25 @@ from cogs.sinks import DiscordBudget, DiscordLimits
 
 
 @pytest.mark.parametrize(
-    ("part", "writes", "reserve"),
+    ("part", "writes", "period", "reserve"),
     [
-        (Fraction(1), 50, 2),
-        (Fraction(1, 2), 25, 2),
-        (Fraction(2, 3), 33, 2),  # rounded down: together the processes stay within 50
-        (Fraction(1, 25), 2, 1),
-        (Fraction(1, 64), 1, 0),  # at least one write; no slot kept back from it
+        (Fraction(1), 50, 1.0, 2),
+        (Fraction(1, 2), 25, 1.0, 2),
+        (Fraction(2, 3), 33, 1.0, 2),  # rounded down: together the processes stay within 50
+        (Fraction(1, 25), 2, 1.0, 1),
+        (Fraction(1, 50), 1, 1.0, 0),  # no slot kept back from a single write
+        (Fraction(1, 64), 1, 1.28, 0),  # under one write a second: one in a longer period
+        (Fraction(1, 100), 1, 2.0, 0),
     ],
 )
-def test_a_process_writes_within_its_share(part: Fraction, writes: int, reserve: int) -> None:
+def test_a_process_writes_within_its_share(
+    part: Fraction, writes: int, period: float, reserve: int
+) -> None:
     limits = DiscordLimits().share(part)
     assert (limits.bot_writes, limits.bot_reserve) == (writes, reserve)
+    assert limits.bot_period == pytest.approx(period)
+    # Every process with such a share, together, within the bot-wide limit.
+    assert limits.bot_writes / limits.bot_period / part <= 50 + 1e-9
     assert limits.channel_writes == DiscordLimits().channel_writes  # per channel: unshared
     window = DiscordBudget(limits).bot
     assert (window.limit, window.reserve) == (writes, reserve)
