@@ -53,9 +53,18 @@ class DiscordLimits:
     def share(self, part: Fraction) -> DiscordLimits:
         """The limits of a process that writes for `part` of the bot's shards: Discord counts
         the bot-wide limit over every process together, so each keeps to its part of it."""
-        writes = max(1, math.floor(self.bot_writes * part))
+        rate = self.bot_writes * part  # writes a period
+        if rate >= 1:
+            writes, period = math.floor(rate), self.bot_period
+        else:
+            # Less than one write a period: one write in a longer period, so that the
+            # processes together still keep within the limit (one of 64 shards: 1 in 1.28 s).
+            writes, period = 1, float(self.bot_period / rate)
         return dataclasses.replace(
-            self, bot_writes=writes, bot_reserve=min(self.bot_reserve, writes - 1)
+            self,
+            bot_writes=writes,
+            bot_period=period,
+            bot_reserve=min(self.bot_reserve, writes - 1),
         )
 
 

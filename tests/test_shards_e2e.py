@@ -86,9 +86,13 @@ async def sharded_world() -> AsyncIterator[World]:
         yield World(discord, zero, one, alice, bob, admin)
 
 
-def shard_connected(discord: FakeDiscord, shard_id: int) -> bool:
+def shard_connected(discord: FakeDiscord, shard_id: int, old_sessions: set[str]) -> bool:
+    """A new session of the shard is connected (a killed process's may still look open)."""
     return any(
-        c.open and c.session is not None and c.session.shard == (shard_id, 2)
+        c.open
+        and c.session is not None
+        and c.session.id not in old_sessions
+        and c.session.shard == (shard_id, 2)
         for c in discord.connections
     )
 
@@ -102,6 +106,7 @@ class BotProcess:
 
     async def start(self, shard_ids: str) -> None:
         discord = self._world.discord
+        old_sessions = set(discord.sessions)
         env = environment(
             discord,
             self._api,
@@ -114,7 +119,9 @@ class BotProcess:
         self._process = await python_m_bot(env=env, cwd=self._folder)
         shards = [int(n) for n in shard_ids.split(",")]
         # discord.py waits 5 s before identifying each shard after the first.
-        await discord.wait_for(lambda: all(shard_connected(discord, n) for n in shards), 40)
+        await discord.wait_for(
+            lambda: all(shard_connected(discord, n, old_sessions) for n in shards), 40
+        )
 
     async def stop(self) -> None:
         assert self._process is not None

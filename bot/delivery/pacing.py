@@ -82,6 +82,23 @@ class Window:
         self._starts.append(now)
 
 
+async def take_room(windows: Sequence[Window], *, clock: Clock = time.monotonic) -> None:
+    """Wait until a request made outside the scheduler (tidying up, never urgent) fits every
+    window, and count it there, so that the scheduler's writes and it keep within the limits
+    together."""
+    while True:
+        now = clock()
+        start_at = max(
+            (window.free_at(now, urgent=False, spare=_IDLE_SPARE) for window in windows),
+            default=now,
+        )
+        if start_at <= now:
+            for window in windows:
+                window.take(now)
+            return
+        await asyncio.sleep(start_at - now)
+
+
 class PacedMessage:
     """One Discord message kept up to date by the scheduler.
 
