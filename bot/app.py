@@ -17,9 +17,9 @@ import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import health
+from bot import health, metrics
 from bot.admission import HOLD_LIFETIME, Admission, Rules
 from bot.ai import ApiClient, Timeouts
 from bot.ai.routing import ChatRouter
@@ -29,7 +29,7 @@ from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
 from bot.db.budget_store import Ledger
 from bot.db.config_store import ConfigStore
-from bot.db.engine import create_engine, create_sessionmaker
+from bot.db.engine import create_engine, create_sessionmaker, time_statements
 from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore
 from bot.db.usage_store import UsageStore
@@ -39,6 +39,7 @@ from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
 from bot.memory import Memory, MemoryOptions
+from bot.monitoring import Monitor, ping_database
 from bot.retention import Retention
 from bot.server_config import Catalog, PlaceSettings, ServerConfig
 from cogs.budgets import BudgetsCog
@@ -96,6 +97,7 @@ class Bot(commands.AutoShardedBot):
             ),
             allowed_installs=app_commands.AppInstallationType(guild=True),
             allowed_mentions=NO_MENTIONS,
+            http_trace=metrics.discord_trace(),
             **_sharding(settings),
             **options,
         )
@@ -104,6 +106,7 @@ class Bot(commands.AutoShardedBot):
         self.clock = clock
         self.started = asyncio.Event()
         self.chat: ChatService | None = None
+        self.images: ImageService | None = None
         self.memory: Memory | None = None
         # What setup_hook opened, closed in reverse order by close().
         self._closing: list[Callable[[], Awaitable[Any]]] = []
@@ -113,6 +116,9 @@ class Bot(commands.AutoShardedBot):
         try:
             engine = create_engine(settings.database_url)
             self._closing.append(engine.dispose)
+            time_statements(engine)
+            # Served from the start, so that a check says "not ready yet" rather than nothing.
+            await self._start_monitor(engine)
             await migrate.upgrade(engine)
         except DATABASE_ERRORS as exc:
             raise StartupError(describe(exc, settings.database_url)) from exc
@@ -165,7 +171,7 @@ class Bot(commands.AutoShardedBot):
                 interrupted=interrupted,
             )
         )
-        images = ImageService(
+        self.images = images = ImageService(
             api,
             admission,
             conversations,
@@ -208,6 +214,19 @@ class Bot(commands.AutoShardedBot):
         worker.add_done_callback(_report_crash)
         self._closing.append(functools.partial(_cancel, worker))
         return memory
+
+    async def _start_monitor(self, engine: AsyncEngine) -> None:
+        """With METRICS_PORT, serve /healthz and /metrics (see bot.monitoring)."""
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        if port is None:
+            return
+        monitor = Monitor(self, functools.partial(ping_database, engine))
+        try:
+            await monitor.start(host, port)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise StartupError(f"Cannot serve METRICS_PORT {port} on {host}: {reason}.") from exc
+        self._closing.append(monitor.close)
 
     def _start_heartbeat(self) -> None:
         """Keep the heartbeat file of `python -m bot health` fresh while connected."""
