@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -224,7 +225,7 @@ class Bot(commands.AutoShardedBot):
         try:
             await monitor.start(host, port)
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             raise StartupError(f"Cannot serve METRICS_PORT {port} on {host}: {reason}.") from exc
         self._closing.append(monitor.close)
 
