@@ -40,7 +40,6 @@ from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
 from bot.memory import Memory, MemoryOptions
-from bot.monitoring import Monitor, ping_database
 from bot.retention import Retention
 from bot.server_config import Catalog, PlaceSettings, ServerConfig
 from cogs.budgets import BudgetsCog
@@ -221,6 +220,9 @@ class Bot(commands.AutoShardedBot):
         host, port = self.settings.metrics_host, self.settings.metrics_port
         if port is None:
             return
+        # Imported only here: aiohttp's server side adds about 25 ms to every start.
+        from bot.monitoring import Monitor, ping_database
+
         monitor = Monitor(self, functools.partial(ping_database, engine))
         try:
             await monitor.start(host, port)
