@@ -1,7 +1,7 @@
 """What the bot counts and times, for Prometheus: one registry for the whole process.
 
-Each metric is recorded where its event happens, through the functions below; the monitoring
-server (bot.monitoring) adds the gauges it reads from the running bot at scrape time.
+Each metric is recorded where its event happens, through the objects and functions below; the
+monitoring server (bot.monitoring) adds the gauges it reads from the running bot at scrape time.
 """
 
 from __future__ import annotations
