@@ -25,8 +25,9 @@ USER bot
 # matplotlib finds its fonts once, here, rather than on the first /usage chart of every start.
 RUN python -c "import matplotlib.font_manager"
 VOLUME ["/app/data"]
-# `python -m bot health` without importing the bot: it reads the heartbeat file the bot keeps
-# fresh while its gateway is connected, and calls nothing.
+# `python -m bot health` without importing the bot: with METRICS_PORT set it asks the bot's
+# /healthz (every shard connected, the database answering within 1 s); without, it reads the
+# heartbeat file the bot keeps fresh while its gateway is connected. It never calls Discord.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-m", "bot.health"]
 CMD ["python", "-m", "bot"]

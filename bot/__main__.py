@@ -221,7 +221,7 @@ def _reason(exc: BaseException) -> str:
 
 async def _health(settings: Settings) -> int:
     """The container health check: costs no call to Discord or to the API."""
-    return health.main()
+    return health.main(settings.metrics_port, settings.metrics_host)
 
 
 if __name__ == "__main__":

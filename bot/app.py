@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,9 +20,9 @@ import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import health
+from bot import health, metrics
 from bot.admission import HOLD_LIFETIME, Admission, Rules
 from bot.ai import ApiClient, Timeouts
 from bot.ai.routing import ChatRouter
@@ -31,7 +32,7 @@ from bot.conversation.service import ChatOptions, ChatService
 from bot.db import migrate
 from bot.db.budget_store import Ledger
 from bot.db.config_store import ConfigStore
-from bot.db.engine import create_engine, create_sessionmaker
+from bot.db.engine import create_engine, create_sessionmaker, time_statements
 from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore
 from bot.db.usage_store import UsageStore
@@ -100,6 +101,7 @@ class Bot(commands.AutoShardedBot):
             ),
             allowed_installs=app_commands.AppInstallationType(guild=True),
             allowed_mentions=NO_MENTIONS,
+            http_trace=metrics.discord_trace(),
             **_sharding(settings),
             **options,
         )
@@ -119,6 +121,9 @@ class Bot(commands.AutoShardedBot):
         try:
             engine = create_engine(settings.database_url)
             self._closing.append(engine.dispose)
+            time_statements(engine)
+            # Served from the start, so that a check says "not ready yet" rather than nothing.
+            await self._start_monitor(engine)
             await migrate.upgrade(engine)
         except DATABASE_ERRORS as exc:
             raise StartupError(describe(exc, settings.database_url)) from exc
@@ -214,6 +219,22 @@ class Bot(commands.AutoShardedBot):
         worker.add_done_callback(_report_crash)
         self._closing.append(functools.partial(_cancel, worker))
         return memory
+
+    async def _start_monitor(self, engine: AsyncEngine) -> None:
+        """With METRICS_PORT, serve /healthz and /metrics (see bot.monitoring)."""
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        if port is None:
+            return
+        # Imported only here: aiohttp's server side adds about 25 ms to every start.
+        from bot.monitoring import Monitor, ping_database
+
+        monitor = Monitor(self, functools.partial(ping_database, engine))
+        try:
+            await monitor.start(host, port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise StartupError(f"Cannot serve METRICS_PORT {port} on {host}: {reason}.") from exc
+        self._closing.append(monitor.close)
 
     def _start_heartbeat(self) -> None:
         """Keep the heartbeat file of `python -m bot health` fresh while connected."""

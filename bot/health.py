@@ -1,14 +1,18 @@
-"""A heartbeat file for container health checks, so that checking costs no call to Discord.
+"""The container health check, which costs no call to Discord.
 
-The running bot touches the file while its gateway connections are open; `python -m bot health`
-only looks at how old the file is. `python -m bot.health` is the same check without importing the
-bot (a tenth of the CPU time), for the container engine that runs it every 30 s.
+With METRICS_PORT set, it asks the running bot's `/healthz` (every shard connected, the database
+answering). Without, it looks at how old a heartbeat file is, which the running bot touches while
+its gateway connections are open. `python -m bot health` reads the settings as the bot does;
+`python -m bot.health` is the same check without importing the bot (a tenth of the CPU time),
+reading only the environment, for the container engine that runs it every 30 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import sys
 import tempfile
 import time
@@ -49,11 +53,61 @@ def verdict() -> tuple[bool, str]:
     return True, f"Healthy: connected to Discord {age:.0f} s ago."
 
 
-def main() -> int:
-    healthy, sentence = verdict()
+# Within the container engine's 10 s timeout; /healthz itself waits at most 1 s for the database.
+ASK_TIMEOUT = 5.0
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def healthz_url(port: int, host: str) -> str:
+    """Where the bot listening on `host`:`port` answers; a wildcard address is asked locally."""
+    host = "127.0.0.1" if host in _WILDCARDS else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6
+    return f"http://{host}:{port}/healthz"
+
+
+def ask_healthz(url: str) -> tuple[bool, str]:
+    """Whether the bot's /healthz says it is healthy, and a sentence saying so."""
+    import urllib.error  # here: the heartbeat check does without it
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=ASK_TIMEOUT) as reply:
+            body = json.loads(reply.read())
+            return True, f"Healthy: {url} says {body.get('status', 'ok')}."
+    except urllib.error.HTTPError as exc:
+        with exc:
+            try:
+                reason = json.loads(exc.read()).get("reason")
+            except (ValueError, AttributeError):
+                reason = None
+        return False, f"Unhealthy: {reason or f'{url} answered HTTP {exc.code}.'}"
+    except (OSError, ValueError) as exc:
+        cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        why = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        return False, f"Unhealthy: {url} does not answer ({why})."
+
+
+def main(metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
+    """Check through /healthz with a metrics port, else through the heartbeat file."""
+    if metrics_port is not None:
+        healthy, sentence = ask_healthz(healthz_url(metrics_port, metrics_host))
+    else:
+        healthy, sentence = verdict()
     print(sentence)
     return 0 if healthy else 1
 
 
+def _from_environment() -> int:
+    """METRICS_PORT and METRICS_HOST as the container sets them (no .env, no settings: this
+    runs every 30 s and must stay quick)."""
+    port = os.environ.get("METRICS_PORT", "").strip()
+    host = os.environ.get("METRICS_HOST", "").strip() or "127.0.0.1"
+    if port and not port.isdigit():
+        print("Unhealthy: METRICS_PORT is not a port number.")
+        return 1
+    return main(int(port) if port else None, host)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_from_environment())

@@ -211,3 +211,12 @@ def test_every_setting_is_documented() -> None:
     for name in Settings.model_fields:
         assert f"{name.upper()}=" in example, name
         assert f"`{name.upper()}`" in readme, name
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_metrics_port_must_be_a_port(monkeypatch: pytest.MonkeyPatch, port: str) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("METRICS_PORT", port)
+    with pytest.raises(SettingsError, match=r"^METRICS_PORT is not valid"):
+        load_settings()

@@ -103,3 +103,18 @@ async def test_the_running_bot_is_healthy_once_connected_and_not_after_it_stops(
         await harness.stop_bot()
         assert not bot.gateway_connected()
         assert not health.heartbeat_file().exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:9100/healthz"),
+        ("0.0.0.0", "http://127.0.0.1:9100/healthz"),
+        ("::", "http://127.0.0.1:9100/healthz"),
+        ("::1", "http://[::1]:9100/healthz"),
+        ("bot.internal", "http://bot.internal:9100/healthz"),
+    ],
+)
+def test_the_check_asks_healthz_where_the_bot_listens(host: str, url: str) -> None:
+    """A wildcard address is asked locally: the check runs in the bot's own container."""
+    assert health.healthz_url(9100, host) == url

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -20,6 +21,7 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 
+from bot import metrics
 from bot.ai.errors import (
     ApiError,
     ApiTimeout,
@@ -347,8 +349,10 @@ class _Transport:
             raise
 
     def log_failure(self, what: str, err: ApiError) -> None:
+        """Every call's final failure comes here, once."""
         err.redact(self._secrets)
         log.warning("%s failed: %s: %s", what, type(err).__name__, err)
+        metrics.count_api_error(err.code, err.status, type(err).__name__)
 
     async def error_from(self, resp: aiohttp.ClientResponse) -> ApiError:
         """The ApiError an error status means, read from a bounded part of its body."""
@@ -830,8 +834,11 @@ class _EventStream:
         if self._state != "new":
             return
         self._state = "open"
+        started = time.monotonic()
         try:
             await self._transport.run(self._what, self._attempt)
+            if self._pending:  # opening reads up to the first token
+                metrics.API_FIRST_TOKEN.observe(time.monotonic() - started)
         except _StreamClosed:
             pass  # closed by another task while opening: an empty stream, not an error
         except BaseException:

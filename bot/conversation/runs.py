@@ -14,6 +14,7 @@ from weakref import WeakValueDictionary
 
 from bot.admission import RESTARTING
 from bot.ai import TextStream
+from bot.db.models import TurnStatus
 from bot.errors import UserError
 
 INTERRUPTED = "The bot restarted before this answer finished."
@@ -72,6 +73,10 @@ class Run:
     answer_turn: int | None = None
     ids_stored: asyncio.Task[None] | None = None  # the newest write of its message ids
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Its turn came and the API has a place for it: no longer queued.
+    answering: bool = False
+    # How its answer ended, once the stream did.
+    status: TurnStatus | None = None
 
     @property
     def accepted(self) -> bool:
@@ -101,6 +106,11 @@ class Runs:
             raise UserError(
                 "You already have questions waiting for answers; wait for them or press Stop."
             )
+
+    def counts(self) -> tuple[int, int]:
+        """How many questions wait for their turn or for the API, and how many are answered."""
+        answering = sum(run.answering for run in self._runs.values())
+        return len(self._runs) - answering, answering
 
     def start(self, author_id: int) -> Run:
         if self._closing:  # admitted a moment before the bot began to shut down

@@ -6,17 +6,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot import metrics
 from bot.admission import Admission, Admitted, Hold, Person, Request, RequestKind
 from bot.ai import Message, TextStream, Usage
 from bot.conversation.alternatives import Alternatives, Shelf
 from bot.conversation.context import Question, build_messages, history_budget, spoken_text
 from bot.conversation.runs import (
     DELETED,
+    RESTART,
     SHUTDOWN,
     Run,
     Runs,
@@ -55,6 +57,8 @@ JSON_INSTRUCTION = "Answer with one JSON object."
 NO_LONGER_WORKS = "This button no longer works."
 PAGE_ACTIONS = ("prev", "next", "keep")
 NOT_NEWEST = "Only the newest answer here can be changed, and this one no longer is."
+# The outcome of a question refused before any paid call (the others are TurnStatus ends).
+REFUSED = "refused"
 
 _FINISH_NOTICES = {
     "length": "The answer reached its length limit and was cut short.",
@@ -186,14 +190,16 @@ class ChatService:
         if alternatives > cap:
             # Each may be a request of its own, and they run together.
             raise UserError(f"I can give at most {cap} alternatives at once here.")
-        admitted = await self._admission.admit(request)
-        self._runs.refuse_if_busy(request.author_id)
+        with _counting_refusals():
+            admitted = await self._admission.admit(request)
+            self._runs.refuse_if_busy(request.author_id)
         return admitted
 
     async def ask(self, ask: Ask, sink: ReplySink) -> None:
         """Answer a question into `sink`: after the asker's previous question, and after the
         earlier questions of the same conversation. Whatever happens, the reply is finished."""
-        self._runs.refuse_if_busy(ask.author_id)  # more may have come since admitted
+        with _counting_refusals():
+            self._runs.refuse_if_busy(ask.author_id)  # more may have come since admitted
         run = self._runs.start(ask.author_id)
         reply = self._replies.open(
             sink,
@@ -202,6 +208,7 @@ class ChatService:
             on_new_message=lambda: self._note_messages(run, sink),
             max_messages=self.options.max_answer_messages,
         )
+        outcome = TurnStatus.FAILED.value
         try:
             queued = asyncio.create_task(self._in_turn(ask, sink, reply, run))
             run.task = queued
@@ -209,19 +216,25 @@ class ChatService:
                 await asyncio.wait({queued})
             except asyncio.CancelledError:
                 queued.cancel()
+                outcome = TurnStatus.INTERRUPTED.value
                 raise
             if queued.cancelled():  # stopped while it waited for its turn
                 reason = run.stop_reason
+                # Ended by the restart before it was asked upstream: refused, not paid for.
+                outcome = REFUSED if reason == RESTART else _stopped(run).value
                 await _finish_unanswered(reply, reason, reason.notice if reason else "Stopped.")
             else:
                 queued.result()  # raises what went wrong
         except Exception as exc:
+            # Refused before any paid call: a budget, or an answer replaced meanwhile.
+            outcome = REFUSED if isinstance(exc, UserError) and not run.answering else outcome
             doing = f"Answering in channel {ask.place.channel_id}"
             sentence = sentence_for(exc, doing=doing, log=log)
             if not reply.finished:  # an answer already shown stays as it is
                 await reply.finish(f"⚠️ {sentence}")
         finally:
             self._runs.end(run)
+            _measure(run, reply, outcome)
 
     async def _in_turn(self, ask: Ask, sink: ReplySink, reply: StreamingReply, run: Run) -> None:
         conversation = _in_order_key(ask.place)
@@ -337,6 +350,7 @@ class ChatService:
                 await stream
             raise
         result = self._result_of(stream, run)
+        run.status = result.status
         # The first answer with text is the one shown and stored: an empty first choice gives
         # way to the next (all of them were paid for).
         answers = _answers(run)
@@ -495,6 +509,7 @@ class ChatService:
     ) -> tuple[str | None, Usage | None]:
         seconds_left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
         async with asyncio.timeout(seconds_left), self._slot(reply, ask.alternatives):
+            run.answering = True
             summary: list[str] = []  # of the model's reasoning, when it streams one
             summarised = asyncio.Event()
             thinking = asyncio.create_task(self._show_thinking(reply, run, summary, summarised))
@@ -564,8 +579,7 @@ class ChatService:
         self, stream: asyncio.Task[tuple[str | None, Usage | None]], run: Run
     ) -> _Result:
         if stream.cancelled():
-            status = TurnStatus.INTERRUPTED if run.stop_reason == SHUTDOWN else TurnStatus.STOPPED
-            return _Result(status, run.stop_reason.notice if run.stop_reason else "Stopped.")
+            return _Result(_stopped(run), run.stop_reason.notice if run.stop_reason else "Stopped.")
         error = stream.exception()
         if isinstance(error, _AnswerTimeLimit):
             took = _duration(self.options.answer_timeout)
@@ -796,6 +810,11 @@ class ChatService:
             # Its last message is where its buttons are, to remove when the next answer comes.
             await self._conversations.set_message_ids(turn, found.sink.message_ids())
 
+    def load(self) -> tuple[int, int]:
+        """How many questions are queued (for their turn, or for a place among the API's
+        requests), and how many are being answered."""
+        return self._runs.counts()
+
     # Stopping.
 
     def stop(self, key: str, *, user_id: int, can_manage: bool, by: str) -> StopResult:
@@ -851,6 +870,32 @@ class ChatService:
                 )
         forgotten = await self._conversations.reset(place.channel_id, place.owner_id)
         return forgotten, place.owner_id != 0
+
+
+def _stopped(run: Run) -> TurnStatus:
+    return TurnStatus.INTERRUPTED if run.stop_reason == SHUTDOWN else TurnStatus.STOPPED
+
+
+@contextlib.contextmanager
+def _counting_refusals() -> Iterator[None]:
+    try:
+        yield
+    except UserError:
+        metrics.ANSWERS.labels(outcome=REFUSED).inc()
+        raise
+
+
+def _measure(run: Run, reply: StreamingReply, outcome: str) -> None:
+    """Count the question by how its answer ended (the stream's end, where it had one), and
+    time the answer."""
+    if run.status is not None:
+        outcome = run.status.value
+    metrics.ANSWERS.labels(outcome=outcome).inc()
+    if outcome == REFUSED:
+        return
+    if run.text and reply.time_to_text is not None:
+        metrics.FIRST_TEXT.observe(reply.time_to_text)
+    metrics.ANSWER.observe(reply.age)
 
 
 def _prompt_tokens(messages: Sequence[Mapping[str, Any]], model: str) -> int:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import importlib
 import shlex
 import ssl
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+
+from bot import metrics
 
 _ASYNC_DRIVERS = {
     "sqlite:///": "sqlite+aiosqlite:///",
@@ -99,6 +102,26 @@ def create_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
         max_overflow=10,
         hide_parameters=True,
     )
+
+
+_STARTED = "bot_statement_started"
+
+
+def time_statements(engine: AsyncEngine) -> None:
+    """Time every statement `engine` runs (bot_database_call_seconds). A connection runs one
+    statement at a time, so one start per connection is enough; a failed statement's start
+    is overwritten by the next."""
+
+    def before(conn: Connection, *args: Any) -> None:
+        conn.info[_STARTED] = time.perf_counter()
+
+    def after(conn: Connection, *args: Any) -> None:
+        started = conn.info.pop(_STARTED, None)
+        if started is not None:
+            metrics.DATABASE_CALLS.observe(time.perf_counter() - started)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

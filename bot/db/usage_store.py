@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.db.models import Reservation, UsageDay, UsageKind, UsageRecord
 
 EVERYONE = 0  # the user id of a server's own rows in usage_days
@@ -108,6 +109,9 @@ class UsageStore:
             )
             if reservation_id is not None:
                 await session.execute(delete(Reservation).where(Reservation.id == reservation_id))
+        metrics.count_usage(
+            model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, images=images
+        )
 
     async def totals(
         self, *, since: datetime, user_id: int | None = None, guild_id: int | None = None

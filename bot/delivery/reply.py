@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -141,6 +142,9 @@ class StreamingReply:
         self._shown: list[Shown | None] = []
         self.gone = False
         self.finished = False
+        self._opened_at = time.monotonic()
+        # Seconds from opening until the answer's first words were visible (not a status).
+        self.time_to_text: float | None = None
 
     # What the caller says.
 
@@ -183,6 +187,11 @@ class StreamingReply:
         for message in self._messages:
             self._scheduler.discard(message)
         self.finished = True
+
+    @property
+    def age(self) -> float:
+        """Seconds since it was opened."""
+        return time.monotonic() - self._opened_at
 
     @property
     def message_count(self) -> int:
@@ -272,6 +281,8 @@ class StreamingReply:
             self.gone = True
             self._on_gone()
             return
+        if self._text and self.time_to_text is None:
+            self.time_to_text = time.monotonic() - self._opened_at
         new = self._shown[index] is None
         self._shown[index] = shown
         if new:

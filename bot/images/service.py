@@ -127,6 +127,11 @@ class ImageService:
         self._closing = False
 
     @property
+    def running_jobs(self) -> int:
+        """Jobs running now, or waiting for the person's previous one."""
+        return len(self._running)
+
+    @property
     def models(self) -> Sequence[str]:
         return self._admission.config.catalog.image_models
 
