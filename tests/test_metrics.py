@@ -294,6 +294,28 @@ async def test_api_failures_are_counted_by_code_once_each(fake_api: FakeApi) -> 
     assert (change.of(*used_up), change.of(*bare), change.of(*timeout)) == (1, 1, 1)
 
 
+async def test_error_codes_the_bot_does_not_know_are_counted_by_status(
+    fake_api: FakeApi,
+) -> None:
+    """The upstream may send any code: each must not become a series of its own."""
+    odd = [f"odd code {n}" for n in range(3)]
+    change = Change(("bot_api_errors_total", {"code": "http_400"}))
+    async with aiohttp.ClientSession() as session:
+        client = api_client(fake_api, session)
+        fake_api.script(*(Fail(400, code=code) for code in odd))
+        for _ in odd:
+            with pytest.raises(ApiError):
+                await client.chat([{"role": "user", "content": "hi"}], model="gpt-4o-mini")
+    assert change.of("bot_api_errors_total", {"code": "http_400"}) == len(odd)
+    codes = {
+        sample.labels["code"]
+        for family in metrics.REGISTRY.collect()
+        if family.name == "bot_api_errors"
+        for sample in family.samples
+    }
+    assert not codes & set(odd)
+
+
 async def test_a_stream_s_first_token_is_timed(fake_api: FakeApi) -> None:
     change = Change(("bot_api_first_token_seconds_count", NO_LABELS))
     async with aiohttp.ClientSession() as session:
