@@ -7,6 +7,7 @@ The counters are the process's own: each test compares them before and after.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import health as container_health
 from bot import metrics
 from bot.admission import RESTARTING, Person, Request, RequestKind
 from bot.ai import ApiClient, ApiError, RetryPolicy, ServiceUnavailable, Timeouts, Usage
@@ -414,3 +416,21 @@ async def test_metrics_read_gauges_from_the_running_bot() -> None:
     assert registry.get_sample_value("bot_image_jobs_running") == 0
     # The process's own metrics come along.
     assert registry.get_sample_value("process_resident_memory_bytes")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::"])
+async def test_the_container_check_asks_healthz_where_it_listens_past_any_proxy(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy for the bot's outbound calls must not carry the check.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    monitor = Monitor(FakeBot(), answers_at_once)
+    await monitor.start(host, port)
+    try:
+        assert await asyncio.to_thread(container_health.main, port, host) == 0
+    finally:
+        await monitor.close()
