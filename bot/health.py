@@ -55,12 +55,13 @@ def verdict() -> tuple[bool, str]:
 
 # Within the container engine's 10 s timeout; /healthz itself waits at most 1 s for the database.
 ASK_TIMEOUT = 5.0
-_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+# What a wildcard address is asked on: Python listens on "::" for IPv6 alone.
+_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
 def healthz_url(port: int, host: str) -> str:
     """Where the bot listening on `host`:`port` answers; a wildcard address is asked locally."""
-    host = "127.0.0.1" if host in _WILDCARDS else host
+    host = _WILDCARDS.get(host, host)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # IPv6
     return f"http://{host}:{port}/healthz"
@@ -71,8 +72,10 @@ def ask_healthz(url: str) -> tuple[bool, str]:
     import urllib.error  # here: the heartbeat check does without it
     import urllib.request
 
+    # Straight to the bot: a proxy from HTTP_PROXY would not reach it.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=ASK_TIMEOUT) as reply:
+        with opener.open(url, timeout=ASK_TIMEOUT) as reply:
             body = json.loads(reply.read())
             return True, f"Healthy: {url} says {body.get('status', 'ok')}."
     except urllib.error.HTTPError as exc:

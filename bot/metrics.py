@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
+from bot.ai.errors import KNOWN_CODES
+
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 
@@ -48,7 +50,8 @@ DISCORD_RATE_LIMITS = Counter(
 )
 API_ERRORS = Counter(
     "bot_api_errors",
-    "Failed API calls (after retries), by the API's error code, else the HTTP status "
+    "Failed API calls (after retries), by the API's error code if the bot knows it, else the "
+    "HTTP status "
     "(http_502), else the kind of failure (ApiTimeout, ServiceUnavailable).",
     ["code"],
     registry=REGISTRY,
@@ -74,14 +77,20 @@ DATABASE_CALLS = Histogram(
 )
 
 _SCOPES = frozenset({"user", "global", "shared"})
-# Codes come from the API's replies: bounded in length, so a strange reply adds one series only.
-_MAX_CODE = 40
 
 
 def count_api_error(code: str | None, status: int | None, kind: str) -> None:
     """One failed API call: its error code, else its HTTP status, else `kind` (what failed
-    without a reply, e.g. ApiTimeout or ServiceUnavailable for a dropped connection)."""
-    label = (code or "").strip().lower()[:_MAX_CODE] or (f"http_{status}" if status else kind)
+    without a reply, e.g. ApiTimeout or ServiceUnavailable for a dropped connection). Only the
+    codes the bot knows become labels: the upstream may send any string, and each would be a
+    series of its own."""
+    code = (code or "").strip().lower()
+    if code in KNOWN_CODES:
+        label = code
+    elif status is not None and 100 <= status <= 599:
+        label = f"http_{status}"
+    else:
+        label = kind
     API_ERRORS.labels(code=label).inc()
 
 

@@ -110,7 +110,7 @@ async def test_the_running_bot_is_healthy_once_connected_and_not_after_it_stops(
     [
         ("127.0.0.1", "http://127.0.0.1:9100/healthz"),
         ("0.0.0.0", "http://127.0.0.1:9100/healthz"),
-        ("::", "http://127.0.0.1:9100/healthz"),
+        ("::", "http://[::1]:9100/healthz"),
         ("::1", "http://[::1]:9100/healthz"),
         ("bot.internal", "http://bot.internal:9100/healthz"),
     ],

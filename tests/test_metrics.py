@@ -7,6 +7,7 @@ The counters are the process's own: each test compares them before and after.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -15,14 +16,18 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import health as container_health
 from bot import metrics
-from bot.admission import Person, Request, RequestKind
+from bot.admission import RESTARTING, Person, Request, RequestKind
 from bot.ai import ApiClient, ApiError, RetryPolicy, ServiceUnavailable, Timeouts, Usage
-from bot.conversation.service import ChatService
+from bot.conversation.context import Question
+from bot.conversation.service import QUEUED, WAITING, Ask, ChatService
 from bot.db.engine import time_statements
 from bot.db.models import ConversationKind, UsageKind
 from bot.db.repository import ConversationStore
 from bot.db.usage_store import UsageStore
+from bot.delivery.pacing import WriteScheduler
+from bot.delivery.reply import Replies, Shown
 from bot.errors import UserError
 from bot.images.service import ImageService
 from bot.monitoring import Monitor, health
@@ -133,6 +138,75 @@ async def test_a_refused_question_is_counted_before_any_call(rig: ChatRig) -> No
     stream.end()
 
 
+async def test_questions_the_restart_ends_before_any_call_are_refused_once_each(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    outcomes = [answers(outcome) for outcome in ("refused", "stopped", "interrupted")]
+    change = Change(*outcomes)
+    admission = admission_on(sessions)
+    store, usage = ConversationStore(sessions), UsageStore(sessions)
+    async with chat_rig(store, usage, admission, max_concurrent_requests=1) as rig:
+        running, for_a_slot, for_its_turn = MemorySink(), MemorySink(), MemorySink()
+        rig.ask("long story", running, author_id=1, channel_id=10)
+        stream = await rig.api.stream(1)
+        stream.send("It began")
+        waiting = [
+            rig.ask("wait for a slot", for_a_slot, author_id=2, channel_id=20),
+            rig.ask("wait for the first", for_its_turn, author_id=3, channel_id=10),
+        ]
+        await for_a_slot.wait_for(lambda s: s.latest().content == QUEUED)
+        await for_its_turn.wait_for(lambda s: s.latest().content == WAITING)
+        place = Place(30, 1, ConversationKind.CHANNEL)
+        admitted_before = await rig.service.admit(Request(RequestKind.QUESTION, place, Person(4)))
+
+        rig.admission.restarting = True
+        rig.service.begin_shutdown()
+        await asyncio.wait_for(asyncio.shield(asyncio.gather(*waiting)), WAIT)
+        with pytest.raises(UserError, match=RESTARTING):
+            await rig.service.admit(Request(RequestKind.QUESTION, place, Person(5)))
+        ask = Ask(admitted_before, place, "person4", Question("person4: hi"))
+        with pytest.raises(UserError, match=RESTARTING):
+            await rig.service.ask(ask, MemorySink())
+        await asyncio.wait_for(rig.service.shutdown(grace=WAIT), WAIT)
+    assert [change.of(*outcome) for outcome in outcomes] == [4, 0, 1]
+    assert len(rig.api.streams) == 1
+
+
+class SlowSink(MemorySink):
+    """Each write waits at a gate the test opens for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def show(self, index: int, shown: Shown) -> None:
+        self.writing.set()
+        await self.gate.wait()
+        self.gate.clear()
+        await super().show(index, shown)
+
+
+async def test_the_first_text_is_timed_when_words_show_not_a_status() -> None:
+    scheduler = WriteScheduler()
+    running = asyncio.create_task(scheduler.run())
+    try:
+        sink = SlowSink()
+        reply = Replies(scheduler).open(sink, stop_key="key")
+        reply.status(QUEUED)
+        await asyncio.wait_for(sink.writing.wait(), WAIT)
+        reply.update("Hello")  # while the status is being written
+        sink.gate.set()
+        await sink.wait_for(lambda s: s.latest().content == QUEUED)
+        assert reply.time_to_text is None
+        sink.gate.set()
+        await sink.wait_for(lambda s: "Hello" in s.latest().content)
+        assert reply.time_to_text is not None
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_queued_and_running_answers_are_read_from_the_service(rig: ChatRig) -> None:
     first, second = MemorySink(), MemorySink()
     rig.ask("first", first)
@@ -220,6 +294,28 @@ async def test_api_failures_are_counted_by_code_once_each(fake_api: FakeApi) -> 
                     async for _delta in stream:
                         pass
     assert (change.of(*used_up), change.of(*bare), change.of(*timeout)) == (1, 1, 1)
+
+
+async def test_error_codes_the_bot_does_not_know_are_counted_by_status(
+    fake_api: FakeApi,
+) -> None:
+    """The upstream may send any code: each must not become a series of its own."""
+    odd = [f"odd code {n}" for n in range(3)]
+    change = Change(("bot_api_errors_total", {"code": "http_400"}))
+    async with aiohttp.ClientSession() as session:
+        client = api_client(fake_api, session)
+        fake_api.script(*(Fail(400, code=code) for code in odd))
+        for _ in odd:
+            with pytest.raises(ApiError):
+                await client.chat([{"role": "user", "content": "hi"}], model="gpt-4o-mini")
+    assert change.of("bot_api_errors_total", {"code": "http_400"}) == len(odd)
+    codes = {
+        sample.labels["code"]
+        for family in metrics.REGISTRY.collect()
+        if family.name == "bot_api_errors"
+        for sample in family.samples
+    }
+    assert not codes & set(odd)
 
 
 async def test_a_stream_s_first_token_is_timed(fake_api: FakeApi) -> None:
@@ -320,3 +416,21 @@ async def test_metrics_read_gauges_from_the_running_bot() -> None:
     assert registry.get_sample_value("bot_image_jobs_running") == 0
     # The process's own metrics come along.
     assert registry.get_sample_value("process_resident_memory_bytes")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::"])
+async def test_the_container_check_asks_healthz_where_it_listens_past_any_proxy(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy for the bot's outbound calls must not carry the check.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    monitor = Monitor(FakeBot(), answers_at_once)
+    await monitor.start(host, port)
+    try:
+        assert await asyncio.to_thread(container_health.main, port, host) == 0
+    finally:
+        await monitor.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,11 +56,14 @@ class Monitored:
                     return body
                 await asyncio.sleep(0.05)
 
-    async def scrape(self) -> Samples:
+    async def exposition(self) -> str:
         async with self._http.get(f"{self.base}/metrics") as reply:
             assert reply.status == 200
             assert reply.headers["Content-Type"].startswith("text/plain; version=")
-            exposition = await reply.text()
+            return await reply.text()
+
+    async def scrape(self) -> Samples:
+        exposition = await self.exposition()
         return {
             (sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(exposition)
@@ -81,6 +85,13 @@ class Monitored:
         out, _ = await asyncio.wait_for(process.communicate(), 20)
         assert process.returncode is not None
         return process.returncode, out.decode()
+
+
+def documented_metrics() -> set[str]:
+    """The bot's metric names in the README's Monitoring table."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Monitoring", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(bot_\w+)", section, re.MULTILINE))
 
 
 def sample(samples: Samples, name: str, **labels: str) -> float:
@@ -174,6 +185,14 @@ async def test_healthz_follows_the_gateway_and_metrics_show_an_answer(tmp_path: 
             )
 
         await wait(latency_known, within=10)
+        exported = {
+            f"{family.name}_total" if family.type == "counter" else family.name
+            for family in text_string_to_metric_families(await monitored.exposition())
+        }
+        # prometheus-client adds a `_created` time to each counter and histogram.
+        own = {n for n in exported if n.startswith("bot_") and not n.endswith("_created")}
+        assert own == documented_metrics()
+        assert any(name.startswith("process_") for name in exported)
 
         # Discord ends the session: the bot identifies again, after discord.py's 5 s wait.
         await harness.discord.drop_gateway(resumable=False)

@@ -130,6 +130,10 @@ _BY_CODE: dict[str, type[ApiError]] = {
 }
 
 
+# The error codes the bot tells apart (any other is the upstream's own word).
+KNOWN_CODES = frozenset(_BY_CODE)
+
+
 def _class_for(status: int | None, code: str | None) -> type[ApiError]:
     if code and code.lower() in _BY_CODE:
         return _BY_CODE[code.lower()]

@@ -187,10 +187,10 @@ class ChatService:
         """Admit a question, a /chat thread or a Regenerate (see bot.admission), and keep each
         person to a few at once."""
         cap = self._slots.total
-        if alternatives > cap:
-            # Each may be a request of its own, and they run together.
-            raise UserError(f"I can give at most {cap} alternatives at once here.")
         with _counting_refusals():
+            if alternatives > cap:
+                # Each may be a request of its own, and they run together.
+                raise UserError(f"I can give at most {cap} alternatives at once here.")
             admitted = await self._admission.admit(request)
             self._runs.refuse_if_busy(request.author_id)
         return admitted
@@ -200,7 +200,7 @@ class ChatService:
         earlier questions of the same conversation. Whatever happens, the reply is finished."""
         with _counting_refusals():
             self._runs.refuse_if_busy(ask.author_id)  # more may have come since admitted
-        run = self._runs.start(ask.author_id)
+            run = self._runs.start(ask.author_id)
         reply = self._replies.open(
             sink,
             stop_key=run.key,
@@ -220,8 +220,7 @@ class ChatService:
                 raise
             if queued.cancelled():  # stopped while it waited for its turn
                 reason = run.stop_reason
-                # Ended by the restart before it was asked upstream: refused, not paid for.
-                outcome = REFUSED if reason == RESTART else _stopped(run).value
+                outcome = _stopped(run).value
                 await _finish_unanswered(reply, reason, reason.notice if reason else "Stopped.")
             else:
                 queued.result()  # raises what went wrong
@@ -888,7 +887,11 @@ def _counting_refusals() -> Iterator[None]:
 def _measure(run: Run, reply: StreamingReply, outcome: str) -> None:
     """Count the question by how its answer ended (the stream's end, where it had one), and
     time the answer."""
-    if run.status is not None:
+    if run.stop_reason == RESTART:
+        # Ended by the restart before it was asked upstream (waiting for its turn or for a
+        # place among the API's requests): refused, not paid for.
+        outcome = REFUSED
+    elif run.status is not None:
         outcome = run.status.value
     metrics.ANSWERS.labels(outcome=outcome).inc()
     if outcome == REFUSED:

@@ -270,6 +270,8 @@ class StreamingReply:
         shown = self._render(index, pieces)
         if shown == self._shown[index]:
             return
+        # Decided now: the text may come while a status is being written.
+        shows_text = bool(self._text)
         try:
             if shown is None:
                 if self._final is not None:  # only a finished answer gives messages up
@@ -281,7 +283,7 @@ class StreamingReply:
             self.gone = True
             self._on_gone()
             return
-        if self._text and self.time_to_text is None:
+        if shows_text and self.time_to_text is None:
             self.time_to_text = time.monotonic() - self._opened_at
         new = self._shown[index] is None
         self._shown[index] = shown
