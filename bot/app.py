@@ -293,6 +293,11 @@ class Bot(commands.AutoShardedBot):
             )
         self.started.set()
 
+    @property
+    def shutting_down(self) -> bool:
+        """From the signal on: unhealthy, so that nothing routes work here any more."""
+        return self.is_closed() or (self.admission is not None and self.admission.restarting)
+
     async def shut_down(self, grace: float, hurry: asyncio.Event) -> None:
         """Refuse new questions at once, let the answers and image jobs running finish for
         up to `grace` seconds (until `hurry` is set, if sooner), then close."""

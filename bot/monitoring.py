@@ -43,7 +43,8 @@ class Watched(Protocol):
 
     def is_ready(self) -> bool: ...
 
-    def is_closed(self) -> bool: ...
+    @property
+    def shutting_down(self) -> bool: ...
 
     @property
     def shards(self) -> Mapping[int, Shard]: ...
@@ -57,7 +58,7 @@ async def ping_database(engine: AsyncEngine) -> None:
 async def health(bot: Watched, ping: Callable[[], Awaitable[None]]) -> tuple[bool, dict[str, Any]]:
     """Whether every shard of this process is connected and the database answers, and a body
     saying so (with the reason when not)."""
-    if bot.is_closed():
+    if bot.shutting_down:
         return False, {"status": "unavailable", "reason": "The bot is shutting down."}
     if not bot.is_ready():
         return False, {"status": "unavailable", "reason": "Not connected to Discord yet."}

@@ -352,16 +352,13 @@ class FakeShard:
 @dataclass
 class FakeBot:
     ready: bool = True
-    closed: bool = False
+    shutting_down: bool = False
     shards: dict[int, FakeShard] = field(default_factory=lambda: {0: FakeShard(), 1: FakeShard()})
     chat: ChatService | None = None
     images: ImageService | None = None
 
     def is_ready(self) -> bool:
         return self.ready
-
-    def is_closed(self) -> bool:
-        return self.closed
 
 
 async def answers_at_once() -> None:
@@ -387,7 +384,7 @@ async def test_healthy_with_every_shard_connected_and_the_database_answering() -
     ("bot", "ping", "reason"),
     [
         (FakeBot(ready=False), answers_at_once, "Not connected to Discord yet."),
-        (FakeBot(closed=True), answers_at_once, "The bot is shutting down."),
+        (FakeBot(shutting_down=True), answers_at_once, "The bot is shutting down."),
         (
             FakeBot(shards={0: FakeShard(), 1: FakeShard(closed=True)}),
             answers_at_once,

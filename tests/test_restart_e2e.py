@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 from sqlalchemy import text
 
@@ -22,6 +23,7 @@ from tests.fakes.api import FakeApi, Hang, Reply
 from tests.fakes.discord import FakeChannel, FakeDiscord, FakeUser, InteractionRecord, MessageRecord
 from tests.harness import shown_to
 from tests.test_main import environment, python_m_bot
+from tests.test_monitoring_e2e import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,7 +89,13 @@ class BotProcess:
 
 @contextlib.asynccontextmanager
 async def bot_process(
-    discord: FakeDiscord, api: FakeApi, database_url: str, folder: Path, *, grace: float
+    discord: FakeDiscord,
+    api: FakeApi,
+    database_url: str,
+    folder: Path,
+    *,
+    grace: float,
+    **settings: str,
 ) -> AsyncIterator[BotProcess]:
     """The bot as a process, connected and with its commands registered; killed if the test
     leaves it running."""
@@ -97,6 +105,7 @@ async def bot_process(
         folder / "unused.db",
         DATABASE_URL=database_url,
         SHUTDOWN_GRACE_SECONDS=str(grace),
+        **settings,
     )
     bot = BotProcess(await python_m_bot(env=env, cwd=folder))
     bot._reading = asyncio.create_task(bot.read_log())
@@ -169,6 +178,16 @@ async def stored_turns(database_url: str) -> list[tuple[str, str, str]]:
         await engine.dispose()
 
 
+async def healthz(port: int) -> tuple[int, str]:
+    """/healthz's status, and its reason (or "ok")."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/healthz") as response,
+    ):
+        body = await response.json()
+        return response.status, body.get("reason", body["status"])
+
+
 def has_stop(message: MessageRecord) -> bool:
     return "answer:stop:" in str(message.versions[-1].components)
 
@@ -185,17 +204,23 @@ async def test_a_rolling_restart_finishes_what_runs_and_refuses_what_is_new(
     database_url: str, tmp_path: Path
 ) -> None:
     grace = 10.0
+    port = free_port()
     async with FakeApi.running() as api, FakeDiscord() as discord:
         world = build_world(discord)
-        async with bot_process(discord, api, database_url, tmp_path, grace=grace) as bot:
+        async with bot_process(
+            discord, api, database_url, tmp_path, grace=grace, METRICS_PORT=str(port)
+        ) as bot:
             image = await start_image_job(discord, api, world, seconds=4)
             answers = await stream_answers(discord, api, world, 3)
+            assert await healthz(port) == (200, "ok")
 
             since_signal = await terminate(bot)
             assert (
                 "Shutting down: waiting up to 10 s for 3 answers and 1 image jobs"
                 in await bot.logged("Shutting down:")
             )
+            # Unhealthy from the signal on, while what runs finishes.
+            assert await healthz(port) == (503, "The bot is shutting down.")
             # A new question, by mention or by command, is told at once, and costs nothing.
             paid = len(api.requests)
             question = await discord.post_message(
