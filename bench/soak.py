@@ -1,6 +1,7 @@
 """A long run under faults: every question answered or told why, nothing lost, memory flat.
 
     python -m bench.soak [--people 100] [--questions 10] [--pause 15] [--seed 1] [--json]
+                         [--api-faults 0.05] [--discord-faults 0.02] [--tracemalloc]
 
 Each of N people (default 100) asks Q questions (default 10) by mentioning the bot in a channel
 of their own, each question after the answer to the one before is finished and a random pause
@@ -10,7 +11,8 @@ evenly), 2% of Discord's message writes are answered 429 (scope shared) or 500, 
 drops every 30 s (resumable). The bot runs in this process, with its database in a temporary
 SQLite file; the fakes run in two child processes. Memory is this process's resident set after
 a full garbage collection (Linux' /proc/self/statm), taken when the 20th and the 100th
-percent of the questions are settled.
+percent of the questions are settled; with --tracemalloc it is the memory Python allocated,
+and the lines whose allocations grew most between the two are printed (the run is slower).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,8 +43,6 @@ from bot.app import Bot
 from bot.config import load_settings
 from tests.fakes.api import DEFAULT_TOKEN, make_text
 
-API_FAULT_RATE = 0.05
-DISCORD_FAULT_RATE = 0.02
 RECONNECT_EVERY = 30.0
 CHUNK_SIZE = 4
 CHUNKS_PER_SECOND = 30.0
@@ -123,9 +124,12 @@ class Screen:
 # --- the process's figures -----------------------------------------------------------------------
 
 
-def rss_after_gc() -> int:
-    """Resident bytes of this process after a full garbage collection."""
+def memory_after_gc() -> int:
+    """Bytes in use after a full garbage collection: those Python allocated while tracemalloc
+    traces, else the process's resident set."""
     gc.collect()
+    if tracemalloc.is_tracing():
+        return tracemalloc.get_traced_memory()[0]
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -176,7 +180,8 @@ class Tally:
 
     total: int
     settled: int = 0
-    memory: dict[int, int] = field(default_factory=dict)  # settled questions -> RSS bytes
+    memory: dict[int, int] = field(default_factory=dict)  # settled questions -> bytes
+    snapshots: list[tracemalloc.Snapshot] = field(default_factory=list)
     first_asked: float | None = None
     last_settled: float | None = None
 
@@ -184,7 +189,16 @@ class Tally:
         self.settled += 1
         self.last_settled = time.monotonic()
         if self.settled in (self.total // 5, self.total):
-            self.memory[self.settled] = rss_after_gc()
+            self.memory[self.settled] = memory_after_gc()
+            if tracemalloc.is_tracing():
+                self.snapshots.append(tracemalloc.take_snapshot())
+
+    def grown_most(self, count: int = 10) -> list[str]:
+        """Where allocations grew most between the two snapshots."""
+        if len(self.snapshots) < 2:
+            return []
+        early, late = self.snapshots[0], self.snapshots[-1]
+        return [str(stat) for stat in late.compare_to(early, "lineno")[:count]]
 
 
 async def _ask_in_turn(
@@ -247,7 +261,7 @@ async def _run_with_fakes(
         "--first-byte-delay",
         str(FIRST_BYTE_DELAY),
         "--fault-rate",
-        str(API_FAULT_RATE),
+        str(args.api_faults),
         "--fault-seed",
         str(args.seed),
     )
@@ -261,7 +275,7 @@ async def _run_with_fakes(
         "--port",
         "0",
         "--set",
-        f"write_fault_rate={DISCORD_FAULT_RATE}",
+        f"write_fault_rate={args.discord_faults}",
         "--set",
         f"write_fault_seed={args.seed}",
     )
@@ -331,7 +345,9 @@ async def _soak(
     drops: list[float] = []
 
     tasks_idle = len(asyncio.all_tasks())
-    memory_idle = rss_after_gc()
+    if args.tracemalloc:
+        tracemalloc.start()
+    memory_idle = memory_after_gc()
     watcher = asyncio.create_task(screen.watch())
     dropper = asyncio.create_task(_drop_gateway_every(session, control, drops))
     try:
@@ -354,6 +370,7 @@ async def _soak(
             background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await background
+        tracemalloc.stop()
     tasks_after = await tasks_back_to(tasks_idle, IDLE_TIMEOUT)
 
     # The final look, also at replies that settled after their question's wait ended.
@@ -372,14 +389,18 @@ async def _soak(
         "people": len(channel_ids),
         "questions_each": args.questions,
         "questions": questions,
+        "api_fault_rate": args.api_faults,
+        "discord_fault_rate": args.discord_faults,
         "api_faults": faults["injected"],
         "discord_write_faults": state["write_faults"],
         "discord_own_429s": state["rate_limited"],
         "gateway_drops": len(drops),
         "resumes": state["resume_count"],
         "identifies": state["identify_count"],
+        "memory_measure": "tracemalloc" if args.tracemalloc else "RSS after gc",
         "memory_idle_mb": memory_idle / 2**20,
         "memory_mb": {str(k): v / 2**20 for k, v in tally.memory.items()},
+        "memory_grown_most": tally.grown_most(),
         "tasks_idle": tasks_idle,
         "tasks_after": tasks_after,
         "duration_s": last - first,
@@ -511,7 +532,8 @@ def _checks(figures: Json) -> list[Check]:
 def _report(figures: Json, checks: list[Check]) -> str:
     lines = [
         f"{figures['people']} people x {figures['questions_each']} questions; API faults "
-        f"{API_FAULT_RATE:.0%}, Discord write faults {DISCORD_FAULT_RATE:.0%}, gateway drop "
+        f"{figures['api_fault_rate']:.0%}, Discord write faults "
+        f"{figures['discord_fault_rate']:.0%}, gateway drop "
         f"every {RECONNECT_EVERY:g} s"
     ]
     for check in checks:
@@ -530,13 +552,14 @@ def _report(figures: Json, checks: list[Check]) -> str:
         f"429s of Discord's own limits: {figures['discord_own_429s']}",
         f"gateway drops {figures['gateway_drops']}, resumes {figures['resumes']}, "
         f"identifies {figures['identifies']}",
-        f"memory (RSS after gc): idle {figures['memory_idle_mb']:.1f} MB, "
+        f"memory ({figures['memory_measure']}): idle {figures['memory_idle_mb']:.1f} MB, "
         + ", ".join(f"at {k}: {v:.1f} MB" for k, v in figures["memory_mb"].items()),
         f"tasks: idle {figures['tasks_idle']}, after {figures['tasks_after']}",
         f"first question to last answer: {figures['duration_s']:.1f} s",
         f"log: {counts(figures['log_levels'])}; records with question text: "
         f"{figures['log_question_text']}",
     ]
+    lines += [f"  grew: {line}" for line in figures["memory_grown_most"]]
     lines += [f"  unfinished: {example}" for example in figures["unfinished_examples"]]
     lines += [
         f"  conversation differs: {channel}" for channel in figures["conversations_mismatched"][:5]
@@ -552,6 +575,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=10, help="asked by each person")
     parser.add_argument("--pause", type=float, default=15.0, help="mean seconds between questions")
     parser.add_argument("--seed", type=int, default=1, help="the faults' and pauses' seed")
+    parser.add_argument(
+        "--api-faults", type=float, default=0.05, help="share of API requests that fail"
+    )
+    parser.add_argument(
+        "--discord-faults", type=float, default=0.02, help="share of Discord writes that fail"
+    )
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="measure memory with tracemalloc"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
     args = parser.parse_args(argv)
