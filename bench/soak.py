@@ -90,11 +90,13 @@ def shown_answer(content: str) -> str:
 
 
 class Screen:
-    """Each reply of the bot as Discord shows it (its newest version), by the message it
-    answers, polled from the fake."""
+    """Each unfinished reply of the bot as Discord shows it (its newest version), by the
+    message it answers, polled from the fake. Finished replies are forgotten, so that this
+    process's memory is the bot's."""
 
     def __init__(self, session: aiohttp.ClientSession, control: str) -> None:
-        self.replies: dict[str, Json] = {}
+        self._replies: dict[str, Json] = {}
+        self._finished: set[str] = set()
         self._session = session
         self._control = control
         self._changed = asyncio.Event()
@@ -105,19 +107,22 @@ class Screen:
             query = "latest=1" if since is None else f"latest=1&since={since}"
             state: Json = await _get(self._session, f"{self._control}/state?{query}")
             for message in state["messages"]:
-                if message["author_bot"] and message["reference_id"] is not None:
-                    self.replies[str(message["reference_id"])] = message
+                question_id = message["reference_id"]
+                if message["author_bot"] and question_id and question_id not in self._finished:
+                    self._replies[str(question_id)] = message
             since = float(state["now"]) - SINCE_OVERLAP
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def settled(self, question_id: str) -> Json:
-        """The finished reply to `question_id`, once there is one."""
+    async def settled(self, question_id: str) -> None:
+        """Wait until the reply to `question_id` is finished."""
         while True:
-            reply = self.replies.get(question_id)
+            reply = self._replies.get(question_id)
             if reply is not None and is_final(reply):
-                return reply
+                del self._replies[question_id]
+                self._finished.add(question_id)
+                return
             await self._changed.wait()
 
 
@@ -146,7 +151,7 @@ async def tasks_back_to(idle: int, within: float) -> int:
 
 
 class LogTally(logging.Handler):
-    """Counts warnings and errors, keeps the first errors, and finds question text in logs."""
+    """Counts log records by level, keeps the first errors, and finds question text in logs."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -171,7 +176,7 @@ class Question:
     channel_id: str
     content: str
     message_id: str = ""
-    reply: Json | None = None  # the finished reply, as Discord shows it
+    reply: Json | None = None  # the reply as Discord shows it at the end
 
 
 @dataclass
@@ -198,7 +203,8 @@ class Tally:
         if len(self.snapshots) < 2:
             return []
         early, late = self.snapshots[0], self.snapshots[-1]
-        return [str(stat) for stat in late.compare_to(early, "lineno")[:count]]
+        grown = [stat for stat in late.compare_to(early, "lineno") if stat.size_diff > 0]
+        return [str(stat) for stat in grown[:count]]
 
 
 async def _ask_in_turn(
@@ -224,7 +230,7 @@ async def _ask_in_turn(
         question.message_id = str((await _post(session, f"{control}/messages", body))["id"])
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ANSWER_TIMEOUT):
-                question.reply = await screen.settled(question.message_id)
+                await screen.settled(question.message_id)
         tally.note_settled()
 
 
