@@ -316,12 +316,13 @@ async def _run_with_fakes(
                 raise RuntimeError("the bot did not become ready")
             async with aiohttp.ClientSession() as session:
                 figures = await _soak(session, args, api_url, info, channel_ids, users)
+            # Read while the bot still runs: what it does on closing must not hide what it left.
+            figures.update(_check_database(database, figures.pop("questions")))
+            return figures
         finally:
             await bot.close()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, 10)
-        figures.update(_check_database(database, figures.pop("questions")))
-        return figures
 
 
 async def _soak(
