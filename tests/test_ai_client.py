@@ -43,8 +43,10 @@ from tests.fakes.api import (
     DropConnection,
     Fail,
     FakeApi,
+    FaultMix,
     Hang,
     ImageReply,
+    MalformedLine,
     MidStreamError,
     RecordedRequest,
     Reply,
@@ -1067,3 +1069,47 @@ async def test_a_pause_in_a_reasoning_summary_may_last_as_long_as_silent_thinkin
         deltas = [delta async for delta in stream]
     assert "".join(d.text for d in deltas if d.reasoning) == "abcd"
     assert [d.text for d in deltas if not d.reasoning] == ["42"]
+
+
+async def test_a_stream_line_cut_short_is_skipped(api: FakeApi, client: ApiClient) -> None:
+    api.default = Reply(text="abcdefgh", chunk_size=2)
+    api.script(MalformedLine(after_chunks=2))
+    deltas, stream = await stream_text(client)
+    assert "".join(deltas) == "abcdefgh"
+    assert stream.finish_reason == "stop"
+
+
+async def test_the_fault_mix_fails_its_share_of_requests(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    """Guards the soak benchmark's faults: each kind, as often as counted, seeded."""
+    url = f"{api.url}/openai/chat/completions"
+    headers = {"Authorization": f"Bearer {api.token}"}
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+
+    async def outcomes(seed: int) -> list[str]:
+        api.faults = FaultMix(0.5, seed)
+        seen = []
+        for _ in range(40):
+            try:
+                async with session.post(url, json=body, headers=headers) as response:
+                    raw = await response.read()
+            except aiohttp.ClientPayloadError:
+                seen.append("drop")
+                continue
+            if response.status != 200:
+                seen.append(str(response.status))
+            elif b'data: {"id": "chatcmpl-cut"' in raw:
+                seen.append("malformed")
+            else:
+                seen.append("ok")
+        return seen
+
+    seen = await outcomes(seed=5)
+    assert set(seen) == {"ok", "500", "429", "drop", "malformed"}
+    assert api.faults.injected == {kind: seen.count(kind) for kind in FaultMix.KINDS}
+    assert await outcomes(seed=5) == seen
+    api.faults = FaultMix(1.0)
+    api.script(Reply(text="scripted"))  # a scripted behaviour comes before the mix
+    async with session.post(url, json={**body, "stream": False}, headers=headers) as response:
+        assert (await response.json())["choices"][0]["message"]["content"] == "scripted"

@@ -1420,3 +1420,32 @@ async def test_process_mode_serves_control_endpoints() -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_injected_write_faults_refuse_writes_before_they_take_effect() -> None:
+    async def write_40(seed: int) -> tuple[list[int], FakeDiscord, int]:
+        config = FakeDiscordConfig(write_fault_rate=0.5, write_fault_seed=seed)
+        config.send_limit = config.channel_message_limit = 100
+        async with FakeDiscord(config) as fake:
+            channel_id = fake.add_guild("Faults", channels=["general"]).channel_ids[0]
+            url = f"{fake.api_base}/channels/{channel_id}/messages"
+            seen: list[int] = []
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bot {fake.token}"}) as s:
+                for i in range(40):
+                    async with s.post(url, json={"content": f"m{i}"}) as resp:
+                        seen.append(resp.status)
+                        body = await resp.json()
+                    if resp.status == 429:
+                        assert resp.headers["Via"] == "1.1 google"
+                        assert resp.headers["X-RateLimit-Scope"] == "shared"
+                        assert body["global"] is False and 0 < body["retry_after"] <= 1.0
+                async with s.get(f"{fake.api_base}/users/@me") as resp:
+                    assert resp.status == 200  # only message writes fail
+            return seen, fake, channel_id
+
+    seen, fake, channel_id = await write_40(seed=3)
+    assert {200, 429, 500} == set(seen)
+    assert fake.write_faults == {"429": seen.count(429), "500": seen.count(500)}
+    assert fake.rate_limited_count == 0  # none of them was the client's doing
+    assert len(fake.messages_in(channel_id)) == seen.count(200)  # a refused write left nothing
+    assert (await write_40(seed=3))[0] == seen

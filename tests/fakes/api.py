@@ -7,12 +7,13 @@ In tests::
         ...  # point the client at api.url with api.token
         assert len(api.requests) == 2
 
-Each API request takes the next scripted behaviour (FIFO); with none left, `api.default` (a
-Reply) answers. Streams follow the quirks seen in the wild: JSON with spaces, trailing spaces,
-`"recipient": "all"` and `"role": "assistant"` on every chunk, an empty trailing delta, a
-finish_reason chunk, a `choices: []` usage chunk, then `data: [DONE]`. `/responses` streams
-OpenAI's Responses events (with `sequence_number`; a reasoning summary first when a reasoning
-model is asked for one) and refuses, as OpenAI does, what that endpoint does not take.
+Each API request takes the next scripted behaviour (FIFO); with none left, `api.faults` may
+fail it (a FaultMix, off by default), else `api.default` (a Reply) answers. Streams follow the
+quirks seen in the wild: JSON with spaces, trailing spaces, `"recipient": "all"` and
+`"role": "assistant"` on every chunk, an empty trailing delta, a finish_reason chunk, a
+`choices: []` usage chunk, then `data: [DONE]`. `/responses` streams OpenAI's Responses events
+(with `sequence_number`; a reasoning summary first when a reasoning model is asked for one) and
+refuses, as OpenAI does, what that endpoint does not take.
 
 As a separate process (for benchmarks)::
 
@@ -20,7 +21,8 @@ As a separate process (for benchmarks)::
         --chunks-per-second 30 --first-byte-delay 0.3
 
 prints its URL on stdout and serves until killed; `GET /_fake/streams` returns each stream's
-first and last content-chunk times on the `time.time()` clock.
+first and last content-chunk times on the `time.time()` clock. `--fault-rate 0.05` makes that
+share of requests fail (see FaultMix); `GET /_fake/faults` counts them by kind.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ import contextlib
 import hashlib
 import itertools
 import json
+import random
 import re
 import struct
 import time
 import uuid
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -134,6 +137,14 @@ class DropConnection:
 
 
 @dataclass
+class MalformedLine:
+    """A `data:` line cut short (not JSON) after `after_chunks` content chunks; the stream then
+    goes on. A non-stream request gets a reply body cut short instead."""
+
+    after_chunks: int = 1
+
+
+@dataclass
 class Hang:
     """Wait `seconds` before replying, or after `after_chunks` content chunks; then go on."""
 
@@ -164,18 +175,48 @@ class ImageReply:
     task_error: str | None = None  # with `async`: the task fails with this error code
 
 
-Behaviour = Reply | Fail | MidStreamError | DropConnection | Hang | Trickle | ImageReply
-Fault = MidStreamError | DropConnection | Hang | Trickle
+Behaviour = (
+    Reply | Fail | MidStreamError | DropConnection | MalformedLine | Hang | Trickle | ImageReply
+)
+Fault = MidStreamError | DropConnection | MalformedLine | Hang | Trickle
 
 _KINDS: dict[str, type[Behaviour]] = {
     "reply": Reply,
     "fail": Fail,
     "mid_stream_error": MidStreamError,
     "drop_connection": DropConnection,
+    "malformed_line": MalformedLine,
     "hang": Hang,
     "trickle": Trickle,
     "image_reply": ImageReply,
 }
+
+
+class FaultMix:
+    """Unscripted requests fail at `rate`, evenly spread over a 500, a 429, a stream dropped
+    mid-answer and a malformed stream line; seeded, so a run can be repeated."""
+
+    KINDS = ("500", "429", "drop", "malformed")
+
+    def __init__(self, rate: float, seed: int | None = None) -> None:
+        self.rate = rate
+        self.injected: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+
+    def pick(self) -> Behaviour | None:
+        if self.rate <= 0 or self._rng.random() >= self.rate:
+            return None
+        kind = self._rng.choice(self.KINDS)
+        self.injected[kind] += 1
+        # Mid-answer: after at least one content chunk, at most twenty.
+        after = self._rng.randint(1, 20)
+        if kind == "500":
+            return Fail(500, "api_error")
+        if kind == "429":
+            return Fail(429, "too_many_requests")
+        if kind == "drop":
+            return DropConnection(after_chunks=after)
+        return MalformedLine(after_chunks=after)
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -251,6 +292,8 @@ class FakeApi:
         # Refuse reasoning summaries, as OpenAI does for organizations it has not verified.
         self.refuse_summaries = False
         self.requests: list[RecordedRequest] = []
+        # Failures for the requests nothing was scripted for (embeddings aside).
+        self.faults = FaultMix(0.0)
         self.url = ""
         self._host = host
         self._port = port
@@ -314,6 +357,7 @@ class FakeApi:
         app.router.add_get("/files/{name}", self._file)
         app.router.add_get("/_fake/streams", self._control_streams)
         app.router.add_get("/_fake/requests", self._control_requests)
+        app.router.add_get("/_fake/faults", self._control_faults)
         app.router.add_post("/_fake/reset", self._control_reset)
         app.router.add_post("/_fake/script", self._control_script)
         app.router.add_post("/_fake/default", self._control_default)
@@ -395,8 +439,11 @@ class FakeApi:
         return rec
 
     def _next(self, script: deque[Behaviour] | None = None) -> Behaviour:
-        script = self._script if script is None else script
-        return script.popleft() if script else self.default
+        if script is not None:
+            return script.popleft() if script else self.default
+        if self._script:
+            return self._script.popleft()
+        return self.faults.pick() or self.default
 
     def _reply_for(self, behaviour: Behaviour) -> tuple[Reply, Fault | None]:
         if isinstance(behaviour, Reply):
@@ -484,6 +531,8 @@ class FakeApi:
             self._drop(request, rec)
         if isinstance(fault, MidStreamError) and not rec.stream:
             raise _Respond(self._error(500, fault.code, fault.message))
+        if isinstance(fault, MalformedLine) and not rec.stream:
+            raise _Respond(web.Response(text=_CUT_SHORT, content_type="application/json"))
         if plan.reply.first_byte_delay:
             await asyncio.sleep(plan.reply.first_byte_delay)
         return plan
@@ -830,7 +879,11 @@ class FakeApi:
     async def _control_requests(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"requests": [rec.summary() for rec in self.requests]})
 
+    async def _control_faults(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"injected": dict(self.faults.injected)})
+
     async def _control_reset(self, request: web.Request) -> web.StreamResponse:
+        self.faults.injected.clear()
         self.requests.clear()
         self._script.clear()
         self._embedding_script.clear()
@@ -938,6 +991,8 @@ class _SseWriter:
                 await asyncio.sleep(fault.every)
         elif isinstance(fault, DropConnection):
             FakeApi._drop(self._request, self._rec)
+        elif isinstance(fault, MalformedLine):
+            await self._resp.write(f"data: {_CUT_SHORT}\n\n".encode())
         else:
             await on_fault(fault)
 
@@ -946,6 +1001,10 @@ class _SseWriter:
             await self._resp.write(b"data: [DONE]\n\n")
         await self._resp.write_eof()
         return self._resp
+
+
+# A JSON object cut short, as a proxy that loses part of a line sends it.
+_CUT_SHORT = '{"id": "chatcmpl-cut", "object": "chat.completion.chunk", "choices": [{"delta": {"con'
 
 
 class _Piece(str):
@@ -1256,6 +1315,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks-per-second", type=float, default=0.0, help="0: no pacing")
     parser.add_argument("--first-byte-delay", type=float, default=0.0)
     parser.add_argument("--keepalive", action="store_true")
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        help="share of requests that fail: a 500, a 429, a dropped stream or a malformed line",
+    )
+    parser.add_argument("--fault-seed", type=int, help="repeat the same failures")
     args = parser.parse_args(argv)
     text = args.text if args.text is not None else None
     if args.text_length is not None:
@@ -1270,6 +1336,7 @@ def main(argv: list[str] | None = None) -> None:
 
     async def serve() -> None:
         api = FakeApi(token=args.token, default=default, host=args.host, port=args.port)
+        api.faults = FaultMix(args.fault_rate, args.fault_seed)
         await api.start()
         try:
             print(api.url, flush=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,18 @@ class Window:
         if self.start is None:
             return self.period
         return max(0.0, self.start + self.period - now)
+
+
+# The routes that write a message: sends, edits, interaction responses and webhook messages.
+MESSAGE_WRITES = frozenset(
+    {
+        "POST /channels/{channel_id}/messages",
+        "PATCH /channels/{channel_id}/messages/{message_id}",
+        "POST /interactions/{interaction_id}/{token}/callback",
+        "POST /webhooks/{application_id}/{token}",
+        "PATCH /webhooks/{application_id}/{token}/messages/{message_id}",
+    }
+)
 
 
 def bucket_hash(name: str) -> str:
@@ -100,7 +114,9 @@ class _RateLimits:
     # RateLimiter from this module.
     config: FakeDiscordConfig
     rate_limited_count: int
+    write_faults: Counter[str]
     _limiter: RateLimiter
+    _write_fault_rng: random.Random
 
     def _too_many(
         self,
@@ -110,6 +126,7 @@ class _RateLimits:
         is_global: bool,
         scope: str,
         headers: dict[str, str],
+        injected: bool = False,
     ) -> web.Response:
         retry_after = max(0.001, math.ceil(retry_after * 1000) / 1000)
         body: dict[str, Any] = {
@@ -131,8 +148,26 @@ class _RateLimits:
             headers["X-RateLimit-Global"] = "true"
         record.rate_limited = True
         record.scope = scope
-        self.rate_limited_count += 1
+        if not injected:  # the count is of the limits the bot ran into itself
+            self.rate_limited_count += 1
         return json_reply(body, 429, headers)
+
+    def _write_fault(self, record: RequestRecord) -> web.Response | None:
+        """A failure injected into a message write (``write_fault_rate``), or None."""
+        if self.config.write_fault_rate <= 0 or record.route not in MESSAGE_WRITES:
+            return None
+        rng = self._write_fault_rng
+        if rng.random() >= self.config.write_fault_rate:
+            return None
+        if rng.random() < 0.5:
+            self.write_faults["429"] += 1
+            # A shared limit: Discord sends no bucket headers with it, only the scope.
+            retry_after = round(rng.uniform(0.1, 1.0), 3)
+            return self._too_many(
+                record, retry_after, is_global=False, scope="shared", headers={}, injected=True
+            )
+        self.write_faults["500"] += 1
+        return json_reply({"message": "500: Internal Server Error", "code": 0}, 500)
 
     def _limit_bot(
         self, request: web.Request, record: RequestRecord, headers: dict[str, str]

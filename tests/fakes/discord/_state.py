@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+import random
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -77,6 +78,8 @@ class _State:
         self.resume_count = 0
         self.identify_payloads: list[dict[str, Any]] = []
         self.rate_limited_count = 0
+        self.write_faults: Counter[str] = Counter()  # injected failures by status ("429", "500")
+        self._write_fault_rng = random.Random(self.config.write_fault_seed)
         self.typing: list[tuple[float, int, int]] = []  # (monotonic, channel id, user id)
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}

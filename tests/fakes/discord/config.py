@@ -76,6 +76,12 @@ class FakeDiscordConfig:
     # commands, what the bot creates) still encode the current time, which discord.py reads
     # (``Interaction.created_at``/``is_expired``: an id from the past is an expired token).
     snowflake_seed: int | None = None
+    # Injected failures: this share of message writes (sends, edits, interaction callbacks,
+    # webhook messages) is refused before it takes effect, half with a 429 of scope "shared"
+    # (a limit of the resource, not of the bot) and half with a 500. With a seed, the same
+    # writes in the same order meet the same failures.
+    write_fault_rate: float = 0.0
+    write_fault_seed: int | None = None
 
     # Permissions of the bot's managed role in each guild.
     bot_permissions: int = Perm.BOT_DEFAULT

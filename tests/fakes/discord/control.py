@@ -1,6 +1,7 @@
 """HTTP control and record endpoints under ``/_fake/``, for driving the fake from another
 process (a benchmark). Times are ``time.time()`` wall-clock seconds (``mono`` fields are the
-fake's own ``time.monotonic()``)."""
+fake's own ``time.monotonic()``). ``GET /_fake/state?latest=1`` shows each message's newest
+version only."""
 
 from __future__ import annotations
 
@@ -40,7 +41,17 @@ def info(fake: FakeDiscord) -> dict[str, Any]:
     }
 
 
-def message_state(rec: MessageRecord) -> dict[str, Any]:
+def _button_labels(components: list[dict[str, Any]]) -> list[str]:
+    return [
+        str(item.get("label", ""))
+        for row in components
+        for item in row.get("components", [])
+        if item.get("type") == 2
+    ]
+
+
+def message_state(rec: MessageRecord, *, latest: bool = False) -> dict[str, Any]:
+    """A message as the control routes show it; with ``latest``, only its newest version."""
     return {
         "id": str(rec.id),
         "channel_id": str(rec.channel_id),
@@ -62,16 +73,19 @@ def message_state(rec: MessageRecord) -> dict[str, Any]:
                 "flags": v.flags,
                 "embeds": len(v.embeds),
                 "components": len(v.components),
+                "buttons": _button_labels(v.components),
                 "attachments": v.attachment_names,
             }
-            for v in rec.versions
+            for v in (rec.versions[-1:] if latest else rec.versions)
         ],
     }
 
 
-def state(fake: FakeDiscord, *, channel_id: int | None, since: float | None) -> dict[str, Any]:
+def state(
+    fake: FakeDiscord, *, channel_id: int | None, since: float | None, latest: bool = False
+) -> dict[str, Any]:
     messages = [
-        message_state(m)
+        message_state(m, latest=latest)
         for m in sorted(fake.messages.values(), key=lambda m: m.id)
         if (channel_id is None or m.channel_id == channel_id)
         and (since is None or m.created_wall >= since or m.latest.wall >= since)
@@ -83,6 +97,7 @@ def state(fake: FakeDiscord, *, channel_id: int | None, since: float | None) -> 
         "requests_by_route": dict(Counter(r.route for r in fake.requests)),
         "status_counts": {str(k): v for k, v in Counter(r.status for r in fake.requests).items()},
         "rate_limited": fake.rate_limited_count,
+        "write_faults": dict(fake.write_faults),
         "identify_count": fake.identify_count,
         "resume_count": fake.resume_count,
         "gateway_connected": fake.gateway_connected,
@@ -115,6 +130,7 @@ def add_control_routes(app: web.Application, fake: FakeDiscord) -> None:
                 fake,
                 channel_id=int(channel) if channel else None,
                 since=float(since) if since else None,
+                latest=request.query.get("latest") == "1",
             )
         )
 

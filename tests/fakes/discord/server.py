@@ -170,9 +170,10 @@ class FakeDiscord(_Interactions, _Threads, _Gateway, _RateLimits):
         return Counter(r.route for r in self.requests)
 
     def reset_records(self) -> None:
-        """Forgets recorded requests and 429 counts (and rate-limit windows)."""
+        """Forgets recorded requests, 429 counts, injected failures (and rate-limit windows)."""
         self.requests.clear()
         self.rate_limited_count = 0
+        self.write_faults.clear()
         self._limiter.reset()
         self._changed()
 
@@ -324,12 +325,12 @@ class FakeDiscord(_Interactions, _Threads, _Gateway, _RateLimits):
                 request[_RECORD] = record
             if self.config.latency > 0:
                 await asyncio.sleep(self.config.latency)
-            limited = None
-            if kind == "bot":
-                if request.headers.get("Authorization") != f"Bot {self.config.token}":
-                    raise DiscordError(401, 0, "401: Unauthorized")
+            if kind == "bot" and request.headers.get("Authorization") != f"Bot {self.config.token}":
+                raise DiscordError(401, 0, "401: Unauthorized")
+            limited = self._write_fault(record)
+            if limited is None and kind == "bot":
                 limited = self._limit_bot(request, record, extra_headers)
-            elif kind == "webhook":
+            elif limited is None and kind == "webhook":
                 limited = self._limit_webhook(request, record, extra_headers)
             if limited is not None:
                 response: web.StreamResponse = limited
