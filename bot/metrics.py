@@ -51,8 +51,7 @@ DISCORD_RATE_LIMITS = Counter(
 API_ERRORS = Counter(
     "bot_api_errors",
     "Failed API calls (after retries), by the API's error code if the bot knows it, else the "
-    "HTTP status "
-    "(http_502), else the kind of failure (ApiTimeout, ServiceUnavailable).",
+    "HTTP status (http_502), else the kind of failure (ApiTimeout, ServiceUnavailable).",
     ["code"],
     registry=REGISTRY,
 )
