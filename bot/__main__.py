@@ -93,18 +93,22 @@ async def _run(settings: Settings) -> int:
     hurry = asyncio.Event()
     stopping: list[asyncio.Task[None]] = []  # kept, so the task is not collected mid-way
 
-    def on_signal() -> None:
-        if stopping:  # a second signal: stop waiting for the work still running
-            hurry.set()
-            return
-        grace = settings.shutdown_grace_seconds
-        stopping.append(asyncio.create_task(bot.shut_down(grace, hurry)))
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
     async with bot:
-        await bot.start(settings.discord_token.get_secret_value())
+        running = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+
+        def on_signal() -> None:
+            if stopping:  # a second signal: stop waiting for the work still running
+                hurry.set()
+                return
+            grace = settings.shutdown_grace_seconds
+            stopping.append(asyncio.create_task(bot.shut_down(grace, hurry, running)))
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
+        await asyncio.wait({running})
+        if not running.cancelled():
+            running.result()  # raises what ended it: a refused token, a failed start
     if stopping:  # Discord is closed: let the rest close too
         await stopping[0]
     return 0

@@ -109,6 +109,9 @@ class Bot(commands.AutoShardedBot):
         self.limits = (limits or DiscordLimits()).share(shard_share(settings))
         self.clock = clock
         self.started = asyncio.Event()
+        # Set once setup_hook has opened everything: closing before would pull the database
+        # and the sessions from under it.
+        self.set_up = asyncio.Event()
         self.admission: Admission | None = None
         self.chat: ChatService | None = None
         self.images: ImageService | None = None
@@ -196,6 +199,7 @@ class Bot(commands.AutoShardedBot):
         await self._sync_commands(StateStore(sessions))
         self._start_heartbeat()
         self._start_retention(conversations)
+        self.set_up.set()
 
     async def _start_memory(
         self,
@@ -298,35 +302,47 @@ class Bot(commands.AutoShardedBot):
         """From the signal on: unhealthy, so that nothing routes work here any more."""
         return self.is_closed() or (self.admission is not None and self.admission.restarting)
 
-    async def shut_down(self, grace: float, hurry: asyncio.Event) -> None:
+    async def shut_down(
+        self, grace: float, hurry: asyncio.Event, running: asyncio.Task[None] | None = None
+    ) -> None:
         """Refuse new questions at once, let the answers and image jobs running finish for
-        up to `grace` seconds (until `hurry` is set, if sooner), then close."""
+        up to `grace` seconds (until `hurry` is set, if sooner), then close. A start-up
+        under way finishes first, within the same time. `running`: the task of `start`,
+        ended before closing (discord.py retries for ever a gateway it cannot reach, and
+        fails on the sessions closed under it)."""
         started = time.monotonic()
-        chat, images = self.chat, self.images
-        if self.admission is not None:
-            self.admission.restarting = True
-        waits = []
-        if chat is not None:
-            chat.begin_shutdown()
-            waits.append(chat.answers_ended())
-        if images is not None:
-            images.begin_shutdown()
-            waits.append(images.jobs_ended())
-        log.info(
-            "Shutting down: waiting up to %g s for %d answers and %d image jobs",
-            grace,
-            chat.answers_running if chat else 0,
-            images.jobs_running if images else 0,
-        )
-        watched: set[asyncio.Future[Any]] = {
-            asyncio.ensure_future(asyncio.gather(*waits)),
-            asyncio.ensure_future(hurry.wait()),
-        }
-        await asyncio.wait(watched, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in watched:
-            waiter.cancel()
+        hurried = asyncio.create_task(hurry.wait())
+        setting_up = asyncio.create_task(self.set_up.wait())
+        try:
+            first = asyncio.FIRST_COMPLETED
+            await asyncio.wait({setting_up, hurried}, timeout=grace, return_when=first)
+            chat, images = self.chat, self.images
+            if self.admission is not None:
+                self.admission.restarting = True
+            if chat is not None:
+                chat.begin_shutdown()
+            if images is not None:
+                images.begin_shutdown()
+            log.info(
+                "Shutting down: waiting up to %g s for %d answers and %d image jobs",
+                grace,
+                chat.answers_running if chat else 0,
+                images.jobs_running if images else 0,
+            )
+            work = asyncio.create_task(_work_ended(chat, images))
+            left = max(grace - (time.monotonic() - started), 0)
+            await asyncio.wait({work, hurried}, timeout=left, return_when=first)
+            work.cancel()
+        finally:
+            hurried.cancel()
+            setting_up.cancel()
         answers_cut = chat.answers_running if chat else 0
         jobs_cut = images.jobs_running if images else 0
+        if running is not None:
+            running.cancel()
+            # Python 3.11's wait_for may lose a cancel that comes as it finishes: closing
+            # ends `start` then.
+            await asyncio.wait({running}, timeout=1)
         await self.close()
         log.info(
             "Shut down in %.1f s; %d answers and %d image jobs were cut short",
@@ -351,6 +367,14 @@ class Bot(commands.AutoShardedBot):
                 await step()
             except Exception:
                 log.exception("Shutting down a resource failed")
+
+
+async def _work_ended(chat: ChatService | None, images: ImageService | None) -> None:
+    """Wait until the answers and image jobs running have ended."""
+    if chat is not None:
+        await chat.answers_ended()
+    if images is not None:
+        await images.jobs_ended()
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

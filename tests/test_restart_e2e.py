@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -273,6 +274,7 @@ async def test_what_runs_past_a_short_grace_ends_with_its_text_and_a_notice(
             assert await bot.exited(within=grace + CLOSING + 5) == 0, bot.log
             assert since_signal() < grace + CLOSING
             assert "2 answers and 1 image jobs were cut short" in await bot.logged("Shut down in")
+            assert "never retrieved" not in bot.log
 
         ending = f"\n\n-# {RESTARTING}"
         shown = []
@@ -303,3 +305,55 @@ async def test_a_second_signal_cuts_the_wait_short(database_url: str, tmp_path: 
             assert await bot.exited(within=CLOSING + 5) == 0, bot.log
             assert since_signal() < CLOSING
         assert answer.versions[-1].content.endswith(f"\n\n-# {RESTARTING}")
+
+
+async def started_bot(discord: FakeDiscord, api: FakeApi, folder: Path, **extra: str) -> BotProcess:
+    """`python -m bot` as it starts, not waited for."""
+    env = environment(discord, api, folder / "bot.db", SHUTDOWN_GRACE_SECONDS="5", **extra)
+    bot = BotProcess(await python_m_bot(env=env, cwd=folder))
+    bot._reading = asyncio.create_task(bot.read_log())
+    return bot
+
+
+def closed_port() -> int:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port: int = listener.getsockname()[1]
+    return port
+
+
+async def test_a_signal_while_the_gateway_cannot_be_reached_ends_the_process(
+    tmp_path: Path,
+) -> None:
+    async with FakeApi.running() as api, FakeDiscord() as discord:
+        bot = await started_bot(
+            discord,
+            api,
+            tmp_path,
+            SHARD_COUNT="1",  # so that the gateway is the one set, not the one Discord names
+            DISCORD_GATEWAY_URL=f"ws://127.0.0.1:{closed_port()}",
+        )
+        try:
+            await bot.logged("Failed to connect", within=30)
+            bot.process.send_signal(signal.SIGTERM)
+            assert await bot.exited(within=CLOSING) == 0, bot.log
+        finally:
+            if bot.process.returncode is None:
+                bot.process.kill()
+                await bot.process.wait()
+
+
+async def test_a_signal_during_start_up_lets_it_finish_then_exits_0(tmp_path: Path) -> None:
+    async with FakeApi.running() as api, FakeDiscord() as discord:
+        discord.config.latency = 0.3  # logging in and registering commands take a while
+        bot = await started_bot(discord, api, tmp_path)
+        try:
+            await bot.logged("logging in", within=30)
+            bot.process.send_signal(signal.SIGTERM)
+            assert await bot.exited(within=5 + CLOSING) == 0, bot.log
+            assert "Cannot start" not in bot.log
+            assert "Traceback" not in bot.log
+        finally:
+            if bot.process.returncode is None:
+                bot.process.kill()
+                await bot.process.wait()
