@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,6 +452,11 @@ async def _measure(
         "questions_sent_within_s": max(sent) - min(sent),
         "api_streams": len(streams),
         "complete_answers": sum(1 for a in answers if a.complete is not None),
+        # How long the bot took to ask the API, and the API to stream (its own pace: 6.6 s).
+        "asked_api_s": _spread([float(s["received_at"]) - min(sent) for s in streams]),
+        "stream_s": _spread(
+            [float(s["last_chunk_at"]) - float(s["first_chunk_at"]) for s in chat_streams]
+        ),
         "first_visible_s": _spread(first_delays),
         "complete_s": _spread(complete_delays),
         "gap_s": _spread([gap for a in answers for gap in a.longest_gaps]),
@@ -461,6 +467,9 @@ async def _measure(
         "discord_requests": len(requests),
         "requests_by_route": state["requests_by_route"],
         "rate_limited_429": int(state["rate_limited"]),
+        "rate_limited_by": dict(
+            Counter(f"{r['route']} ({r['scope']})" for r in requests if r["rate_limited"])
+        ),
         "interaction_ack_s": max(acks) if acks else None,
         "cpu_s_answering": answered_cpu,
         "wall_s_to_last_complete": max(
@@ -488,7 +497,10 @@ def _report(figures: Json, targets: list[Target]) -> str:
 
     n = figures["people"]
     rows.append(("answers complete", f"{figures['complete_answers']} of {n}"))
-    rows.append(("429s", str(figures["rate_limited_429"])))
+    by = ", ".join(f"{count} {what}" for what, count in figures["rate_limited_by"].items())
+    rows.append(("429s", f"{figures['rate_limited_429']}{f' ({by})' if by else ''}"))
+    spread_rows("API asked after", figures["asked_api_s"], ("p50", "p95", "max"))
+    spread_rows("API streams lasted", figures["stream_s"], ("p50", "p95", "max"))
     spread_rows("first visible", figures["first_visible_s"], ("p50", "p95", "max"))
     spread_rows("complete", figures["complete_s"], ("p50", "p95", "max"))
     spread_rows("gap between updates", figures["gap_s"], ("p50", "p95", "max"))
