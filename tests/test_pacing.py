@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -13,15 +14,28 @@ from bot.delivery.pacing import PacedMessage, Window, WriteScheduler
 def test_window_counts_a_sliding_period() -> None:
     window = Window(3, 1.0, reserve=1)
     assert window.free_at(0.0, urgent=False) == 0.0
-    window.take(0.0)
-    window.take(0.2)
+    window.record(0.0)
+    window.record(0.2)
     # Two of three used: routine writes must leave the last slot to urgent ones.
     assert window.free_at(0.3, urgent=False) == pytest.approx(1.0)
     assert window.free_at(0.3, urgent=True) == 0.3
-    window.take(0.3)
+    window.record(0.3)
     assert window.free_at(0.4, urgent=True) == pytest.approx(1.0)
     assert window.free_at(1.1, urgent=False) == pytest.approx(1.2)
     assert window.routine_interval == pytest.approx(0.5)
+
+
+def test_a_write_holds_its_slot_until_a_period_after_it_ended() -> None:
+    # Discord counts a write when it arrives, at some moment before its reply.
+    window = Window(2, 1.0, reserve=0)
+    window.start()
+    window.start()
+    assert window.free_at(0.5, urgent=True) == math.inf  # both in flight: not known yet
+    window.end(0.7)
+    assert window.free_at(0.8, urgent=True) == pytest.approx(1.7)
+    window.end(0.9)
+    assert window.free_at(1.8, urgent=True) == 1.8
+    assert window.free_at(1.8, urgent=True, spare=1) == pytest.approx(1.9)
 
 
 def test_window_needs_a_routine_slot() -> None:
@@ -35,7 +49,7 @@ def test_slack_slows_the_routine_pace_but_keeps_every_slot() -> None:
     window = Window(5, 5.0, reserve=0, slack=0.6)
     assert window.routine_interval == pytest.approx(5.0 / 4.4)
     for start in (0.0, 1.0, 2.0, 3.0):
-        window.take(start)
+        window.record(start)
     assert window.free_at(3.5, urgent=False) == 3.5  # the fifth slot is not held back
 
 
@@ -125,6 +139,18 @@ async def test_shared_window_is_fair_and_urgent_writes_go_first(scheduler: Write
     assert final == "final"
     assert all(final_at <= r.writes[-1][0] for r in recorders[1:])
     assert all(r.writes[-1][1] == "routine" for r in recorders[1:])
+
+
+async def test_slow_writes_hold_their_slots_until_they_end(scheduler: WriteScheduler) -> None:
+    recorder = Recorder(scheduler, [Window(1, 0.2, reserve=0)], delay=0.15)
+    for n in range(40):
+        recorder.set(str(n), urgent=True)
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(recorder.message.settled(), 2)
+    starts = [t for t, _ in recorder.writes]
+    assert len(starts) >= 3
+    # Each write waits for the one before to end and then for the period: 0.35 s, not 0.2 s.
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.34
 
 
 async def test_a_continuation_waits_for_the_message_above(scheduler: WriteScheduler) -> None:

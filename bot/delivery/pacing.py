@@ -15,11 +15,11 @@ queue of stale edits shows old text late. So:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,14 @@ _IDLE_SPARE = 2
 
 
 class Window:
-    """At most `limit` writes starting in any `period` seconds (a sliding window).
+    """At most `limit` writes in any `period` seconds, counted as a sliding window.
 
-    A sliding window is stricter than the fixed windows servers usually count with, so keeping
-    to it keeps to theirs. `reserve` slots are left to urgent writes. `slack` (a fraction of a
-    slot) slows the routine pace without keeping a whole slot empty: an urgent write then seldom
-    finds the window full, and never waits long.
+    Discord counts a write when it arrives, which is some moment between when it was sent and
+    when its reply came back. So a write holds its slot from its start until `period` seconds
+    after it ended: then no window of the server's, sliding or fixed, can count more than
+    `limit`, however long writes travel or wait on a busy machine. `reserve` slots are left to
+    urgent writes. `slack` (a fraction of a slot) slows the routine pace without keeping a
+    whole slot empty: an urgent write then seldom finds the window full, and never waits long.
     """
 
     def __init__(
@@ -57,7 +59,8 @@ class Window:
         # A busy shared window lends its reserve to routine writes while no urgent one waits:
         # a slot kept empty helps nobody, and an urgent write gets the next slot that frees.
         self.lend_reserve = lend_reserve
-        self._starts: deque[float] = deque()
+        self._in_flight = 0
+        self._frees: list[float] = []  # when each ended write's slot frees, soonest first
 
     @property
     def routine_interval(self) -> float:
@@ -67,19 +70,31 @@ class Window:
     def free_at(
         self, now: float, *, urgent: bool, urgent_waiting: bool = True, spare: int = 0
     ) -> float:
-        """When a write may start. `spare`: slots to leave free besides the reserve, for
-        writes that may wait for a quiet moment."""
-        while self._starts and self._starts[0] <= now - self.period:
-            self._starts.popleft()
+        """When a write may start (infinity: once a write in flight ends). `spare`: slots to
+        leave free besides the reserve, for writes that may wait for a quiet moment."""
+        freed = bisect.bisect_right(self._frees, now)
+        if freed:
+            del self._frees[:freed]
         lent = self.lend_reserve and not urgent_waiting
         allowed = self.limit if urgent or lent else self.limit - self.reserve
         allowed = max(allowed - spare, 1)
-        if len(self._starts) < allowed:
+        held = self._in_flight + len(self._frees)
+        if held < allowed:
             return now
-        return self._starts[len(self._starts) - allowed] + self.period
+        # Ended writes free their slots before any write still in flight can.
+        index = held - allowed
+        return self._frees[index] if index < len(self._frees) else math.inf
 
-    def take(self, now: float) -> None:
-        self._starts.append(now)
+    def start(self) -> None:
+        self._in_flight += 1
+
+    def end(self, now: float) -> None:
+        self._in_flight -= 1
+        self.record(now)
+
+    def record(self, now: float) -> None:
+        """A write that ended at `now` (started and ended outside the scheduler)."""
+        bisect.insort(self._frees, now + self.period)
 
 
 class PacedMessage:
@@ -142,12 +157,15 @@ class PacedMessage:
         """Wait until everything marked so far has been written."""
         await self._idle.wait()
 
-    async def _run_write(self) -> None:
+    async def _run_write(self, windows: Sequence[Window]) -> None:
         try:
             await self._write()
         except Exception:
             log.exception("Writing a message failed")
         finally:
+            now = self._scheduler.clock()
+            for window in windows:
+                window.end(now)
             self.writes += 1
             self.in_flight = False
             if not self.dirty:
@@ -220,9 +238,7 @@ class WriteScheduler:
             pace = max((window.routine_interval for window in windows), default=0.0)
             # The first update comes a little early or late, by phase; later ones keep a pace
             # slightly longer than the windows need, so the phases stay apart.
-            stretch = (
-                0.85 + 0.3 * message.phase if message.writes == 1 else 1 + 0.19 * message.phase
-            )
+            stretch = 0.85 + 0.3 * message.phase if message.writes == 1 else 1 + 0.1 * message.phase
             start_at = message.last_start + pace * stretch
         for window in windows:
             start_at = max(
@@ -237,12 +253,13 @@ class WriteScheduler:
         return start_at
 
     def _start(self, message: PacedMessage, now: float) -> None:
-        for window in message.windows():
-            window.take(now)
+        windows = message.windows()
+        for window in windows:
+            window.start()
         message.dirty = False
         message.urgent = False
         message.in_flight = True
         message.last_start = now
-        task = asyncio.create_task(message._run_write())
+        task = asyncio.create_task(message._run_write(windows))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
