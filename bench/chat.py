@@ -51,6 +51,7 @@ STREAMS_TIMEOUT = 30.0  # for the API to finish every stream
 COMPLETE_TIMEOUT = 10.0
 COMPLETE_TIMEOUT_PER_PERSON = 0.05
 POLL_INTERVAL = 0.5
+QUESTION = "question for channel "  # then the channel's id
 SETTLE = 1.0  # after the last answer is complete, so that late writes are counted too
 # The routes that write a message (sends, edits, interaction responses and follow-ups).
 # Discord's limits, which the fake Discord is told to keep (its defaults, named to be sure).
@@ -245,6 +246,13 @@ def _targets(figures: Json, ask: bool) -> list[Target]:
     return targets
 
 
+def _channel_asked(text: str | None) -> str | None:
+    """The channel whose question a request's last message carries."""
+    if text is None or QUESTION not in text:
+        return None
+    return text.rsplit(QUESTION, 1)[1].split()[0]
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -364,7 +372,7 @@ async def _measure(
     cpu_before = time.process_time()
 
     async def send(channel_id: str, user_id: str) -> float:
-        question = f"question for channel {channel_id}"
+        question = f"{QUESTION}{channel_id}"
         body: Json
         if ask:
             body = {"name": "ask", "options": {"prompt": question}, "user_id": user_id}
@@ -419,19 +427,15 @@ async def _measure(
 
     messages = answers_of(state)
     answers = [_read_answer(c, messages[c], expected) for c in channel_ids]
-    # The streams' records do not say which question they answer, and every stream has the
-    # same timing; so the k-th answer to show text is matched with the k-th stream to send
-    # its first token (both sorted by time). A mismatch only swaps near-equal delays.
-    shown = sorted(
-        (a for a in answers if a.first_visible is not None), key=lambda a: a.first_visible or 0
-    )
-    chat_streams = sorted(
-        (s for s in streams if s["first_chunk_at"] is not None), key=lambda s: s["first_chunk_at"]
-    )
-    for answer, stream in zip(shown, chat_streams, strict=False):
-        answer.first_token = float(stream["first_chunk_at"])
-        answer.last_token = float(stream["last_chunk_at"])
-        _add_text_ages(answer, messages[answer.channel_id])
+    # Each stream is matched with its answer by the question it was asked.
+    chat_streams = [s for s in streams if s["first_chunk_at"] is not None]
+    stream_of = {_channel_asked(s.get("last_message")): s for s in chat_streams}
+    for answer in answers:
+        stream = stream_of.get(answer.channel_id)
+        if stream is not None and answer.first_visible is not None:
+            answer.first_token = float(stream["first_chunk_at"])
+            answer.last_token = float(stream["last_chunk_at"])
+            _add_text_ages(answer, messages[answer.channel_id])
 
     writes = [r for r in requests if r["route"] in WRITE_ROUTES]
     first_delays = [
