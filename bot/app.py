@@ -34,7 +34,7 @@ from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore
 from bot.db.usage_store import UsageStore
 from bot.db.vector_store import VectorStore
-from bot.delivery.pacing import WriteScheduler
+from bot.delivery.pacing import WriteScheduler, reply_received
 from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
@@ -73,6 +73,17 @@ def _command_name(interaction: discord.Interaction[Any]) -> str:
     return interaction.command.qualified_name if interaction.command else "?"
 
 
+def _replies_noted() -> aiohttp.TraceConfig:
+    """Tells the write scheduler when Discord answered each of its writes."""
+
+    async def noted(*_: object) -> None:
+        reply_received()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(noted)
+    return trace
+
+
 class Bot(commands.AutoShardedBot):
     def __init__(
         self,
@@ -96,6 +107,7 @@ class Bot(commands.AutoShardedBot):
             ),
             allowed_installs=app_commands.AppInstallationType(guild=True),
             allowed_mentions=NO_MENTIONS,
+            http_trace=_replies_noted(),
             **_sharding(settings),
             **options,
         )

@@ -39,6 +39,9 @@ class DiscordLimits:
     bot_period: float = 1.0
     # Kept free in the bot-wide window for first and final writes.
     bot_reserve: int = 2
+    # Routine updates share the rest less this (see Window): when many answers stream at once,
+    # the first and final texts that come meanwhile find room without delaying anyone long.
+    bot_slack: float = 2.5
     # A write holds its slot until a period after its reply (see Window), so the time it
     # travels needs no margin; this one is for the clocks' own resolution.
     margin: float = 0.01
@@ -58,6 +61,7 @@ class DiscordBudget:
             limits.bot_writes,
             limits.bot_period + limits.margin,
             reserve=limits.bot_reserve,
+            slack=limits.bot_slack,
             lend_reserve=True,
         )
         self._channels: dict[int, Window] = {}
@@ -71,7 +75,7 @@ class DiscordBudget:
                 self.limits.channel_writes,
                 self.limits.channel_period + self.limits.margin,
                 reserve=0,
-                slack=0.25,
+                slack=0.4,
             )
             self._channels[channel_id] = window
         return window

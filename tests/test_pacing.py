@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.delivery.pacing import PacedMessage, Window, WriteScheduler
+from bot.delivery.pacing import PacedMessage, Window, WriteScheduler, reply_received
 
 
 def test_window_counts_a_sliding_period() -> None:
@@ -151,6 +151,52 @@ async def test_slow_writes_hold_their_slots_until_they_end(scheduler: WriteSched
     assert len(starts) >= 3
     # Each write waits for the one before to end and then for the period: 0.35 s, not 0.2 s.
     assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.34
+
+
+async def test_writers_share_a_window_and_leave_room_for_urgent_writes(
+    scheduler: WriteScheduler,
+) -> None:
+    # Room for 8 writes a second, 4 of them routine (slack 2 of 4): four streaming messages
+    # get one routine write a second each, rather than filling the window by turns.
+    shared = Window(4, 0.5, reserve=0, slack=2.0)
+    recorders = [Recorder(scheduler, [shared]) for _ in range(4)]
+    for n in range(250):
+        for recorder in recorders:
+            recorder.set(str(n))
+        await asyncio.sleep(0.01)
+    for recorder in recorders:
+        starts = [t for t, _ in recorder.writes]
+        assert len(starts) >= 3
+        assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.8, starts
+    marked = time.monotonic()
+    recorders[0].set("final", urgent=True)
+    await asyncio.wait_for(recorders[0].message.settled(), 1)
+    assert recorders[0].writes[-1][0] - marked < 0.1  # a slot was free for it
+
+
+async def test_a_slot_frees_a_period_after_the_reply(scheduler: WriteScheduler) -> None:
+    # discord.py returns a request that spent its bucket only when the bucket resets: the
+    # window counts from the reply, not from then.
+    shared = Window(1, 0.2, reserve=0)
+    starts: list[float] = []
+
+    async def write_then_wait() -> None:
+        starts.append(time.monotonic())
+        reply_received()
+        await asyncio.sleep(0.5)
+
+    async def write() -> None:
+        starts.append(time.monotonic())
+
+    slow = PacedMessage(scheduler, write_then_wait, lambda: [shared])
+    quick = PacedMessage(scheduler, write, lambda: [shared])
+    scheduler.add(slow)
+    scheduler.add(quick)
+    slow.mark(urgent=True)
+    await asyncio.sleep(0.01)
+    quick.mark(urgent=True)
+    await asyncio.wait_for(quick.settled(), 1)
+    assert 0.19 <= starts[1] - starts[0] < 0.4
 
 
 async def test_a_continuation_waits_for_the_message_above(scheduler: WriteScheduler) -> None:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,37 @@ class Window:
         bisect.insort(self._frees, now + self.period)
 
 
+class _Hold:
+    """A write's slots in its windows, until Discord first answers it (or the write ends)."""
+
+    def __init__(self, windows: Sequence[Window], scheduler: WriteScheduler) -> None:
+        self._windows = windows
+        self._scheduler = scheduler
+
+    def release(self) -> None:
+        if not self._windows:
+            return
+        now = self._scheduler.clock()
+        for window in self._windows:
+            window.end(now)
+        self._windows = ()
+        self._scheduler.wake()
+
+
+_hold: contextvars.ContextVar[_Hold | None] = contextvars.ContextVar("_hold", default=None)
+
+
+def reply_received() -> None:
+    """Called by the HTTP client when a reply comes, in the task that made the request.
+
+    A write's slots count from Discord's reply rather than from when the write returns:
+    discord.py returns a request that spent its bucket only once the bucket has reset, which
+    may be seconds later, and meanwhile the bot-wide window would stay needlessly full."""
+    hold = _hold.get()
+    if hold is not None:
+        hold.release()
+
+
 class PacedMessage:
     """One Discord message kept up to date by the scheduler.
 
@@ -158,14 +191,14 @@ class PacedMessage:
         await self._idle.wait()
 
     async def _run_write(self, windows: Sequence[Window]) -> None:
+        hold = _Hold(windows, self._scheduler)
+        _hold.set(hold)  # in this write's own task
         try:
             await self._write()
         except Exception:
             log.exception("Writing a message failed")
         finally:
-            now = self._scheduler.clock()
-            for window in windows:
-                window.end(now)
+            hold.release()
             self.writes += 1
             self.in_flight = False
             if not self.dirty:
@@ -216,13 +249,23 @@ class WriteScheduler:
     def _start_ready_writes(self, now: float) -> float | None:
         """Start every write allowed now; return how long until the next one may be."""
         waiting = [message for message in self._messages if message.ready]
-        # Urgent before routine; within each, least recently written first (so a message's
-        # first text goes before anyone's last, and the longest-waiting text goes next).
-        waiting.sort(key=lambda m: (not m.urgent_now, m.last_start, m.dirty_since))
+        # A window's routine pace is shared by the messages writing through it: each gets its
+        # fair share, so that routine updates leave room for first and final texts.
+        writers = Counter(
+            window
+            for message in self._messages
+            if message.dirty or message.in_flight
+            for window in message.windows()
+        )
+        due = {message: self._due(message, now, writers) for message in waiting}
+        # Everything due, urgent or at its pace, least recently written first (so a message's
+        # first text goes before anyone's last, and the longest-waiting text goes next: a
+        # burst of final texts does not hold back the updates of answers still streaming).
+        waiting.sort(key=lambda m: (due[m] > now, m.last_start, m.dirty_since))
         next_start = math.inf
         urgent_waiting = False
         for message in waiting:
-            start_at = self._earliest_start(message, now, urgent_waiting)
+            start_at = self._free_at(message, now, urgent_waiting, due[message])
             urgent_waiting = urgent_waiting or (message.urgent_now and start_at > now)
             if start_at > now:
                 next_start = min(next_start, start_at)
@@ -230,22 +273,30 @@ class WriteScheduler:
             self._start(message, now)
         return None if next_start == math.inf else max(next_start - now, 0.001)
 
-    def _earliest_start(self, message: PacedMessage, now: float, urgent_waiting: bool) -> float:
-        windows = message.windows()
-        urgent = message.urgent_now
-        start_at = now
-        if not urgent:
-            pace = max((window.routine_interval for window in windows), default=0.0)
-            # The first update comes a little early or late, by phase; later ones keep a pace
-            # slightly longer than the windows need, so the phases stay apart.
-            stretch = 0.85 + 0.3 * message.phase if message.writes == 1 else 1 + 0.1 * message.phase
-            start_at = message.last_start + pace * stretch
-        for window in windows:
+    def _due(self, message: PacedMessage, now: float, writers: Counter[Window]) -> float:
+        """When a write is due: urgent ones now, routine ones at the pace of their windows."""
+        if message.urgent_now:
+            return now
+        pace = max(
+            (window.routine_interval * max(writers[window], 1) for window in message.windows()),
+            default=0.0,
+        )
+        # The first update comes a little early or late, by phase; later ones keep a pace
+        # slightly longer than the windows need, so the phases stay apart.
+        stretch = 0.85 + 0.3 * message.phase if message.writes == 1 else 1 + 0.05 * message.phase
+        return message.last_start + pace * stretch
+
+    def _free_at(
+        self, message: PacedMessage, now: float, urgent_waiting: bool, due: float
+    ) -> float:
+        """When the write may start: when due and every window it counts against has room."""
+        start_at = due
+        for window in message.windows():
             start_at = max(
                 start_at,
                 window.free_at(
                     now,
-                    urgent=urgent,
+                    urgent=message.urgent_now,
                     urgent_waiting=urgent_waiting,
                     spare=_IDLE_SPARE if message.idle else 0,
                 ),
