@@ -41,7 +41,7 @@ class DiscordLimits:
     bot_reserve: int = 2
     # Routine updates share the rest less this (see Window): when many answers stream at once,
     # the first and final texts that come meanwhile find room without delaying anyone long.
-    bot_slack: float = 3.5
+    bot_slack: float = 1.0
     # A write holds its slot until a period after its reply (see Window), so the time it
     # travels needs no margin; this one is for the clocks' own resolution.
     margin: float = 0.01
