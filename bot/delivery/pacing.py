@@ -8,8 +8,13 @@ queue of stale edits shows old text late. So:
 - A `PacedMessage` never queues text: it is only marked dirty, and its writer reads the newest
   text when the write actually starts.
 - One `WriteScheduler` for the whole bot starts writes when every `Window` they count against has
-  room. Urgent writes (a message's first text, its final text) go first and may use the last slot
-  of a window; routine updates leave that slot free and take turns, least recently written first.
+  room. Urgent writes (a message's first text, its final text) are due at once and may use the
+  last slot of a window; routine updates are due at their pace and leave that slot free. What is
+  due goes least recently written first.
+- A window shared by several streaming messages (the bot-wide one) gives each its fair share of
+  routine pace, a little under the limit, so that first and final texts find room.
+- A write holds its slots from its start until a period after Discord's reply, so that however
+  long writes travel, Discord never counts more than the limit.
 """
 
 from __future__ import annotations
