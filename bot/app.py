@@ -37,7 +37,7 @@ from bot.db.failures import DATABASE_ERRORS, describe
 from bot.db.repository import ConversationStore, StateStore
 from bot.db.usage_store import UsageStore
 from bot.db.vector_store import VectorStore
-from bot.delivery.pacing import WriteScheduler
+from bot.delivery.pacing import WriteScheduler, reply_received
 from bot.delivery.reply import Replies
 from bot.images.service import ImageOptions, ImageService
 from bot.images.work import ImageWork
@@ -78,6 +78,18 @@ def _command_name(interaction: discord.Interaction[Any]) -> str:
     return interaction.command.qualified_name if interaction.command else "?"
 
 
+def _discord_trace() -> aiohttp.TraceConfig:
+    """What the bot learns from each of Discord's replies: when it came, for the write
+    scheduler, and whether it was a 429, for the metrics."""
+
+    async def noted(*_: object) -> None:
+        reply_received()
+
+    trace = metrics.discord_trace()
+    trace.on_request_end.append(noted)
+    return trace
+
+
 class Bot(commands.AutoShardedBot):
     def __init__(
         self,
@@ -101,7 +113,7 @@ class Bot(commands.AutoShardedBot):
             ),
             allowed_installs=app_commands.AppInstallationType(guild=True),
             allowed_mentions=NO_MENTIONS,
-            http_trace=metrics.discord_trace(),
+            http_trace=_discord_trace(),
             **_sharding(settings),
             **options,
         )

@@ -20,7 +20,7 @@ from bot.conversation.runs import INTERRUPTED, StopResult
 from bot.conversation.service import Ask, ChatService, Interrupted
 from bot.db.models import ConversationKind
 from bot.db.repository import ImageRef
-from bot.delivery.pacing import take_room
+from bot.delivery.pacing import room_for
 from bot.delivery.reply import interrupted
 from bot.errors import UserError
 from bot.images.files import prepare_for_vision
@@ -237,14 +237,15 @@ class ChatCog(commands.Cog):
             try:
                 channel = self.bot.get_channel(answer.channel_id)
                 if channel is None:
-                    await take_room(bot_wide)
-                    channel = await self.bot.fetch_channel(answer.channel_id)
+                    async with room_for(bot_wide):
+                        channel = await self.bot.fetch_channel(answer.channel_id)
                 if not isinstance(channel, discord.abc.Messageable):
                     continue
-                await take_room(bot_wide)
-                message = await channel.fetch_message(answer.message_id)
-                await take_room((self.budget.channel(answer.channel_id), self.budget.bot))
-                await message.edit(content=interrupted(message.content, INTERRUPTED), view=None)
+                async with room_for(bot_wide):
+                    message = await channel.fetch_message(answer.message_id)
+                notice = interrupted(message.content, INTERRUPTED)
+                async with room_for((self.budget.channel(answer.channel_id), self.budget.bot)):
+                    await message.edit(content=notice, view=None)
             except discord.HTTPException as exc:
                 log.info("Could not mark an interrupted answer in %s: %s", answer.channel_id, exc)
 

@@ -42,8 +42,13 @@ class DiscordLimits:
     bot_period: float = 1.0
     # Kept free in the bot-wide window for first and final writes.
     bot_reserve: int = 2
-    # Our clock and Discord's see a write at slightly different moments.
-    margin: float = 0.05
+    # Routine updates share the rest less this part of the window (see Window's slack): when
+    # many answers stream at once, the first and final texts that come meanwhile find room
+    # without delaying anyone long. A part, so that it scales with a process's share.
+    bot_slack: float = 0.02
+    # A write holds its slot until a period after its reply (see Window), so the time it
+    # travels needs no margin; this one is for the clocks' own resolution.
+    margin: float = 0.01
     # Seconds between edits of a progress message (an image being made).
     progress_interval: float = 5.0
     # An interaction token lives 15 minutes; stop using one this long before it dies.
@@ -77,6 +82,7 @@ class DiscordBudget:
             limits.bot_writes,
             limits.bot_period + limits.margin,
             reserve=limits.bot_reserve,
+            slack=limits.bot_slack * limits.bot_writes,
             lend_reserve=True,
         )
         self._channels: dict[int, Window] = {}
@@ -277,7 +283,7 @@ class InteractionSink:
 
     def acknowledged(self) -> None:
         """The deferral counts against the token's limit like any later write."""
-        self.token_window.take(time.monotonic())
+        self.token_window.record(time.monotonic())
 
     def _expired(self) -> bool:
         return discord.utils.utcnow() >= self._expires

@@ -2,26 +2,40 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.delivery.pacing import PacedMessage, Window, WriteScheduler
+from bot.delivery.pacing import PacedMessage, Window, WriteScheduler, reply_received
 
 
 def test_window_counts_a_sliding_period() -> None:
     window = Window(3, 1.0, reserve=1)
     assert window.free_at(0.0, urgent=False) == 0.0
-    window.take(0.0)
-    window.take(0.2)
+    window.record(0.0)
+    window.record(0.2)
     # Two of three used: routine writes must leave the last slot to urgent ones.
     assert window.free_at(0.3, urgent=False) == pytest.approx(1.0)
     assert window.free_at(0.3, urgent=True) == 0.3
-    window.take(0.3)
+    window.record(0.3)
     assert window.free_at(0.4, urgent=True) == pytest.approx(1.0)
     assert window.free_at(1.1, urgent=False) == pytest.approx(1.2)
     assert window.routine_interval == pytest.approx(0.5)
+
+
+def test_a_write_holds_its_slot_until_a_period_after_it_ended() -> None:
+    # Discord counts a write when it arrives, at some moment before its reply.
+    window = Window(2, 1.0, reserve=0)
+    window.start()
+    window.start()
+    assert window.free_at(0.5, urgent=True) == math.inf  # both in flight: not known yet
+    window.end(0.7)
+    assert window.free_at(0.8, urgent=True) == pytest.approx(1.7)
+    window.end(0.9)
+    assert window.free_at(1.8, urgent=True) == 1.8
+    assert window.free_at(1.8, urgent=True, spare=1) == pytest.approx(1.9)
 
 
 def test_window_needs_a_routine_slot() -> None:
@@ -35,7 +49,7 @@ def test_slack_slows_the_routine_pace_but_keeps_every_slot() -> None:
     window = Window(5, 5.0, reserve=0, slack=0.6)
     assert window.routine_interval == pytest.approx(5.0 / 4.4)
     for start in (0.0, 1.0, 2.0, 3.0):
-        window.take(start)
+        window.record(start)
     assert window.free_at(3.5, urgent=False) == 3.5  # the fifth slot is not held back
 
 
@@ -89,8 +103,9 @@ async def test_updates_are_paced_and_always_newest(scheduler: WriteScheduler) ->
     # No stale write: each write shows newer text than the one before.
     numbers = [int(text.split()[1]) for _, text in recorder.writes]
     assert numbers == sorted(set(numbers))
-    # Routine writes keep to the even pace (0.5 s / 4 routine slots) rather than bursting.
-    gaps = [b - a for a, b in itertools.pairwise(times[:-1])]  # the last one is urgent
+    # Routine writes keep to the even pace (0.5 s / 4 routine slots) rather than bursting
+    # (the first update comes a little early or late, by phase; the last one is urgent).
+    gaps = [b - a for a, b in itertools.pairwise(times[1:-1])]
     assert min(gaps) >= 0.12
 
 
@@ -125,6 +140,64 @@ async def test_shared_window_is_fair_and_urgent_writes_go_first(scheduler: Write
     assert final == "final"
     assert all(final_at <= r.writes[-1][0] for r in recorders[1:])
     assert all(r.writes[-1][1] == "routine" for r in recorders[1:])
+
+
+async def test_slow_writes_hold_their_slots_until_they_end(scheduler: WriteScheduler) -> None:
+    recorder = Recorder(scheduler, [Window(1, 0.2, reserve=0)], delay=0.15)
+    for n in range(40):
+        recorder.set(str(n), urgent=True)
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(recorder.message.settled(), 2)
+    starts = [t for t, _ in recorder.writes]
+    assert len(starts) >= 3
+    # Each write waits for the one before to end and then for the period: 0.35 s, not 0.2 s.
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.34
+
+
+async def test_writers_share_a_window_and_leave_room_for_urgent_writes(
+    scheduler: WriteScheduler,
+) -> None:
+    # Room for 8 writes a second, 4 of them routine (slack 2 of 4): four streaming messages
+    # get one routine write a second each, rather than filling the window by turns.
+    shared = Window(4, 0.5, reserve=0, slack=2.0)
+    recorders = [Recorder(scheduler, [shared]) for _ in range(4)]
+    for n in range(250):
+        for recorder in recorders:
+            recorder.set(str(n))
+        await asyncio.sleep(0.01)
+    for recorder in recorders:
+        starts = [t for t, _ in recorder.writes]
+        assert len(starts) >= 3
+        assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.8, starts
+    marked = time.monotonic()
+    recorders[0].set("final", urgent=True)
+    await asyncio.wait_for(recorders[0].message.settled(), 1)
+    assert recorders[0].writes[-1][0] - marked < 0.1  # a slot was free for it
+
+
+async def test_a_slot_frees_a_period_after_the_reply(scheduler: WriteScheduler) -> None:
+    # discord.py returns a request that spent its bucket only when the bucket resets: the
+    # window counts from the reply, not from then.
+    shared = Window(1, 0.2, reserve=0)
+    starts: list[float] = []
+
+    async def write_then_wait() -> None:
+        starts.append(time.monotonic())
+        reply_received()
+        await asyncio.sleep(0.5)
+
+    async def write() -> None:
+        starts.append(time.monotonic())
+
+    slow = PacedMessage(scheduler, write_then_wait, lambda: [shared])
+    quick = PacedMessage(scheduler, write, lambda: [shared])
+    scheduler.add(slow)
+    scheduler.add(quick)
+    slow.mark(urgent=True)
+    await asyncio.sleep(0.01)
+    quick.mark(urgent=True)
+    await asyncio.wait_for(quick.settled(), 1)
+    assert 0.19 <= starts[1] - starts[0] < 0.4
 
 
 async def test_a_continuation_waits_for_the_message_above(scheduler: WriteScheduler) -> None:

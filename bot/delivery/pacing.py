@@ -8,35 +8,46 @@ queue of stale edits shows old text late. So:
 - A `PacedMessage` never queues text: it is only marked dirty, and its writer reads the newest
   text when the write actually starts.
 - One `WriteScheduler` for the whole bot starts writes when every `Window` they count against has
-  room. Urgent writes (a message's first text, its final text) go first and may use the last slot
-  of a window; routine updates leave that slot free and take turns, least recently written first.
+  room. Urgent writes (a message's first text, its final text) are due at once and may use the
+  last slot of a window; routine updates are due at their pace and leave that slot free. What is
+  due goes least recently written first.
+- A window shared by several streaming messages (the bot-wide one) gives each its fair share of
+  routine pace, a little under the limit, so that first and final texts find room.
+- A write holds its slots from its start until a period after Discord's reply, so that however
+  long writes travel, Discord never counts more than the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import contextvars
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 _GOLDEN = 0.6180339887498949
+# Seconds between looks at windows full of writes in flight, outside the scheduler.
+_LOOK_AGAIN = 0.05
 # Slots an idle write leaves free in each window it counts against.
 _IDLE_SPARE = 2
 
 
 class Window:
-    """At most `limit` writes starting in any `period` seconds (a sliding window).
+    """At most `limit` writes in any `period` seconds, counted as a sliding window.
 
-    A sliding window is stricter than the fixed windows servers usually count with, so keeping
-    to it keeps to theirs. `reserve` slots are left to urgent writes. `slack` (a fraction of a
-    slot) slows the routine pace without keeping a whole slot empty: an urgent write then seldom
-    finds the window full, and never waits long.
+    Discord counts a write when it arrives, which is some moment between when it was sent and
+    when its reply came back. So a write holds its slot from its start until `period` seconds
+    after it ended: then no window of the server's, sliding or fixed, can count more than
+    `limit`, however long writes travel or wait on a busy machine. `reserve` slots are left to
+    urgent writes. `slack` (a fraction of a slot) slows the routine pace without keeping a
+    whole slot empty: an urgent write then seldom finds the window full, and never waits long.
     """
 
     def __init__(
@@ -57,7 +68,8 @@ class Window:
         # A busy shared window lends its reserve to routine writes while no urgent one waits:
         # a slot kept empty helps nobody, and an urgent write gets the next slot that frees.
         self.lend_reserve = lend_reserve
-        self._starts: deque[float] = deque()
+        self._in_flight = 0
+        self._frees: list[float] = []  # when each ended write's slot frees, soonest first
 
     @property
     def routine_interval(self) -> float:
@@ -67,25 +79,71 @@ class Window:
     def free_at(
         self, now: float, *, urgent: bool, urgent_waiting: bool = True, spare: int = 0
     ) -> float:
-        """When a write may start. `spare`: slots to leave free besides the reserve, for
-        writes that may wait for a quiet moment."""
-        while self._starts and self._starts[0] <= now - self.period:
-            self._starts.popleft()
+        """When a write may start (infinity: once a write in flight ends). `spare`: slots to
+        leave free besides the reserve, for writes that may wait for a quiet moment."""
+        freed = bisect.bisect_right(self._frees, now)
+        if freed:
+            del self._frees[:freed]
         lent = self.lend_reserve and not urgent_waiting
         allowed = self.limit if urgent or lent else self.limit - self.reserve
         allowed = max(allowed - spare, 1)
-        if len(self._starts) < allowed:
+        held = self._in_flight + len(self._frees)
+        if held < allowed:
             return now
-        return self._starts[len(self._starts) - allowed] + self.period
+        # Ended writes free their slots before any write still in flight can.
+        index = held - allowed
+        return self._frees[index] if index < len(self._frees) else math.inf
 
-    def take(self, now: float) -> None:
-        self._starts.append(now)
+    def start(self) -> None:
+        self._in_flight += 1
+
+    def end(self, now: float) -> None:
+        self._in_flight -= 1
+        self.record(now)
+
+    def record(self, now: float) -> None:
+        """A write that ended at `now` (started and ended outside the scheduler)."""
+        bisect.insort(self._frees, now + self.period)
 
 
-async def take_room(windows: Sequence[Window], *, clock: Clock = time.monotonic) -> None:
+class _Hold:
+    """A write's slots in its windows, until Discord first answers it (or the write ends)."""
+
+    def __init__(self, windows: Sequence[Window], scheduler: WriteScheduler) -> None:
+        self._windows = windows
+        self._scheduler = scheduler
+
+    def release(self) -> None:
+        if not self._windows:
+            return
+        now = self._scheduler.clock()
+        for window in self._windows:
+            window.end(now)
+        self._windows = ()
+        self._scheduler.wake()
+
+
+_hold: contextvars.ContextVar[_Hold | None] = contextvars.ContextVar("_hold", default=None)
+
+
+def reply_received() -> None:
+    """Called by the HTTP client when a reply comes, in the task that made the request.
+
+    A write's slots count from Discord's reply rather than from when the write returns:
+    discord.py returns a request that spent its bucket only once the bucket has reset, which
+    may be seconds later, and meanwhile the bot-wide window would stay needlessly full."""
+    hold = _hold.get()
+    if hold is not None:
+        hold.release()
+
+
+@contextlib.asynccontextmanager
+async def room_for(
+    windows: Sequence[Window], *, clock: Clock = time.monotonic
+) -> AsyncIterator[None]:
     """Wait until a request made outside the scheduler (tidying up, never urgent) fits every
-    window, and count it there, so that the scheduler's writes and it keep within the limits
-    together."""
+    window, and hold its slots there as the scheduler's writes hold theirs, until a period
+    after it ends: so that the scheduler's writes and it keep within the limits together."""
     while True:
         now = clock()
         start_at = max(
@@ -93,10 +151,17 @@ async def take_room(windows: Sequence[Window], *, clock: Clock = time.monotonic)
             default=now,
         )
         if start_at <= now:
-            for window in windows:
-                window.take(now)
-            return
-        await asyncio.sleep(start_at - now)
+            break
+        # A slot held by a write in flight frees when that write ends: look again soon.
+        await asyncio.sleep(min(start_at - now, _LOOK_AGAIN))
+    for window in windows:
+        window.start()
+    try:
+        yield
+    finally:
+        ended = clock()
+        for window in windows:
+            window.end(ended)
 
 
 class PacedMessage:
@@ -159,12 +224,15 @@ class PacedMessage:
         """Wait until everything marked so far has been written."""
         await self._idle.wait()
 
-    async def _run_write(self) -> None:
+    async def _run_write(self, windows: Sequence[Window]) -> None:
+        hold = _Hold(windows, self._scheduler)
+        _hold.set(hold)  # in this write's own task
         try:
             await self._write()
         except Exception:
             log.exception("Writing a message failed")
         finally:
+            hold.release()
             self.writes += 1
             self.in_flight = False
             if not self.dirty:
@@ -215,13 +283,23 @@ class WriteScheduler:
     def _start_ready_writes(self, now: float) -> float | None:
         """Start every write allowed now; return how long until the next one may be."""
         waiting = [message for message in self._messages if message.ready]
-        # Urgent before routine; within each, least recently written first (so a message's
-        # first text goes before anyone's last, and the longest-waiting text goes next).
-        waiting.sort(key=lambda m: (not m.urgent_now, m.last_start, m.dirty_since))
+        # A window's routine pace is shared by the messages writing through it: each gets its
+        # fair share, so that routine updates leave room for first and final texts.
+        writers = Counter(
+            window
+            for message in self._messages
+            if message.dirty or message.in_flight
+            for window in message.windows()
+        )
+        due = {message: self._due(message, now, writers) for message in waiting}
+        # Everything due, urgent or at its pace, least recently written first (so a message's
+        # first text goes before anyone's last, and the longest-waiting text goes next: a
+        # burst of final texts does not hold back the updates of answers still streaming).
+        waiting.sort(key=lambda m: (due[m] > now, m.last_start, m.dirty_since))
         next_start = math.inf
         urgent_waiting = False
         for message in waiting:
-            start_at = self._earliest_start(message, now, urgent_waiting)
+            start_at = self._free_at(message, now, urgent_waiting, due[message])
             urgent_waiting = urgent_waiting or (message.urgent_now and start_at > now)
             if start_at > now:
                 next_start = min(next_start, start_at)
@@ -229,24 +307,30 @@ class WriteScheduler:
             self._start(message, now)
         return None if next_start == math.inf else max(next_start - now, 0.001)
 
-    def _earliest_start(self, message: PacedMessage, now: float, urgent_waiting: bool) -> float:
-        windows = message.windows()
-        urgent = message.urgent_now
-        start_at = now
-        if not urgent:
-            pace = max((window.routine_interval for window in windows), default=0.0)
-            # The first update comes a little early or late, by phase; later ones keep a pace
-            # slightly longer than the windows need, so the phases stay apart.
-            stretch = (
-                0.85 + 0.3 * message.phase if message.writes == 1 else 1 + 0.19 * message.phase
-            )
-            start_at = message.last_start + pace * stretch
-        for window in windows:
+    def _due(self, message: PacedMessage, now: float, writers: Counter[Window]) -> float:
+        """When a write is due: urgent ones now, routine ones at the pace of their windows."""
+        if message.urgent_now:
+            return now
+        pace = max(
+            (window.routine_interval * max(writers[window], 1) for window in message.windows()),
+            default=0.0,
+        )
+        # The first update comes a little early or late, by phase; later ones keep a pace
+        # slightly longer than the windows need, so the phases stay apart.
+        stretch = 0.8 + 0.2 * message.phase if message.writes == 1 else 1 + 0.02 * message.phase
+        return message.last_start + pace * stretch
+
+    def _free_at(
+        self, message: PacedMessage, now: float, urgent_waiting: bool, due: float
+    ) -> float:
+        """When the write may start: when due and every window it counts against has room."""
+        start_at = due
+        for window in message.windows():
             start_at = max(
                 start_at,
                 window.free_at(
                     now,
-                    urgent=urgent,
+                    urgent=message.urgent_now,
                     urgent_waiting=urgent_waiting,
                     spare=_IDLE_SPARE if message.idle else 0,
                 ),
@@ -254,12 +338,13 @@ class WriteScheduler:
         return start_at
 
     def _start(self, message: PacedMessage, now: float) -> None:
-        for window in message.windows():
-            window.take(now)
+        windows = message.windows()
+        for window in windows:
+            window.start()
         message.dirty = False
         message.urgent = False
         message.in_flight = True
         message.last_start = now
-        task = asyncio.create_task(message._run_write())
+        task = asyncio.create_task(message._run_write(windows))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

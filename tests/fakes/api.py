@@ -264,7 +264,22 @@ class RecordedRequest:
             "chunks": len(self.chunk_times),
             "completed": self.completed,
             "client_disconnected": self.client_disconnected,
+            "last_message": self.last_message(),
         }
+
+    def last_message(self) -> str | None:
+        """The text of a chat request's last message (a benchmark tells its streams apart by
+        the question they answer)."""
+        body = self.json if isinstance(self.json, dict) else {}
+        messages = body.get("messages") or body.get("input")
+        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+            return None
+        content = messages[-1].get("content")
+        if isinstance(content, list):  # parts: the text ones, joined
+            content = " ".join(
+                str(part.get("text", "")) for part in content if isinstance(part, dict)
+            )
+        return content if isinstance(content, str) else None
 
 
 class _Dropped(Exception):

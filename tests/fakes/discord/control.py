@@ -146,6 +146,7 @@ def add_control_routes(app: web.Application, fake: FakeDiscord) -> None:
                     "status": r.status,
                     "bucket": r.bucket,
                     "rate_limited": r.rate_limited,
+                    "scope": r.scope,
                     "duration": r.duration,
                 }
                 for r in fake.requests
