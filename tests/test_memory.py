@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
@@ -260,6 +261,37 @@ async def test_new_turns_of_several_conversations_share_a_request(rig: Rig) -> N
         rig.memory.remember(conversation_id, after=0)
     await rig.embedded()
     assert [len(r.json["input"]) for r in rig.api.requests_to("/embeddings")] == [4]
+
+
+async def test_turns_queued_while_a_batch_is_read_are_embedded_without_a_failure(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A conversation queued while the worker reads its batch joins that batch: the worker,
+    woken by it, then finds nothing left to do, and waits again."""
+    store = rig.chat.conversations
+    first, second = [
+        (await store.open(channel, guild_id=1, kind=ConversationKind.CHANNEL)).id
+        for channel in (30, 31)
+    ]
+    for conversation_id in (first, second):
+        await store.append_turn(conversation_id, NewTurn("user", "person1: hi", 5, author_id=1))
+    vectors = rig.memory._vectors
+    unembedded = vectors.unembedded
+
+    async def reading(**where: Any) -> Any:
+        if where.get("conversation_id") == first:
+            rig.memory.remember(second, after=0)  # comes while the batch is read
+        return await unembedded(**where)
+
+    vectors.unembedded = reading  # type: ignore[method-assign]
+    rig.memory.remember(first, after=0)
+    # Until the worker has taken the wake-up the second conversation gave it, and is idle
+    # (no event tells that: it is the moment the worker goes back to waiting).
+    async with asyncio.timeout(WAIT):
+        while rig.memory._wake.is_set() or not rig.memory.idle.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert await rig.vectors() == 2
+    assert not [r for r in caplog.records if "Embedding turns failed" in r.getMessage()]
 
 
 async def conversation_of(rig: Rig, *said: tuple[str, str]) -> int:

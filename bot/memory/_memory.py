@@ -134,12 +134,15 @@ class Memory:
                 self.idle.set()
                 await self._wake.wait()
                 await asyncio.sleep(self.options.batch_delay)  # others may come along
+                self._wake.clear()
+                # What woke it may have joined the batch before: then there is nothing to do.
+                continue
             self._wake.clear()
             try:
                 if self._queued:
                     turns = await self._take_queued()
                 else:
-                    assert sweep is not None
+                    assert sweep is not None  # else it waited above
                     turns = await self._vectors.unembedded(after=sweep)
                     sweep = turns[-1].turn_id if turns else None
                 await self._embed(turns)
