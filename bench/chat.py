@@ -33,18 +33,15 @@ from typing import Any
 
 import aiohttp
 
-from bot.app import Bot
-from bot.config import load_settings
-from tests.fakes.api import DEFAULT_TOKEN, make_text
+from bench.fakes import ROOT, get_json, post_json, running_bot, running_fakes
+from tests.fakes.api import make_text
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXT_LENGTH = 800
 CHUNK_SIZE = 4
 CHUNKS_PER_SECOND = 30.0
 FIRST_BYTE_DELAY = 0.3
 CURSOR = " ▌"
 STATUS_PREFIX = "⏳"
-STARTUP_TIMEOUT = 15.0
 STREAMS_TIMEOUT = 30.0  # for the API to finish every stream
 # After that, for Discord to show every complete answer: longer with more people, as the last
 # final texts queue for the bot-wide limit.
@@ -69,38 +66,6 @@ WRITE_ROUTES = {
 }
 
 Json = dict[str, Any]
-
-
-# --- the fakes, as child processes ---------------------------------------------------------------
-
-
-async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """Start `python -m args...` from the project root and return it with its first stdout line."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), STARTUP_TIMEOUT)
-    except BaseException:
-        await _stop(process)
-        raise
-    if not line:
-        await _stop(process)
-        raise RuntimeError(f"python -m {args[0]} exited before printing its address")
-    return process, line.decode().strip()
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -256,19 +221,6 @@ def _channel_asked(text: str | None) -> str | None:
 # --- the run -------------------------------------------------------------------------------------
 
 
-async def _get(session: aiohttp.ClientSession, url: str) -> Any:
-    async with session.get(url) as response:
-        response.raise_for_status()
-        return await response.json()
-
-
-async def _post(session: aiohttp.ClientSession, url: str, body: Json) -> Json:
-    async with session.post(url, json=body) as response:
-        response.raise_for_status()
-        result: Json = await response.json()
-        return result
-
-
 async def _poll(check: Callable[[], Any], done: Callable[[Any], bool]) -> Any:
     """Call `check` (a coroutine function) until `done` holds for its result."""
     while True:
@@ -279,19 +231,7 @@ async def _poll(check: Callable[[], Any], done: Callable[[Any], bool]) -> Any:
 
 
 async def _run(people: int, ask: bool, seconds: float) -> Json:
-    processes: list[asyncio.subprocess.Process] = []
-    try:
-        async with asyncio.timeout(seconds):
-            return await _run_with_fakes(people, ask, processes)
-    finally:
-        await asyncio.gather(*(_stop(process) for process in processes))
-
-
-async def _run_with_fakes(n: int, ask: bool, processes: list[asyncio.subprocess.Process]) -> Json:
     api_args = (
-        "tests.fakes.api",
-        "--port",
-        "0",
         "--text-length",
         str(TEXT_LENGTH),
         "--chunk-size",
@@ -302,13 +242,10 @@ async def _run_with_fakes(n: int, ask: bool, processes: list[asyncio.subprocess.
         str(FIRST_BYTE_DELAY),
     )
     discord_args = (
-        "tests.fakes.discord",
         "--channels",
-        str(n),
+        str(people),
         "--users",
-        str(n),
-        "--port",
-        "0",
+        str(people),
         "--set",
         f"global_limit={BOT_WRITES_PER_SECOND}",
         "--set",
@@ -318,44 +255,25 @@ async def _run_with_fakes(n: int, ask: bool, processes: list[asyncio.subprocess.
         "--set",
         f"channel_message_window={CHANNEL_WRITES_PERIOD}",
     )
-    api, api_url = await _spawn(*api_args)
-    processes.append(api)
-    discord, line = await _spawn(*discord_args)
-    processes.append(discord)
-    info: Json = json.loads(line)
-    control: str = info["control_base"]
-    channel_ids: list[str] = info["channel_ids"][:n]
-    users = [uid for name, uid in info["users"].items() if name.startswith("user")][:n]
-
-    with tempfile.TemporaryDirectory() as folder:
-        settings = load_settings(
-            discord_token=info["token"],
-            acedatacloud_api_token=DEFAULT_TOKEN,
-            acedatacloud_api_base_url=api_url,
-            database_url=f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}",
-            discord_api_base_url=info["api_base"],
-            discord_gateway_url=info["gateway_url"],
-            max_concurrent_requests=max(n, 16),
-            _env_file=None,
+    async with (
+        asyncio.timeout(seconds),
+        running_fakes(api_args, discord_args) as fakes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        folder = stack.enter_context(tempfile.TemporaryDirectory())
+        await stack.enter_async_context(
+            running_bot(fakes, Path(folder) / "bench.db", max_concurrent_requests=max(people, 16))
         )
-        bot = Bot(settings, guild_ready_timeout=0.05)
-        task = asyncio.create_task(bot.start(info["token"]))
-        try:
-            ready = asyncio.ensure_future(bot.started.wait())
-            await asyncio.wait(
-                {ready, task}, timeout=STARTUP_TIMEOUT, return_when="FIRST_COMPLETED"
-            )
-            if task.done():
-                task.result()
-            if not ready.done():
-                ready.cancel()
-                raise RuntimeError("the bot did not become ready")
-            async with aiohttp.ClientSession() as session:
-                return await _measure(session, n, ask, api_url, control, channel_ids, users)
-        finally:
-            await bot.close()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 10)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        return await _measure(
+            session,
+            people,
+            ask,
+            fakes.api_url,
+            fakes.control,
+            fakes.channels(people),
+            fakes.people(people),
+        )
 
 
 async def _measure(
@@ -367,8 +285,8 @@ async def _measure(
     channel_ids: list[str],
     users: list[str],
 ) -> Json:
-    await _post(session, f"{control}/reset", {})  # forget the start-up requests
-    await _post(session, f"{api_url}/_fake/reset", {})
+    await post_json(session, f"{control}/reset", {})  # forget the start-up requests
+    await post_json(session, f"{api_url}/_fake/reset", {})
     cpu_before = time.process_time()
 
     async def send(channel_id: str, user_id: str) -> float:
@@ -381,7 +299,7 @@ async def _measure(
             body = {"author_id": user_id, "content": question, "mention_bot": True}
             route = "messages"
         body["channel_id"] = channel_id
-        return float((await _post(session, f"{control}/{route}", body))["created"])
+        return float((await post_json(session, f"{control}/{route}", body))["created"])
 
     sent = await asyncio.gather(*(send(c, u) for c, u in zip(channel_ids, users, strict=True)))
     expected = make_text(TEXT_LENGTH)
@@ -393,8 +311,8 @@ async def _measure(
     # Bounded waits: an answer that never comes is reported as incomplete, not waited for.
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(STREAMS_TIMEOUT):
-            await _poll(lambda: _get(session, f"{api_url}/_fake/streams"), streams_done)
-    streams: list[Json] = (await _get(session, f"{api_url}/_fake/streams"))["streams"]
+            await _poll(lambda: get_json(session, f"{api_url}/_fake/streams"), streams_done)
+    streams: list[Json] = (await get_json(session, f"{api_url}/_fake/streams"))["streams"]
 
     def answers_of(state: Json) -> dict[str, list[Json]]:
         by_channel: dict[str, list[Json]] = {c: [] for c in channel_ids}
@@ -411,7 +329,7 @@ async def _measure(
     async def all_complete() -> bool:
         nonlocal since
         query = "" if since is None else f"?since={since!r}"
-        state: Json = await _get(session, f"{control}/state{query}")
+        state: Json = await get_json(session, f"{control}/state{query}")
         since = float(state["now"])
         latest.update((message["id"], message) for message in state["messages"])
         answers = answers_of({"messages": sorted(latest.values(), key=lambda m: int(m["id"]))})
@@ -422,8 +340,8 @@ async def _measure(
             await _poll(all_complete, bool)
     answered_cpu = time.process_time() - cpu_before
     await asyncio.sleep(SETTLE)
-    state: Json = await _get(session, f"{control}/state")
-    requests: list[Json] = await _get(session, f"{control}/requests")
+    state: Json = await get_json(session, f"{control}/state")
+    requests: list[Json] = await get_json(session, f"{control}/requests")
 
     messages = answers_of(state)
     answers = [_read_answer(c, messages[c], expected) for c in channel_ids]

@@ -38,10 +38,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.chat import _get, _post, _spawn, _stop
-from bot.app import Bot
-from bot.config import load_settings
-from tests.fakes.api import DEFAULT_TOKEN, make_text
+from bench.fakes import get_json, post_json, running_bot, running_fakes
+from tests.fakes.api import make_text
 
 RECONNECT_EVERY = 30.0
 CHUNK_SIZE = 4
@@ -53,7 +51,6 @@ STATUS_PREFIXES = ("⏳", "💭")  # queued or waiting; the model thinking
 REFUSAL_PREFIX = "⚠️"
 NOTICE = "\n\n-# "
 MARKER = "soak-question"  # in every question, to find question text where it must not be
-STARTUP_TIMEOUT = 15.0
 ANSWER_TIMEOUT = 120.0  # for one answer to settle; past it the question counts as lost
 POLL_INTERVAL = 0.25
 SINCE_OVERLAP = 2.0  # seconds each poll looks back, so that no change falls between two polls
@@ -105,7 +102,7 @@ class Screen:
         since: float | None = None
         while True:
             query = "latest=1" if since is None else f"latest=1&since={since}"
-            state: Json = await _get(self._session, f"{self._control}/state?{query}")
+            state: Json = await get_json(self._session, f"{self._control}/state?{query}")
             for message in state["messages"]:
                 question_id = message["reference_id"]
                 if message["author_bot"] and question_id and question_id not in self._finished:
@@ -227,7 +224,7 @@ async def _ask_in_turn(
         }
         if tally.first_asked is None:
             tally.first_asked = time.monotonic()
-        question.message_id = str((await _post(session, f"{control}/messages", body))["id"])
+        question.message_id = str((await post_json(session, f"{control}/messages", body))["id"])
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ANSWER_TIMEOUT):
                 await screen.settled(question.message_id)
@@ -239,27 +236,13 @@ async def _drop_gateway_every(
 ) -> None:
     while True:
         await asyncio.sleep(RECONNECT_EVERY)
-        await _post(session, f"{control}/drop_gateway", {"code": 4000, "resumable": True})
+        await post_json(session, f"{control}/drop_gateway", {"code": 4000, "resumable": True})
         drops.append(time.monotonic())
 
 
 async def _run(args: argparse.Namespace) -> Json:
-    processes: list[asyncio.subprocess.Process] = []
-    try:
-        async with asyncio.timeout(args.timeout):
-            return await _run_with_fakes(args, processes)
-    finally:
-        await asyncio.gather(*(_stop(process) for process in processes))
-
-
-async def _run_with_fakes(
-    args: argparse.Namespace, processes: list[asyncio.subprocess.Process]
-) -> Json:
     n = args.people
-    api, api_url = await _spawn(
-        "tests.fakes.api",
-        "--port",
-        "0",
+    api_args = (
         "--chunk-size",
         str(CHUNK_SIZE),
         "--chunks-per-second",
@@ -271,58 +254,32 @@ async def _run_with_fakes(
         "--fault-seed",
         str(args.seed),
     )
-    processes.append(api)
-    discord, line = await _spawn(
-        "tests.fakes.discord",
+    discord_args = (
         "--channels",
         str(n),
         "--users",
         str(n),
-        "--port",
-        "0",
         "--set",
         f"write_fault_rate={args.discord_faults}",
         "--set",
         f"write_fault_seed={args.seed}",
     )
-    processes.append(discord)
-    info: Json = json.loads(line)
-    channel_ids: list[str] = info["channel_ids"][:n]
-    users = [uid for name, uid in info["users"].items() if name.startswith("user")][:n]
-
-    with tempfile.TemporaryDirectory() as folder:
-        database = Path(folder) / "soak.db"
-        settings = load_settings(
-            discord_token=info["token"],
-            acedatacloud_api_token=DEFAULT_TOKEN,
-            acedatacloud_api_base_url=api_url,
-            database_url=f"sqlite+aiosqlite:///{database}",
-            discord_api_base_url=info["api_base"],
-            discord_gateway_url=info["gateway_url"],
-            max_concurrent_requests=max(n, 16),
-            _env_file=None,
+    async with (
+        asyncio.timeout(args.timeout),
+        running_fakes(api_args, discord_args) as fakes,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        database = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "soak.db"
+        await stack.enter_async_context(
+            running_bot(fakes, database, max_concurrent_requests=max(n, 16))
         )
-        bot = Bot(settings, guild_ready_timeout=0.05)
-        task = asyncio.create_task(bot.start(info["token"]))
-        try:
-            ready = asyncio.ensure_future(bot.started.wait())
-            await asyncio.wait(
-                {ready, task}, timeout=STARTUP_TIMEOUT, return_when="FIRST_COMPLETED"
+        async with aiohttp.ClientSession() as session:
+            figures = await _soak(
+                session, args, fakes.api_url, fakes.discord, fakes.channels(n), fakes.people(n)
             )
-            if task.done():
-                task.result()
-            if not ready.done():
-                ready.cancel()
-                raise RuntimeError("the bot did not become ready")
-            async with aiohttp.ClientSession() as session:
-                figures = await _soak(session, args, api_url, info, channel_ids, users)
-            # Read while the bot still runs: what it does on closing must not hide what it left.
-            figures.update(_check_database(database, figures.pop("questions")))
-            return figures
-        finally:
-            await bot.close()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 10)
+        # Read while the bot still runs: what it does on closing must not hide what it left.
+        figures.update(_check_database(database, figures.pop("questions")))
+        return figures
 
 
 async def _soak(
@@ -334,8 +291,8 @@ async def _soak(
     users: list[str],
 ) -> Json:
     control: str = info["control_base"]
-    await _post(session, f"{control}/reset", {})  # forget the start-up requests
-    await _post(session, f"{api_url}/_fake/reset", {})
+    await post_json(session, f"{control}/reset", {})  # forget the start-up requests
+    await post_json(session, f"{api_url}/_fake/reset", {})
     rng = random.Random(args.seed)
     asked = {
         channel_id: [
@@ -381,7 +338,7 @@ async def _soak(
     tasks_after = await tasks_back_to(tasks_idle, IDLE_TIMEOUT)
 
     # The final look, also at replies that settled after their question's wait ended.
-    state: Json = await _get(session, f"{control}/state?latest=1")
+    state: Json = await get_json(session, f"{control}/state?latest=1")
     replies = {
         str(m["reference_id"]): m
         for m in state["messages"]
@@ -390,7 +347,7 @@ async def _soak(
     questions = [question for channel in asked.values() for question in channel]
     for question in questions:
         question.reply = replies.get(question.message_id)
-    faults: Json = await _get(session, f"{api_url}/_fake/faults")
+    faults: Json = await get_json(session, f"{api_url}/_fake/faults")
     first, last = tally.first_asked or 0.0, tally.last_settled or 0.0
     return {
         "people": len(channel_ids),
