@@ -229,3 +229,38 @@ async def test_a_continuation_waits_for_the_message_above(scheduler: WriteSchedu
     first_may_end.set()
     await asyncio.wait_for(second.settled(), 1)
     assert written == ["elsewhere", "first starts", "first ends", "second"]
+
+
+async def test_every_request_of_a_write_counts(scheduler: WriteScheduler) -> None:
+    # discord.py tries a write again after a 429 or a 500, inside the same write: Discord
+    # receives both requests.
+    window = Window(2, 10.0, reserve=0)
+
+    async def refused_then_retried() -> None:
+        reply_received()  # the 429
+        reply_received()  # the request tried again
+
+    message = PacedMessage(scheduler, refused_then_retried, lambda: [window])
+    scheduler.add(message)
+    message.mark(urgent=True)
+    await asyncio.wait_for(message.settled(), 1)
+    assert window.free_at(time.monotonic(), urgent=True) > time.monotonic()
+
+
+async def test_a_task_started_by_a_write_leaves_its_slot_held(scheduler: WriteScheduler) -> None:
+    # A task made during the write copies the write's context; its requests are its own.
+    window = Window(1, 10.0, reserve=0)
+    while_writing: list[float] = []
+
+    async def elsewhere() -> None:
+        reply_received()
+
+    async def write() -> None:
+        await asyncio.create_task(elsewhere())
+        while_writing.append(window.free_at(time.monotonic(), urgent=True))
+
+    message = PacedMessage(scheduler, write, lambda: [window])
+    scheduler.add(message)
+    message.mark(urgent=True)
+    await asyncio.wait_for(message.settled(), 1)
+    assert while_writing == [math.inf]  # still in flight until its own reply or its end

@@ -107,19 +107,36 @@ class Window:
 
 
 class _Hold:
-    """A write's slots in its windows, until Discord first answers it (or the write ends)."""
+    """A write's slots in its windows, until Discord first answers it (or the write ends).
+
+    Made in the write's own task: a task the write starts copies the context, but its
+    requests are not the write's and must not free the write's slots early."""
 
     def __init__(self, windows: Sequence[Window], scheduler: WriteScheduler) -> None:
         self._windows = windows
         self._scheduler = scheduler
+        self._task = asyncio.current_task()
+        self._held = True
+
+    def replied(self) -> None:
+        if asyncio.current_task() is not self._task:
+            return
+        if self._held:
+            self.release()
+            return
+        # Another request of the same write (discord.py trying again after a 429 or a 500,
+        # a message sent anew without its reply): Discord counts it too.
+        now = self._scheduler.clock()
+        for window in self._windows:
+            window.record(now)
 
     def release(self) -> None:
-        if not self._windows:
+        if not self._held:
             return
+        self._held = False
         now = self._scheduler.clock()
         for window in self._windows:
             window.end(now)
-        self._windows = ()
         self._scheduler.wake()
 
 
@@ -134,7 +151,7 @@ def reply_received() -> None:
     may be seconds later, and meanwhile the bot-wide window would stay needlessly full."""
     hold = _hold.get()
     if hold is not None:
-        hold.release()
+        hold.replied()
 
 
 @contextlib.asynccontextmanager
