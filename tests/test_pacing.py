@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.delivery.pacing import PacedMessage, Window, WriteScheduler, reply_received
+from bot.delivery.pacing import PacedMessage, Window, WriteScheduler, reply_received, room_for
 
 
 def test_window_counts_a_sliding_period() -> None:
@@ -264,3 +264,24 @@ async def test_a_task_started_by_a_write_leaves_its_slot_held(scheduler: WriteSc
     message.mark(urgent=True)
     await asyncio.wait_for(message.settled(), 1)
     assert while_writing == [math.inf]  # still in flight until its own reply or its end
+
+
+async def test_a_write_made_outside_the_scheduler_does_not_stall_it(
+    scheduler: WriteScheduler,
+) -> None:
+    # The only slot is held by a request in flight that the scheduler did not start: it
+    # cannot know when that one frees the slot, and must not wait for ever.
+    window = Window(1, 0.05, reserve=0)
+    written = asyncio.Event()
+
+    async def write() -> None:
+        written.set()
+
+    message = PacedMessage(scheduler, write, lambda: [window])
+    scheduler.add(message)
+    async with room_for([window]):
+        message.mark(urgent=True)
+        for _ in range(20):  # the scheduler looks while the slot is in flight
+            await asyncio.sleep(0)
+        assert not written.is_set()
+    await asyncio.wait_for(written.wait(), 1)

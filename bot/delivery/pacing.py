@@ -322,7 +322,12 @@ class WriteScheduler:
                 next_start = min(next_start, start_at)
                 continue
             self._start(message, now)
-        return None if next_start == math.inf else max(next_start - now, 0.001)
+        if next_start == math.inf:
+            # Nothing waits (None: until woken), or only for slots of writes in flight: the
+            # scheduler's own wake it as they end, requests made outside it (`room_for`) do
+            # not, so look again soon.
+            return _LOOK_AGAIN if any(not m.in_flight for m in waiting) else None
+        return max(next_start - now, 0.001)
 
     def _due(self, message: PacedMessage, now: float, writers: Counter[Window]) -> float:
         """When a write is due: urgent ones now, routine ones at the pace of their windows."""
