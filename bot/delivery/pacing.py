@@ -94,6 +94,10 @@ class Window:
         index = held - allowed
         return self._frees[index] if index < len(self._frees) else math.inf
 
+    def idle(self, now: float) -> bool:
+        """Nothing in flight and no slot held: the same as a new window."""
+        return self._in_flight == 0 and (not self._frees or self._frees[-1] <= now)
+
     def start(self) -> None:
         self._in_flight += 1
 
