@@ -9,6 +9,7 @@ import io
 import logging
 import math
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,6 +29,8 @@ REGENERATE_PREFIX = "answer:regenerate:"
 REGENERATE_JSON = ":json"
 # Then `{key}:{page}:{action}`: the page shown where it was pressed, and what to do.
 PAGING_PREFIX = "answer:alt:"
+# Channel windows kept before the budget first looks for quiet ones to set aside.
+_QUIET_LOOK_FROM = 64
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,16 @@ class DiscordBudget:
             lend_reserve=True,
         )
         self._channels: dict[int, Window] = {}
+        # Windows of channels with no write in their period: dropped once nothing refers to
+        # them, so that a bot in many channels keeps only the windows in use. One still
+        # referred to (a sink's) is found here again: a channel never has two windows.
+        self._quiet: weakref.WeakValueDictionary[int, Window] = weakref.WeakValueDictionary()
+        self._look_for_quiet_at = _QUIET_LOOK_FROM
 
     def channel(self, channel_id: int) -> Window:
-        window = self._channels.get(channel_id)
+        window = self._channels.get(channel_id) or self._quiet.pop(channel_id, None)
         if window is None:
+            self._set_quiet_aside()
             # No whole slot kept for final writes: that would slow every update by a quarter.
             # With the slack, a lone answer's final write waits for its channel under 0.5 s.
             window = Window(
@@ -98,8 +107,18 @@ class DiscordBudget:
                 reserve=0,
                 slack=0.6,
             )
-            self._channels[channel_id] = window
+        self._channels[channel_id] = window
         return window
+
+    def _set_quiet_aside(self) -> None:
+        """Each time the windows kept have doubled, set aside those of quiet channels."""
+        if len(self._channels) < self._look_for_quiet_at:
+            return
+        now = time.monotonic()
+        for channel_id, window in list(self._channels.items()):
+            if window.idle(now):
+                self._quiet[channel_id] = self._channels.pop(channel_id)
+        self._look_for_quiet_at = max(2 * len(self._channels), _QUIET_LOOK_FROM)
 
     def token(self) -> Window:
         return Window(self.limits.token_writes, self.limits.token_period + self.limits.margin)
@@ -193,7 +212,8 @@ class ChannelSink:
         existing: Sequence[discord.PartialMessage] = (),
     ) -> None:
         self._channel = channel
-        self._windows = (budget.channel(channel_id), budget.bot)
+        self._channel_id = channel_id
+        self._budget = budget
         self._reference = reference
         # By position in the answer: a send that failed must not shift the ones after it.
         self._messages: dict[int, discord.Message | discord.PartialMessage] = dict(
@@ -201,7 +221,8 @@ class ChannelSink:
         )
 
     def windows(self) -> Sequence[Window]:
-        return self._windows
+        # Looked up at each write: the budget may have set a quiet channel's window aside.
+        return (self._budget.channel(self._channel_id), self._budget.bot)
 
     def deadline(self) -> datetime.datetime | None:
         return None

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.delivery.pacing import PacedMessage, Window, WriteScheduler, reply_received
+from bot.delivery.pacing import PacedMessage, Window, WriteScheduler, reply_received, room_for
 
 
 def test_window_counts_a_sliding_period() -> None:
@@ -229,3 +229,59 @@ async def test_a_continuation_waits_for_the_message_above(scheduler: WriteSchedu
     first_may_end.set()
     await asyncio.wait_for(second.settled(), 1)
     assert written == ["elsewhere", "first starts", "first ends", "second"]
+
+
+async def test_every_request_of_a_write_counts(scheduler: WriteScheduler) -> None:
+    # discord.py tries a write again after a 429 or a 500, inside the same write: Discord
+    # receives both requests.
+    window = Window(2, 10.0, reserve=0)
+
+    async def refused_then_retried() -> None:
+        reply_received()  # the 429
+        reply_received()  # the request tried again
+
+    message = PacedMessage(scheduler, refused_then_retried, lambda: [window])
+    scheduler.add(message)
+    message.mark(urgent=True)
+    await asyncio.wait_for(message.settled(), 1)
+    assert window.free_at(time.monotonic(), urgent=True) > time.monotonic()
+
+
+async def test_a_task_started_by_a_write_leaves_its_slot_held(scheduler: WriteScheduler) -> None:
+    # A task made during the write copies the write's context; its requests are its own.
+    window = Window(1, 10.0, reserve=0)
+    while_writing: list[float] = []
+
+    async def elsewhere() -> None:
+        reply_received()
+
+    async def write() -> None:
+        await asyncio.create_task(elsewhere())
+        while_writing.append(window.free_at(time.monotonic(), urgent=True))
+
+    message = PacedMessage(scheduler, write, lambda: [window])
+    scheduler.add(message)
+    message.mark(urgent=True)
+    await asyncio.wait_for(message.settled(), 1)
+    assert while_writing == [math.inf]  # still in flight until its own reply or its end
+
+
+async def test_a_write_made_outside_the_scheduler_does_not_stall_it(
+    scheduler: WriteScheduler,
+) -> None:
+    # The only slot is held by a request in flight that the scheduler did not start: it
+    # cannot know when that one frees the slot, and must not wait for ever.
+    window = Window(1, 0.05, reserve=0)
+    written = asyncio.Event()
+
+    async def write() -> None:
+        written.set()
+
+    message = PacedMessage(scheduler, write, lambda: [window])
+    scheduler.add(message)
+    async with room_for([window]):
+        message.mark(urgent=True)
+        for _ in range(20):  # the scheduler looks while the slot is in flight
+            await asyncio.sleep(0)
+        assert not written.is_set()
+    await asyncio.wait_for(written.wait(), 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -107,3 +109,20 @@ async def test_answers_a_crash_left_are_marked_within_the_write_limit(tmp_path: 
         for n, start in enumerate(starts):
             within = [s for s in starts[n:] if s < start + limits.bot_period]
             assert len(within) <= limits.bot_writes, starts
+
+
+def test_the_budget_forgets_the_windows_of_quiet_channels() -> None:
+    budget = DiscordBudget()
+    busy = budget.channel(1)
+    busy.record(time.monotonic())  # written to in its period: still counted
+    writing = budget.channel(2)
+    writing.start()
+    held = budget.channel(3)  # quiet, but an answer's sink still has it
+    quiet = weakref.ref(budget.channel(4))
+    for channel_id in range(100, 1100):
+        budget.channel(channel_id)
+    assert quiet() is None
+    assert budget.channel(1) is busy
+    assert budget.channel(2) is writing
+    assert budget.channel(3) is held  # a channel never has two windows
+    assert len(budget._channels) < 100

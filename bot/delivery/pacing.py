@@ -94,6 +94,10 @@ class Window:
         index = held - allowed
         return self._frees[index] if index < len(self._frees) else math.inf
 
+    def idle(self, now: float) -> bool:
+        """Nothing in flight and no slot held: the same as a new window."""
+        return self._in_flight == 0 and (not self._frees or self._frees[-1] <= now)
+
     def start(self) -> None:
         self._in_flight += 1
 
@@ -107,19 +111,36 @@ class Window:
 
 
 class _Hold:
-    """A write's slots in its windows, until Discord first answers it (or the write ends)."""
+    """A write's slots in its windows, until Discord first answers it (or the write ends).
+
+    Made in the write's own task: a task the write starts copies the context, but its
+    requests are not the write's and must not free the write's slots early."""
 
     def __init__(self, windows: Sequence[Window], scheduler: WriteScheduler) -> None:
         self._windows = windows
         self._scheduler = scheduler
+        self._task = asyncio.current_task()
+        self._held = True
+
+    def replied(self) -> None:
+        if asyncio.current_task() is not self._task:
+            return
+        if self._held:
+            self.release()
+            return
+        # Another request of the same write (discord.py trying again after a 429 or a 500,
+        # a message sent anew without its reply): Discord counts it too.
+        now = self._scheduler.clock()
+        for window in self._windows:
+            window.record(now)
 
     def release(self) -> None:
-        if not self._windows:
+        if not self._held:
             return
+        self._held = False
         now = self._scheduler.clock()
         for window in self._windows:
             window.end(now)
-        self._windows = ()
         self._scheduler.wake()
 
 
@@ -134,7 +155,7 @@ def reply_received() -> None:
     may be seconds later, and meanwhile the bot-wide window would stay needlessly full."""
     hold = _hold.get()
     if hold is not None:
-        hold.release()
+        hold.replied()
 
 
 @contextlib.asynccontextmanager
@@ -305,7 +326,12 @@ class WriteScheduler:
                 next_start = min(next_start, start_at)
                 continue
             self._start(message, now)
-        return None if next_start == math.inf else max(next_start - now, 0.001)
+        if next_start == math.inf:
+            # Nothing waits (None: until woken), or only for slots of writes in flight: the
+            # scheduler's own wake it as they end, requests made outside it (`room_for`) do
+            # not, so look again soon.
+            return _LOOK_AGAIN if any(not m.in_flight for m in waiting) else None
+        return max(next_start - now, 0.001)
 
     def _due(self, message: PacedMessage, now: float, writers: Counter[Window]) -> float:
         """When a write is due: urgent ones now, routine ones at the pace of their windows."""
