@@ -466,7 +466,7 @@ def _report(figures: Json, targets: list[Target]) -> str:
 def _row(people: int, figures: Json | None) -> str:
     """One line of the table that several N give."""
     if figures is None:
-        return f"{people:>6}  the run did not finish"
+        return f"{people:>6}  no figures: the run did not finish (its error is above)"
     targets = _targets(figures, figures["mode"] == "ask")
     gap, complete = figures["gap_s"]["p95"], figures["complete_s"]["p50"]
     complete_target = "< 0.50" if people <= PROMPT_PEOPLE else "-"
@@ -498,10 +498,21 @@ def _run_each(people: list[int], ask: bool, timeout: float | None) -> int:
         command += ["--ask"] if ask else []
         command += [] if timeout is None else ["--timeout", str(timeout)]
         child = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
-        figures: Json | None = json.loads(child.stdout) if child.returncode in (0, 1) else None
-        print(_row(n, figures), flush=True)
+        print(_row(n, _figures_of(child)), flush=True)
         passed = passed and child.returncode == 0
     return 0 if passed else 1
+
+
+def _figures_of(child: subprocess.CompletedProcess[str]) -> Json | None:
+    """The figures a run printed; None if it printed none (it timed out, or crashed: exit
+    code 1 like a failed target, with its traceback on stderr)."""
+    if child.returncode not in (0, 1):
+        return None
+    try:
+        figures: Json = json.loads(child.stdout)
+    except json.JSONDecodeError:
+        return None
+    return figures
 
 
 def _people(text: str) -> list[int]:

@@ -77,16 +77,16 @@ async def running_bot(fakes: Fakes, database: Path, **settings: Any) -> AsyncIte
         guild_ready_timeout=0.05,
     )
     task = asyncio.create_task(bot.start(token))
+    ready = asyncio.ensure_future(bot.started.wait())
     try:
-        ready = asyncio.ensure_future(bot.started.wait())
         await asyncio.wait({ready, task}, timeout=STARTUP_TIMEOUT, return_when="FIRST_COMPLETED")
         if task.done():
-            task.result()
+            task.result()  # raises what ended the start
         if not ready.done():
-            ready.cancel()
             raise RuntimeError("the bot did not become ready")
         yield bot
     finally:
+        ready.cancel()
         await bot.close()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 10)

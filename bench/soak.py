@@ -490,6 +490,11 @@ def _checks(figures: Json) -> list[Check]:
             f"{figures['duration_s']:.0f} s",
             figures["duration_s"] <= DURATION_LIMIT,
         ),
+        Check(
+            "question text in the log",
+            str(figures["log_question_text"]),
+            figures["log_question_text"] == 0,
+        ),
     ]
 
 
@@ -520,8 +525,7 @@ def _report(figures: Json, checks: list[Check]) -> str:
         + ", ".join(f"at {k}: {v:.1f} MB" for k, v in figures["memory_mb"].items()),
         f"tasks: idle {figures['tasks_idle']}, after {figures['tasks_after']}",
         f"first question to last answer: {figures['duration_s']:.1f} s",
-        f"log: {counts(figures['log_levels'])}; records with question text: "
-        f"{figures['log_question_text']}",
+        f"log: {counts(figures['log_levels'])}",
     ]
     lines += [f"  grew: {line}" for line in figures["memory_grown_most"]]
     lines += [f"  unfinished: {example}" for example in figures["unfinished_examples"]]
