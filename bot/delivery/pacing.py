@@ -343,7 +343,7 @@ class WriteScheduler:
         )
         # The first update comes a little early or late, by phase; later ones keep a pace
         # slightly longer than the windows need, so the phases stay apart.
-        stretch = 0.8 + 0.2 * message.phase if message.writes == 1 else 1 + 0.02 * message.phase
+        stretch = 0.9 + 0.1 * message.phase if message.writes == 1 else 1 + 0.02 * message.phase
         return message.last_start + pace * stretch
 
     def _free_at(
