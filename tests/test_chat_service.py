@@ -501,6 +501,20 @@ async def test_alternatives_take_their_slots_together_and_in_turn(
         assert rig.api.streams[1].options["n"] == 3 and rig.api.streams[2].options["n"] == 1
 
 
+async def test_a_cancelled_question_leaves_nothing_running(rig: ChatRig) -> None:
+    """Whoever cancels an answer's task waits for its clean-up too: no task of it is left to
+    hold a database connection after the owner has closed the database."""
+    sink = MemorySink()
+    asking = rig.ask("hello", sink)
+    stream = await rig.api.stream(1)
+    stream.send("It began")
+    await sink.wait_for(lambda s: "It began" in s.latest().content)
+    asking.cancel()
+    await asyncio.gather(asking, return_exceptions=True)
+    left = [t for t in asyncio.all_tasks() if "ChatService._in_turn" in repr(t.get_coro())]
+    assert left == []
+
+
 async def test_slots_are_taken_all_at_once_and_a_waiter_that_leaves_lets_others_in() -> None:
     slots = Slots(4)
     release = asyncio.Event()

@@ -216,6 +216,9 @@ class ChatService:
                 await asyncio.wait({queued})
             except asyncio.CancelledError:
                 queued.cancel()
+                # Its clean-up (the turn, the reply) ends before this task does, so that nothing
+                # of the answer runs on after whoever cancelled it has closed the database.
+                await asyncio.wait({queued})
                 outcome = TurnStatus.INTERRUPTED.value
                 raise
             if queued.cancelled():  # stopped while it waited for its turn
