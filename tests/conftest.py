@@ -30,6 +30,14 @@ async def empty_postgres(url: str) -> None:
     """Drop every table of the database at `url` (a test's or a benchmark's own)."""
     engine = create_engine(url)
     async with engine.begin() as connection:
+        # A connection left behind (by a bot process killed mid-answer, or a task that outlived
+        # its test) would hold the drop up until it goes: end it now.
+        await connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
         await connection.execute(text("DROP SCHEMA public CASCADE"))
         await connection.execute(text("CREATE SCHEMA public"))
     await engine.dispose()
