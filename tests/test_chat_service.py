@@ -487,18 +487,19 @@ async def test_alternatives_take_their_slots_together_and_in_turn(
     admission = admission_on(sessions)
     async with chat_rig(store, UsageStore(sessions), admission, max_concurrent_requests=3) as rig:
         first, second, third = MemorySink(), MemorySink(), MemorySink()
-        rig.ask("two answers", first, alternatives=2, channel_id=10)
+        asking = [rig.ask("two answers", first, alternatives=2, channel_id=10)]
         await rig.api.stream(1)
         # Three answers need every slot: they wait, and so does a single answer asked after.
-        rig.ask("three answers", second, author_id=2, alternatives=3, channel_id=11)
+        asking.append(rig.ask("three answers", second, author_id=2, alternatives=3, channel_id=11))
         await second.wait_for(lambda s: s.latest().content == QUEUED)
-        rig.ask("one answer", third, author_id=3, channel_id=12)
+        asking.append(rig.ask("one answer", third, author_id=3, channel_id=12))
         await third.wait_for(lambda s: s.latest().content == QUEUED)
         assert len(rig.api.streams) == 1
         rig.api.streams[0].end()
         (await rig.api.stream(2)).end()
-        await rig.api.stream(3)
+        (await rig.api.stream(3)).end()
         assert rig.api.streams[1].options["n"] == 3 and rig.api.streams[2].options["n"] == 1
+        await asyncio.wait_for(asyncio.gather(*asking), WAIT)  # all finished, none cut short
 
 
 async def test_a_cancelled_question_leaves_nothing_running(rig: ChatRig) -> None:
