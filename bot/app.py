@@ -315,7 +315,7 @@ class Bot(commands.AutoShardedBot):
         return self.is_closed() or (self.admission is not None and self.admission.restarting)
 
     async def shut_down(
-        self, grace: float, hurry: asyncio.Event, running: asyncio.Task[None] | None = None
+        self, grace: float, hurry: asyncio.Event, running: asyncio.Task[None]
     ) -> None:
         """Refuse new questions at once, let the answers and image jobs running finish for
         up to `grace` seconds (until `hurry` is set, if sooner), then close. A start-up
@@ -350,11 +350,10 @@ class Bot(commands.AutoShardedBot):
             setting_up.cancel()
         answers_cut = chat.answers_running if chat else 0
         jobs_cut = images.jobs_running if images else 0
-        if running is not None:
-            running.cancel()
-            # Python 3.11's wait_for may lose a cancel that comes as it finishes: closing
-            # ends `start` then.
-            await asyncio.wait({running}, timeout=1)
+        running.cancel()
+        # Python 3.11's wait_for may lose a cancel that comes as it finishes: closing ends
+        # `start` then.
+        await asyncio.wait({running}, timeout=1)
         await self.close()
         log.info(
             "Shut down in %.1f s; %d answers and %d image jobs were cut short",

@@ -112,7 +112,7 @@ class _Running(Collector):
         yield GaugeMetricFamily(
             "bot_image_jobs_running",
             "Image generations and edits running or waiting for the person's previous one.",
-            value=bot.images.running_jobs if bot.images else 0,
+            value=bot.images.jobs_running_or_waiting if bot.images else 0,
         )
         latency = GaugeMetricFamily(
             "bot_gateway_latency_seconds",

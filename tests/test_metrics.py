@@ -228,13 +228,13 @@ async def test_image_jobs_running_are_read_from_the_service(
     async with image_rig(
         ConversationStore(sessions), UsageStore(sessions), admission_on(sessions)
     ) as rig:
-        assert rig.service.running_jobs == 0
+        assert rig.service.jobs_running_or_waiting == 0
         making = rig.make("a cat", MemoryImageSink())
         call = await rig.api.call(1)
-        assert rig.service.running_jobs == 1
+        assert rig.service.jobs_running_or_waiting == 1
         call.fail(ServiceUnavailable("down"))
         await asyncio.wait_for(making, WAIT)
-        assert rig.service.running_jobs == 0
+        assert rig.service.jobs_running_or_waiting == 0
 
 
 # --- usage, the API client, the database ---------------------------------------------------------

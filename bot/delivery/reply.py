@@ -193,10 +193,6 @@ class StreamingReply:
         """Seconds since it was opened."""
         return time.monotonic() - self._opened_at
 
-    @property
-    def message_count(self) -> int:
-        return sum(shown is not None for shown in self._shown)
-
     # How it is shown.
 
     @property

@@ -127,9 +127,14 @@ class ImageService:
         self._closing = False
 
     @property
-    def running_jobs(self) -> int:
+    def jobs_running_or_waiting(self) -> int:
         """Jobs running now, or waiting for the person's previous one."""
         return len(self._running)
+
+    @property
+    def jobs_running(self) -> int:
+        """Jobs running now, not waiting."""
+        return len(self._running - self._waiting)
 
     @property
     def models(self) -> Sequence[str]:
@@ -259,10 +264,6 @@ class ImageService:
         for job in self._waiting:
             self._refused.add(job)
             job.cancel()
-
-    @property
-    def jobs_running(self) -> int:
-        return len(self._running - self._waiting)
 
     async def jobs_ended(self) -> None:
         """Wait until every job has ended."""
